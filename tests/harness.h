@@ -12,31 +12,31 @@
 
 static int harness_failures_ = 0; /* failures in the current test */
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
-            harness_failures_++;                                                               \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            harness_failures_++;                                                                   \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_U(a, b)                                                                       \
-    do {                                                                                       \
-        uint64_t ha_ = (uint64_t)(a), hb_ = (uint64_t)(b);                                     \
-        if (ha_ != hb_) {                                                                      \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%" PRIu64 " != %" PRIu64 ")\n",    \
-                    __FILE__, __LINE__, #a, #b, ha_, hb_);                                     \
-            harness_failures_++;                                                               \
-        }                                                                                      \
+#define CHECK_EQ_U(a, b)                                                                           \
+    do {                                                                                           \
+        uint64_t ha_ = (uint64_t)(a), hb_ = (uint64_t)(b);                                         \
+        if (ha_ != hb_) {                                                                          \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%" PRIu64 " != %" PRIu64 ")\n",        \
+                    __FILE__, __LINE__, #a, #b, ha_, hb_);                                         \
+            harness_failures_++;                                                                   \
+        }                                                                                          \
     } while (0)
 
-#define REQUIRE(cond)                                                                          \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);         \
-            harness_failures_++;                                                               \
-            return;                                                                            \
-        }                                                                                      \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
+            harness_failures_++;                                                                   \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
 
 typedef struct harness_test {
@@ -44,7 +44,10 @@ typedef struct harness_test {
     void (*fn)(void);
 } harness_test;
 
-#define TEST(name) {#name, name}
+#define TEST(name)                                                                                 \
+    {                                                                                              \
+#name, name                                                                                \
+    }
 
 static inline int harness_run(const harness_test *tests, size_t n, int argc, char **argv)
 {
@@ -67,11 +70,11 @@ static inline int harness_run(const harness_test *tests, size_t n, int argc, cha
     return failed == 0 ? 0 : 1;
 }
 
-#define TEST_MAIN(...)                                                                         \
-    int main(int argc, char **argv)                                                            \
-    {                                                                                          \
-        static const harness_test tests_[] = {__VA_ARGS__};                                    \
-        return harness_run(tests_, sizeof tests_ / sizeof tests_[0], argc, argv);              \
+#define TEST_MAIN(...)                                                                             \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        static const harness_test tests_[] = {__VA_ARGS__};                                        \
+        return harness_run(tests_, sizeof tests_ / sizeof tests_[0], argc, argv);                  \
     }
 
 #endif

@@ -1,0 +1,563 @@
+/* heap.c — heap objects: the heap table (handles are checked against it, so a bad handle is
+ * EINVAL, never a crash), the registry, create/destroy, the process heap, options, locks,
+ * statistics, and tracing control (per-heap switch, rundown). */
+#include "heap/internal.h"
+
+#include "common/log.h"
+#include "trace/trace.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+
+#define HEAP_SLOT_SIZE ((size_t)8192)
+_Static_assert(sizeof(ht_heap) <= HEAP_SLOT_SIZE, "ht_heap must fit its slot");
+
+pthread_mutex_t ht__registry_lock;
+static uint8_t *g_table;                 /* HT_MAX_HEAPS slots of HEAP_SLOT_SIZE */
+static uint8_t g_slot_used[HT_MAX_HEAPS]; /* registry lock */
+static uint64_t g_next_gen = 1;          /* registry lock */
+static bool g_init_ok;
+static pthread_once_t g_init_once = PTHREAD_ONCE_INIT;
+static bool g_trace_active;              /* registry lock */
+static bool g_trace_heaps_off;           /* new heaps start disabled */
+static ht_heap *g_process_heap;
+static pthread_once_t g_process_once = PTHREAD_ONCE_INIT;
+
+#define CREATE_FLAGS                                                                           \
+    (HT_HEAP_NO_SERIALIZE | HT_HEAP_GENERATE_EXCEPTIONS | HT_HEAP_ENABLE_LFH |                 \
+     HT_HEAP_TERMINATE_ON_CORRUPTION)
+
+static void init(void)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&ht__registry_lock, &a);
+    pthread_mutexattr_destroy(&a);
+    size_t bytes = HT_MAX_HEAPS * HEAP_SLOT_SIZE;
+    g_table = ht__os.reserve(bytes);
+    if (g_table == NULL)
+        return;
+    if (!ht__os.commit(g_table, bytes) || !ht__segmap_init()) {
+        ht__os.release(g_table, bytes);
+        g_table = NULL;
+        return;
+    }
+    g_init_ok = true;
+}
+
+void ht__heap_init_once(void)
+{
+    pthread_once(&g_init_once, init);
+}
+
+ht_heap *ht__heap_check(const ht_heap *heap)
+{
+    uintptr_t off = (uintptr_t)heap - (uintptr_t)g_table;
+    if (HT_UNLIKELY(heap == NULL || g_table == NULL || off >= HT_MAX_HEAPS * HEAP_SLOT_SIZE ||
+                    (off & (HEAP_SLOT_SIZE - 1)) != 0 ||
+                    atomic_load_explicit(&((ht_heap *)heap)->magic, memory_order_acquire) !=
+                        HT_HEAP_MAGIC)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return (ht_heap *)heap;
+}
+
+/* ---- locks ---- */
+
+static inline bool api_held_here(ht_heap *heap)
+{
+    int owner = atomic_load_explicit(&heap->api_owner, memory_order_relaxed);
+    return owner != 0 && (uint32_t)owner == ht__trace_tid();
+}
+
+void ht__heap_lock(ht_heap *heap)
+{
+    if (heap->serialize)
+        pthread_mutex_lock(&heap->lock);
+}
+
+void ht__heap_unlock(ht_heap *heap)
+{
+    if (heap->serialize)
+        pthread_mutex_unlock(&heap->lock);
+}
+
+void ht__bin_lock(ht_heap *heap, ht_bin *bin)
+{
+    if (heap->serialize && !api_held_here(heap))
+        ht__spin_lock(&bin->lock);
+}
+
+void ht__bin_unlock(ht_heap *heap, ht_bin *bin)
+{
+    if (heap->serialize && !api_held_here(heap))
+        ht__spin_unlock(&bin->lock);
+}
+
+void ht__heap_lock_all(ht_heap *heap)
+{
+    if (!heap->serialize)
+        return;
+    if (!api_held_here(heap))
+        for (unsigned c = 0; c < HT_N_CLASSES; c++)
+            ht__spin_lock(&heap->bins[c].lock);
+    pthread_mutex_lock(&heap->lock);
+}
+
+void ht__heap_unlock_all(ht_heap *heap)
+{
+    if (!heap->serialize)
+        return;
+    pthread_mutex_unlock(&heap->lock);
+    if (!api_held_here(heap))
+        for (unsigned c = HT_N_CLASSES; c-- > 0;)
+            ht__spin_unlock(&heap->bins[c].lock);
+}
+
+bool ht_heap_lock(ht_heap *h)
+{
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    if (!heap->serialize)
+        return true;
+    if (api_held_here(heap)) {
+        heap->api_depth++;
+        return true;
+    }
+    ht__heap_lock_all(heap);
+    atomic_store_explicit(&heap->api_owner, (int)ht__trace_tid(), memory_order_relaxed);
+    heap->api_depth = 1;
+    return true;
+}
+
+bool ht_heap_unlock(ht_heap *h)
+{
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    if (!heap->serialize)
+        return true;
+    if (!api_held_here(heap)) {
+        errno = EPERM;
+        return false;
+    }
+    if (--heap->api_depth > 0)
+        return true;
+    atomic_store_explicit(&heap->api_owner, 0, memory_order_relaxed);
+    ht__heap_unlock_all(heap);
+    return true;
+}
+
+/* ---- events ---- */
+
+void ht__op_emit_pending(ht_heap *heap, ht_op *op)
+{
+    (void)heap;
+    for (unsigned i = 0; i < op->n_pending; i++)
+        ht__trace_emit(&op->pending[i]);
+    op->n_pending = 0;
+}
+
+static void emit_simple(ht_heap *heap, uint16_t type, uint64_t ts, uint16_t flags)
+{
+    ht_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.timestamp_ns = ts;
+    ev.type = type;
+    ev.flags = flags;
+    ev.heap_handle = (uintptr_t)heap;
+    if (type == HT_EVENT_HEAP_CREATE) {
+        ev.create.flags = heap->flags;
+        ev.create.reserved_space = heap->reserved;
+        ev.create.committed_space = heap->committed;
+    }
+    ht__trace_emit(&ev);
+}
+
+/* ---- options ---- */
+
+static void set_depths(ht_heap *heap)
+{
+    for (unsigned c = 0; c < HT_N_CLASSES; c++) {
+        size_t d;
+        if (heap->la_depth_opt == SIZE_MAX) {
+            d = ((size_t)64 << 10) / ht__class_size[c];
+            d = d < 4 ? 4 : d > 128 ? 128 : d;
+        } else {
+            d = heap->la_depth_opt;
+        }
+        heap->la_depth[c] = (uint16_t)d;
+    }
+}
+
+bool ht_heap_set_option(ht_heap *h, ht_heap_option option, size_t value)
+{
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    bool ok = true;
+    ht__heap_lock(heap);
+    switch (option) {
+    case HT_OPT_LFH_THRESHOLD:
+        if (value > UINT32_MAX) {
+            ok = false;
+            break;
+        }
+        heap->lfh_threshold = (uint32_t)value;
+        for (unsigned c = 0; c < HT_N_CLASSES; c++)
+            if (heap->bins[c].n_main >= value)
+                atomic_store(&heap->bins[c].active, 1);
+        break;
+    case HT_OPT_LARGE_THRESHOLD:
+        if (value < ((size_t)64 << 10) || value > ((size_t)2 << 20)) {
+            ok = false;
+            break;
+        }
+        heap->large_threshold = value;
+        break;
+    case HT_OPT_DECOMMIT_THRESHOLD:
+        heap->decommit_threshold = value;
+        break;
+    case HT_OPT_LOOKASIDE_DEPTH:
+        if (value != SIZE_MAX && value > 1024) {
+            ok = false;
+            break;
+        }
+        heap->la_depth_opt = value;
+        set_depths(heap);
+        break;
+    default:
+        ok = false;
+        break;
+    }
+    ht__heap_unlock(heap);
+    if (!ok)
+        errno = EINVAL;
+    return ok;
+}
+
+bool ht_heap_get_option(ht_heap *h, ht_heap_option option, size_t *value)
+{
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    if (value == NULL) {
+        errno = EINVAL;
+        return false;
+    }
+    switch (option) {
+    case HT_OPT_LFH_THRESHOLD:
+        *value = heap->lfh_threshold;
+        return true;
+    case HT_OPT_LARGE_THRESHOLD:
+        *value = heap->large_threshold;
+        return true;
+    case HT_OPT_DECOMMIT_THRESHOLD:
+        *value = heap->decommit_threshold;
+        return true;
+    case HT_OPT_LOOKASIDE_DEPTH:
+        *value = heap->la_depth_opt;
+        return true;
+    }
+    errno = EINVAL;
+    return false;
+}
+
+unsigned ht_lfh_class_count(void)
+{
+    return HT_N_CLASSES;
+}
+
+size_t ht_lfh_class_size(unsigned index)
+{
+    return index < HT_N_CLASSES ? ht__class_size[index] : 0;
+}
+
+/* ---- create / destroy ---- */
+
+static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_size, int slot)
+{
+    ht__heap_init_once();
+    if (!g_init_ok) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if ((flags & ~CREATE_FLAGS) != 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    pthread_mutex_lock(&ht__registry_lock);
+    if (slot < 0) {
+        for (int i = 1; i < (int)HT_MAX_HEAPS; i++)
+            if (!g_slot_used[i]) {
+                slot = i;
+                break;
+            }
+    }
+    if (slot < 0) {
+        pthread_mutex_unlock(&ht__registry_lock);
+        errno = ENOMEM;
+        return NULL;
+    }
+    g_slot_used[slot] = 1;
+    uint64_t gen = g_next_gen++;
+    bool trace = g_trace_active && !g_trace_heaps_off;
+    pthread_mutex_unlock(&ht__registry_lock);
+
+    ht_heap *heap = (ht_heap *)(g_table + (size_t)slot * HEAP_SLOT_SIZE);
+    memset(heap, 0, sizeof *heap);
+    heap->index = (uint32_t)slot;
+    heap->gen = gen;
+    heap->flags = flags;
+    heap->serialize = (flags & HT_HEAP_NO_SERIALIZE) == 0;
+    heap->lfh_threshold = (flags & HT_HEAP_ENABLE_LFH) != 0 ? 0 : 17;
+    heap->large_threshold = (size_t)1 << 20;
+    heap->decommit_threshold = (size_t)4 << 20;
+    heap->la_depth_opt = SIZE_MAX;
+    set_depths(heap);
+    for (unsigned c = 0; c < HT_N_CLASSES; c++)
+        atomic_store(&heap->bins[c].active, heap->lfh_threshold == 0 ? 1u : 0u);
+    if (maximum_size != 0) {
+        heap->max_commit = ht__align_up(maximum_size, HT_COMMIT_ALIGN);
+        if (heap->max_commit < maximum_size)
+            heap->max_commit = SIZE_MAX;
+    }
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&heap->lock, &a);
+    pthread_mutexattr_destroy(&a);
+
+    ht_op op = {false, false, 0, {{0}}};
+    size_t initial = initial_size;
+    if (heap->max_commit != 0 && initial > heap->max_commit)
+        initial = heap->max_commit;
+    if (initial > HT_SEG_AREA_MAX)
+        initial = HT_SEG_AREA_MAX - 2 * sizeof(ht_mblock);
+    if (ht__segment_new(heap, initial, &op) == NULL) {
+        pthread_mutex_destroy(&heap->lock);
+        pthread_mutex_lock(&ht__registry_lock);
+        g_slot_used[slot] = 0;
+        pthread_mutex_unlock(&ht__registry_lock);
+        errno = ENOMEM;
+        return NULL;
+    }
+    heap->trace_enabled = !g_trace_heaps_off;
+    atomic_store(&heap->trace_on, trace);
+    atomic_store_explicit(&heap->magic, HT_HEAP_MAGIC, memory_order_release);
+    if (trace)
+        emit_simple(heap, HT_EVENT_HEAP_CREATE, ht__trace_now(), 0);
+    return heap;
+}
+
+ht_heap *ht_heap_create(unsigned flags, size_t initial_size, size_t maximum_size)
+{
+    return heap_create(flags, initial_size, maximum_size, -1);
+}
+
+static void process_heap_make(void)
+{
+    ht__heap_init_once();
+    g_process_heap = heap_create(0, 0, 0, 0);
+}
+
+ht_heap *ht_process_heap(void)
+{
+    pthread_once(&g_process_once, process_heap_make);
+    return g_process_heap;
+}
+
+bool ht_heap_destroy(ht_heap *h)
+{
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    if (heap == g_process_heap) {
+        errno = EINVAL;
+        return false;
+    }
+    bool trace = atomic_load(&heap->trace_on);
+    uint64_t ts = trace ? ht__trace_now() : 0;
+    pthread_mutex_lock(&ht__registry_lock);
+    unsigned expected = HT_HEAP_MAGIC;
+    if (!atomic_compare_exchange_strong(&heap->magic, &expected, 0)) {
+        pthread_mutex_unlock(&ht__registry_lock);
+        errno = EINVAL;
+        return false;
+    }
+    ht__tcache_detach_all_locked(heap);
+    pthread_mutex_unlock(&ht__registry_lock);
+
+    while (heap->segs != NULL)
+        ht__segment_release(heap, heap->segs, NULL);
+    while (heap->larges != NULL) {
+        ht_large *l = heap->larges;
+        heap->larges = l->next;
+        ht__large_release(heap, l, NULL);
+    }
+    while (heap->large_cache != NULL) {
+        ht_large *l = heap->large_cache;
+        heap->large_cache = l->next;
+        ht__large_release(heap, l, NULL);
+    }
+    pthread_mutex_destroy(&heap->lock);
+    if (trace)
+        emit_simple(heap, HT_EVENT_HEAP_DESTROY, ts, 0);
+    pthread_mutex_lock(&ht__registry_lock);
+    heap->gen = 0;
+    g_slot_used[heap->index] = 0;
+    pthread_mutex_unlock(&ht__registry_lock);
+    return true;
+}
+
+void ht_heap_get_stats(ht_heap *h, ht_heap_stats *out)
+{
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof *out);
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return;
+    pthread_mutex_lock(&ht__registry_lock);
+    ht__stats_sum_locked(heap, out);
+    pthread_mutex_unlock(&ht__registry_lock);
+    ht__heap_lock(heap);
+    out->committed = heap->committed;
+    out->reserved = heap->reserved;
+    ht__heap_unlock(heap);
+}
+
+/* ---- tracing control ---- */
+
+static void set_all_trace_locked(bool session)
+{
+    for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
+        if (!g_slot_used[i])
+            continue;
+        ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
+        if (atomic_load(&heap->magic) != HT_HEAP_MAGIC)
+            continue;
+        atomic_store(&heap->trace_on, session && heap->trace_enabled);
+    }
+}
+
+/* Emits HEAP_CREATE and one HEAP_ALLOC per live block of heap, flagged RUNDOWN. The events
+ * are gathered under the heap's locks into a temporary mapping, then delivered. */
+static void rundown_heap(ht_heap *heap)
+{
+    emit_simple(heap, HT_EVENT_HEAP_CREATE, ht__trace_now(), HT_EVENT_RUNDOWN);
+    ht_heap_lock(heap);
+    size_t n = 0;
+    ht_heap_entry e;
+    e.address = NULL;
+    while (ht__walk_locked(heap, &e))
+        if (e.state & HT_ENTRY_BUSY)
+            n++;
+    ht_event *evs = NULL;
+    size_t bytes = ht__align_up((n + 1) * sizeof(ht_event), HT_PAGE_SIZE);
+    if (n != 0)
+        evs = ht__os.map_rw(bytes);
+    size_t k = 0;
+    if (evs != NULL) {
+        uint64_t ts = ht__trace_now();
+        e.address = NULL;
+        while (k < n && ht__walk_locked(heap, &e)) {
+            if ((e.state & HT_ENTRY_BUSY) == 0)
+                continue;
+            ht_event *ev = &evs[k++];
+            memset(ev, 0, sizeof *ev);
+            ev->timestamp_ns = ts;
+            ev->type = HT_EVENT_HEAP_ALLOC;
+            ev->flags = HT_EVENT_RUNDOWN;
+            ev->heap_handle = (uintptr_t)heap;
+            ev->alloc.size = e.size;
+            ev->alloc.address = (uintptr_t)e.address;
+            ev->alloc.source = e.source;
+        }
+    }
+    ht_heap_unlock(heap);
+    for (size_t i = 0; i < k; i++)
+        ht__trace_emit(&evs[i]);
+    if (evs != NULL)
+        ht__os.release(evs, bytes);
+}
+
+int ht_trace_start(const ht_trace_config *config)
+{
+    if (config == NULL)
+        return -EINVAL;
+    ht__heap_init_once();
+    pthread_mutex_lock(&ht__registry_lock);
+    int rc = ht__trace_session_start(config);
+    if (rc != 0) {
+        pthread_mutex_unlock(&ht__registry_lock);
+        return rc;
+    }
+    g_trace_active = true;
+    g_trace_heaps_off = (config->flags & HT_TRACE_HEAPS_OFF) != 0;
+    ht_heap *live[64];
+    unsigned n_live = 0;
+    bool more = false;
+    for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
+        if (!g_slot_used[i])
+            continue;
+        ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
+        if (atomic_load(&heap->magic) != HT_HEAP_MAGIC)
+            continue;
+        heap->trace_enabled = !g_trace_heaps_off;
+        atomic_store(&heap->trace_on, heap->trace_enabled);
+        if (n_live < 64)
+            live[n_live++] = heap;
+        else
+            more = true;
+    }
+    pthread_mutex_unlock(&ht__registry_lock);
+    if ((config->flags & HT_TRACE_NO_RUNDOWN) == 0) {
+        for (unsigned i = 0; i < n_live; i++)
+            if (ht__heap_check(live[i]) != NULL && atomic_load(&live[i]->trace_on))
+                rundown_heap(live[i]);
+        if (more) {
+            /* beyond the first 64 heaps: walk the table again, one heap at a time */
+            for (unsigned i = 0, seen = 0; i < HT_MAX_HEAPS; i++) {
+                ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
+                if (atomic_load(&heap->magic) != HT_HEAP_MAGIC)
+                    continue;
+                if (seen++ < 64)
+                    continue;
+                if (atomic_load(&heap->trace_on))
+                    rundown_heap(heap);
+            }
+        }
+    }
+    return 0;
+}
+
+int ht_trace_stop(void)
+{
+    ht__heap_init_once();
+    pthread_mutex_lock(&ht__registry_lock);
+    if (!g_trace_active) {
+        pthread_mutex_unlock(&ht__registry_lock);
+        return -EINVAL;
+    }
+    g_trace_active = false;
+    set_all_trace_locked(false);
+    pthread_mutex_unlock(&ht__registry_lock);
+    return ht__trace_session_stop();
+}
+
+bool ht_trace_enable_heap(ht_heap *h, bool on)
+{
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    pthread_mutex_lock(&ht__registry_lock);
+    bool old = heap->trace_enabled;
+    heap->trace_enabled = on;
+    atomic_store(&heap->trace_on, g_trace_active && on);
+    pthread_mutex_unlock(&ht__registry_lock);
+    return old;
+}

@@ -1,0 +1,164 @@
+/* internal.h — cross-file prototypes of the heap manager, grouped by the file that defines
+ * them, and the small inline helpers of the fast paths (region lookup, live bits). */
+#ifndef HT_HEAP_INTERNAL_H
+#define HT_HEAP_INTERNAL_H
+
+#include "heap/types.h"
+
+#include "common/os.h"
+
+#include <string.h>
+
+#define HT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define HT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* -- segment.c: the segment map, segments, large blocks -- */
+extern _Atomic(uintptr_t) *ht__segmap;
+bool ht__segmap_init(void);
+void ht__segmap_set(uintptr_t base, size_t size, const ht_region *region);
+ht_segment *ht__segment_new(ht_heap *heap, size_t min_area, ht_op *op);
+bool ht__segment_extend(ht_heap *heap, ht_segment *seg, size_t min_bytes, ht_op *op);
+void ht__segment_release(ht_heap *heap, ht_segment *seg, ht_op *op);
+ht_large *ht__large_alloc_locked(ht_heap *heap, size_t size, size_t align, ht_op *op);
+void ht__large_free_locked(ht_heap *heap, ht_large *large, ht_op *op);
+bool ht__large_resize_locked(ht_heap *heap, ht_large *large, size_t size, ht_op *op);
+size_t ht__large_capacity(const ht_large *large);
+void ht__large_release(ht_heap *heap, ht_large *large, ht_op *op);
+void ht__op_expand(ht_heap *heap, ht_op *op, uintptr_t address, size_t size);
+void ht__op_contract(ht_heap *heap, ht_op *op, uintptr_t address, size_t size);
+bool ht__commit_allowed(const ht_heap *heap, size_t more_area);
+
+/* -- backend.c: the main path (heap lock held for all) -- */
+ht_mblock *ht__main_alloc_locked(ht_heap *heap, size_t payload, size_t align, ht_op *op);
+void ht__main_free_locked(ht_heap *heap, ht_mblock *block, ht_op *op);
+bool ht__main_resize_locked(ht_heap *heap, ht_mblock *block, size_t payload, ht_op *op);
+void ht__main_insert_free_locked(ht_heap *heap, ht_fblock *f);
+void ht__main_remove_free_locked(ht_heap *heap, ht_fblock *f);
+/* Decommits free interiors until free_committed <= target or the op's events are full;
+ * min_pages: smallest interior worth it. Returns pages decommitted. */
+size_t ht__main_decommit_locked(ht_heap *heap, size_t target, size_t min_pages, ht_op *op);
+size_t ht__main_largest_free_locked(const ht_heap *heap);
+unsigned ht__main_fl_index(size_t size);
+
+/* -- lfh.c: size classes and the low-fragmentation front end -- */
+extern const uint32_t ht__class_size[HT_N_CLASSES];
+void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op);
+void ht__lfh_free(ht_heap *heap, ht_run *run, void *block, ht_op *op);
+/* Gives runs with no block out back to the main path (bins and heap lock held). */
+void ht__lfh_release_empty_locked(ht_heap *heap, ht_op *op, bool all);
+
+/* -- tcache.c: per-thread lookaside lists and statistics shares -- */
+ht_tcache *ht__tcache_get_slow(ht_heap *heap);
+void ht__tcache_flush(ht_tcache *tc, ht_heap *heap);
+void ht__tcache_detach_all_locked(ht_heap *heap); /* registry lock held */
+void ht__stats_sum_locked(ht_heap *heap, ht_heap_stats *out); /* registry lock held */
+extern __thread ht_tls *ht__tls __attribute__((tls_model("initial-exec")));
+
+/* -- heap.c: heap table, registry, locks -- */
+extern pthread_mutex_t ht__registry_lock;
+ht_heap *ht__heap_check(const ht_heap *heap); /* NULL + EINVAL if not a live heap */
+void ht__heap_lock(ht_heap *heap);
+void ht__heap_unlock(ht_heap *heap);
+void ht__bin_lock(ht_heap *heap, ht_bin *bin);
+void ht__bin_unlock(ht_heap *heap, ht_bin *bin);
+void ht__heap_lock_all(ht_heap *heap);   /* bins then heap lock (skips what the api holds) */
+void ht__heap_unlock_all(ht_heap *heap);
+void ht__op_emit_pending(ht_heap *heap, ht_op *op);
+void ht__heap_init_once(void);
+
+/* -- walk.c -- */
+bool ht__walk_locked(ht_heap *heap, ht_heap_entry *entry);
+
+/* ---- inline helpers ---- */
+
+static inline size_t ht__align_up(size_t v, size_t a)
+{
+    return (v + a - 1) & ~(a - 1);
+}
+
+static inline ht_region *ht__region_of(uintptr_t p)
+{
+    if (HT_UNLIKELY((p >> HT_ADDR_BITS) != 0))
+        return NULL;
+    _Atomic(uintptr_t) *map = ht__segmap;
+    if (HT_UNLIKELY(map == NULL))
+        return NULL;
+    return (ht_region *)atomic_load_explicit(&map[p >> HT_SEG_SHIFT], memory_order_acquire);
+}
+
+static inline size_t ht__granule(const ht_segment *seg, uintptr_t p)
+{
+    return (p - (uintptr_t)seg) >> 4;
+}
+
+static inline bool ht__live_test(ht_segment *seg, uintptr_t p)
+{
+    size_t g = ht__granule(seg, p);
+    return (atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed) >>
+            (g & 63) & 1u) != 0;
+}
+
+static inline void ht__live_set(ht_segment *seg, uintptr_t p)
+{
+    size_t g = ht__granule(seg, p);
+    atomic_fetch_or_explicit(&seg->live[g >> 6], (uint64_t)1 << (g & 63),
+                             memory_order_relaxed);
+}
+
+/* Clears the bit; true iff it was set (exactly one of racing callers wins). */
+static inline bool ht__live_clear(ht_segment *seg, uintptr_t p)
+{
+    size_t g = ht__granule(seg, p);
+    uint64_t bit = (uint64_t)1 << (g & 63);
+    return (atomic_fetch_and_explicit(&seg->live[g >> 6], ~bit, memory_order_relaxed) & bit) !=
+           0;
+}
+
+static inline ht_run *ht__run_of(ht_segment *seg, uintptr_t p)
+{
+    uint16_t pm = seg->pagemap[(p - (uintptr_t)seg) >> 12];
+    if (pm == 0)
+        return NULL;
+    return (ht_run *)((uint8_t *)seg + (size_t)(pm - 1u) * HT_PAGE_SIZE);
+}
+
+static inline uint32_t ht__run_index(const ht_run *run, uintptr_t p)
+{
+    return (uint32_t)(((uint64_t)(p - (uintptr_t)run->first) * run->inv) >> 40);
+}
+
+static inline unsigned ht__size_class(size_t n)
+{
+    if (n <= 128)
+        return n == 0 ? 0u : (unsigned)((n + 15) / 16 - 1);
+    size_t m = n - 1;
+    unsigned lg = 63u - (unsigned)__builtin_clzll(m);
+    return 8u + (lg - 7u) * 4u + (unsigned)(m >> (lg - 2u)) - 4u;
+}
+
+static inline size_t ht__mb_size(const ht_mblock *b)
+{
+    return (size_t)b->size16 << 4;
+}
+
+static inline size_t ht__mb_payload(const ht_mblock *b)
+{
+    return ((size_t)b->size16 << 4) - sizeof(ht_mblock);
+}
+
+static inline ht_mblock *ht__mb_next(const ht_mblock *b)
+{
+    return (ht_mblock *)((uint8_t *)b + ((size_t)b->size16 << 4));
+}
+
+static inline ht_mblock *ht__mb_prev(const ht_mblock *b)
+{
+    return (ht_mblock *)((uint8_t *)b - ((size_t)b->prev_size16 << 4));
+}
+
+static inline ht_segment *ht__seg_of(const void *p)
+{
+    return (ht_segment *)((uintptr_t)p & ~(uintptr_t)(HT_SEG_SIZE - 1));
+}
+
+#endif

@@ -1,0 +1,227 @@
+/* tcache.c — per-thread state: one ht_tls per thread (a direct-mapped table of tcaches), one
+ * ht_tcache per (thread, heap) with the lookaside lists and the thread's statistics share.
+ * Structures come from a small mmap-backed pool, never malloc. At thread exit a pthread key
+ * destructor flushes every lookaside list back to its heap. */
+#include "heap/internal.h"
+
+#include "trace/trace.h"
+
+__thread ht_tls *ht__tls __attribute__((tls_model("initial-exec")));
+
+/* ---- a fixed-size object pool over mmap ---- */
+
+typedef struct pool {
+    ht_spinlock lock;
+    size_t obj_size;       /* bytes per object, multiple of 64 */
+    void *free_list;       /* recycled objects */
+    uint8_t *chunk, *end;  /* bump region of the current chunk */
+} pool;
+
+#define POOL_CHUNK ((size_t)256 << 10)
+
+static pool g_tls_pool = {{0}, ((sizeof(ht_tls) + 63) / 64) * 64, NULL, NULL, NULL};
+static pool g_tc_pool = {{0}, ((sizeof(ht_tcache) + 63) / 64) * 64, NULL, NULL, NULL};
+
+static void *pool_get(pool *p)
+{
+    ht__spin_lock(&p->lock);
+    void *o = p->free_list;
+    if (o != NULL) {
+        p->free_list = *(void **)o;
+    } else {
+        if (p->chunk == NULL || p->chunk + p->obj_size > p->end) {
+            uint8_t *c = ht__os.map_rw(POOL_CHUNK);
+            if (c == NULL) {
+                ht__spin_unlock(&p->lock);
+                return NULL;
+            }
+            p->chunk = c;
+            p->end = c + POOL_CHUNK;
+        }
+        o = p->chunk;
+        p->chunk += p->obj_size;
+    }
+    ht__spin_unlock(&p->lock);
+    memset(o, 0, p->obj_size);
+    return o;
+}
+
+static void pool_put(pool *p, void *o)
+{
+    ht__spin_lock(&p->lock);
+    *(void **)o = p->free_list;
+    p->free_list = o;
+    ht__spin_unlock(&p->lock);
+}
+
+/* ---- thread exit ---- */
+
+static ht_tls g_dead_tls; /* all slots NULL: threads past their exit get no tcache */
+static pthread_key_t g_key;
+static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
+static bool g_key_ok;
+
+static void tcache_retire_locked(ht_tcache *tc);
+
+static void tls_destroy(void *arg)
+{
+    ht_tls *tls = arg;
+    ht__tls = &g_dead_tls;
+    for (unsigned i = 0; i < HT_TLS_SLOTS; i++) {
+        ht_tcache *tc = tls->slot[i];
+        if (tc == NULL)
+            continue;
+        tls->slot[i] = NULL;
+        pthread_mutex_lock(&ht__registry_lock);
+        tcache_retire_locked(tc);
+        pthread_mutex_unlock(&ht__registry_lock);
+    }
+    pool_put(&g_tls_pool, tls);
+}
+
+static void key_create(void)
+{
+    g_key_ok = pthread_key_create(&g_key, tls_destroy) == 0;
+}
+
+/* ---- flushing and retiring ---- */
+
+static void acc_fold(ht_stat_acc *dst, ht_stat_acc *src)
+{
+    for (int s = 0; s < 7; s++) {
+        atomic_fetch_add(&dst->n_alloc[s], atomic_load(&src->n_alloc[s]));
+        atomic_fetch_add(&dst->n_free[s], atomic_load(&src->n_free[s]));
+        atomic_fetch_add(&dst->bytes_alloc[s], atomic_load(&src->bytes_alloc[s]));
+        atomic_fetch_add(&dst->bytes_free[s], atomic_load(&src->bytes_free[s]));
+    }
+    atomic_fetch_add(&dst->live_blocks, atomic_load(&src->live_blocks));
+    atomic_fetch_add(&dst->live_bytes, atomic_load(&src->live_bytes));
+    atomic_fetch_add(&dst->n_invalid, atomic_load(&src->n_invalid));
+}
+
+/* Returns every lookaside block of tc to its owner (heap alive, tc current). */
+void ht__tcache_flush(ht_tcache *tc, ht_heap *heap)
+{
+    ht_op op;
+    op.trace = atomic_load_explicit(&heap->trace_on, memory_order_relaxed);
+    op.slow = false;
+    op.n_pending = 0;
+    for (unsigned c = 0; c < HT_N_CLASSES; c++) {
+        ht_lookaside *la = &tc->la[c];
+        while (la->head != NULL) {
+            void *p = la->head;
+            la->head = *(void **)p;
+            la->count--;
+            ht_segment *seg = ht__seg_of(p);
+            ht_run *run = ht__run_of(seg, (uintptr_t)p);
+            if (run != NULL) {
+                ht__lfh_free(heap, run, p, &op);
+            } else {
+                ht__heap_lock(heap);
+                ht__main_free_locked(heap, (ht_mblock *)p - 1, &op);
+                ht__heap_unlock(heap);
+            }
+            if (op.n_pending >= HT_OP_PENDING / 2)
+                ht__op_emit_pending(heap, &op);
+        }
+    }
+    ht__op_emit_pending(heap, &op);
+}
+
+static void heap_list_remove(ht_heap *heap, ht_tcache *tc)
+{
+    if (tc->hprev != NULL)
+        tc->hprev->hnext = tc->hnext;
+    else
+        heap->tcaches = tc->hnext;
+    if (tc->hnext != NULL)
+        tc->hnext->hprev = tc->hprev;
+    tc->hnext = tc->hprev = NULL;
+}
+
+/* Flushes (if its heap lives), folds the stats into the heap, unlinks and frees tc. */
+static void tcache_retire_locked(ht_tcache *tc)
+{
+    ht_heap *heap = tc->heap;
+    if (heap != NULL && atomic_load(&heap->magic) == HT_HEAP_MAGIC && heap->gen == tc->gen) {
+        ht__tcache_flush(tc, heap);
+        acc_fold(&heap->shared, &tc->st);
+        heap_list_remove(heap, tc);
+    }
+    pool_put(&g_tc_pool, tc);
+}
+
+void ht__tcache_detach_all_locked(ht_heap *heap)
+{
+    ht_tcache *tc = heap->tcaches;
+    while (tc != NULL) {
+        ht_tcache *next = tc->hnext;
+        tc->heap = NULL;
+        tc->hnext = tc->hprev = NULL;
+        tc = next;
+    }
+    heap->tcaches = NULL;
+}
+
+ht_tcache *ht__tcache_get_slow(ht_heap *heap)
+{
+    ht_tls *tls = ht__tls;
+    if (tls == &g_dead_tls)
+        return NULL;
+    if (tls == NULL) {
+        pthread_once(&g_key_once, key_create);
+        if (!g_key_ok)
+            return NULL;
+        tls = pool_get(&g_tls_pool);
+        if (tls == NULL)
+            return NULL;
+        ht__tls = tls;
+        pthread_setspecific(g_key, tls);
+    }
+    unsigned slot = heap->index % HT_TLS_SLOTS;
+    ht_tcache *old = tls->slot[slot];
+    pthread_mutex_lock(&ht__registry_lock);
+    if (old != NULL) {
+        tls->slot[slot] = NULL;
+        tcache_retire_locked(old); /* stale, or another heap sharing the slot */
+    }
+    ht_tcache *tc = pool_get(&g_tc_pool);
+    if (tc != NULL) {
+        tc->heap = heap;
+        tc->gen = heap->gen;
+        tc->owner = tls;
+        tc->hprev = NULL;
+        tc->hnext = heap->tcaches;
+        if (heap->tcaches != NULL)
+            heap->tcaches->hprev = tc;
+        heap->tcaches = tc;
+        tls->slot[slot] = tc;
+    }
+    pthread_mutex_unlock(&ht__registry_lock);
+    return tc;
+}
+
+static void acc_sum(ht_heap_stats *out, ht_stat_acc *a, int64_t *blocks, int64_t *bytes)
+{
+    for (int s = 1; s <= 5; s++) {
+        out->by_source[s].n_alloc += atomic_load_explicit(&a->n_alloc[s], memory_order_relaxed);
+        out->by_source[s].n_free += atomic_load_explicit(&a->n_free[s], memory_order_relaxed);
+        out->by_source[s].bytes_alloc +=
+            atomic_load_explicit(&a->bytes_alloc[s], memory_order_relaxed);
+        out->by_source[s].bytes_free +=
+            atomic_load_explicit(&a->bytes_free[s], memory_order_relaxed);
+    }
+    *blocks += atomic_load_explicit(&a->live_blocks, memory_order_relaxed);
+    *bytes += atomic_load_explicit(&a->live_bytes, memory_order_relaxed);
+    out->n_invalid += atomic_load_explicit(&a->n_invalid, memory_order_relaxed);
+}
+
+void ht__stats_sum_locked(ht_heap *heap, ht_heap_stats *out)
+{
+    int64_t blocks = 0, bytes = 0;
+    acc_sum(out, &heap->shared, &blocks, &bytes);
+    for (ht_tcache *tc = heap->tcaches; tc != NULL; tc = tc->hnext)
+        acc_sum(out, &tc->st, &blocks, &bytes);
+    out->live_blocks = blocks > 0 ? (uint64_t)blocks : 0;
+    out->live_bytes = bytes > 0 ? (uint64_t)bytes : 0;
+}

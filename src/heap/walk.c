@@ -1,0 +1,384 @@
+/* walk.c — looking at a whole heap: the walk (busy and free entries, LFH slots one by one),
+ * the full consistency check behind ht_heap_validate(heap, 0, NULL), and compaction. All of
+ * it runs under every lock of the heap (bins, then the heap lock). */
+#include "heap/internal.h"
+
+#include "common/log.h"
+
+#include <errno.h>
+
+bool ht__validate_block(ht_heap *heap, const void *block);
+
+/* cursor_[0]: phase (0 segments, 1 live large, 2 cached large, 3 end)
+ * cursor_[1]: current segment / large block
+ * cursor_[2]: next main block header in the segment (0: the first)
+ * cursor_[3]: next slot index + 1 within the run at cursor_[2]'s previous block (0: none) */
+
+static void fill(ht_heap_entry *e, void *addr, size_t size, unsigned state, unsigned source,
+                 void *region, size_t region_size)
+{
+    e->address = addr;
+    e->size = size;
+    e->state = state;
+    e->source = source;
+    e->region = region;
+    e->region_size = region_size;
+}
+
+bool ht__walk_locked(ht_heap *heap, ht_heap_entry *e)
+{
+    if (e->address == NULL) {
+        e->cursor_[0] = 0;
+        e->cursor_[1] = (uintptr_t)heap->segs;
+        e->cursor_[2] = 0;
+        e->cursor_[3] = 0;
+    }
+    for (;;) {
+        switch (e->cursor_[0]) {
+        case 0: {
+            ht_segment *seg = (ht_segment *)e->cursor_[1];
+            if (seg == NULL) {
+                e->cursor_[0] = 1;
+                e->cursor_[1] = (uintptr_t)heap->larges;
+                continue;
+            }
+            ht_mblock *b = e->cursor_[2] != 0 ? (ht_mblock *)e->cursor_[2]
+                                              : (ht_mblock *)((uint8_t *)seg + HT_SEG_META);
+            if (b->flags & MB_SENTINEL) {
+                e->cursor_[1] = (uintptr_t)seg->next;
+                e->cursor_[2] = 0;
+                e->cursor_[3] = 0;
+                continue;
+            }
+            uintptr_t user = (uintptr_t)(b + 1);
+            if (b->flags & MB_RUN) {
+                ht_run *run = (ht_run *)user;
+                uint32_t i = e->cursor_[3] != 0 ? (uint32_t)(e->cursor_[3] - 1) : 0;
+                if (i >= run->n_blocks) {
+                    e->cursor_[2] = (uintptr_t)ht__mb_next(b);
+                    e->cursor_[3] = 0;
+                    continue;
+                }
+                e->cursor_[2] = (uintptr_t)b;
+                e->cursor_[3] = i + 2;
+                uintptr_t slot = (uintptr_t)run->first + (size_t)i * run->block_size;
+                if (i < run->n_carved && ht__live_test(seg, slot)) {
+                    uint16_t m = run->meta[i];
+                    fill(e, (void *)slot, run->block_size - (m & RUN_META_SLACK),
+                         HT_ENTRY_BUSY | HT_ENTRY_LFH, (unsigned)(m >> RUN_META_SRC_SHIFT) + 1u,
+                         seg, HT_SEG_SIZE);
+                } else {
+                    fill(e, (void *)slot, run->block_size, HT_ENTRY_FREE | HT_ENTRY_LFH, 0, seg,
+                         HT_SEG_SIZE);
+                }
+                return true;
+            }
+            e->cursor_[2] = (uintptr_t)ht__mb_next(b);
+            e->cursor_[3] = 0;
+            if ((b->flags & MB_BUSY) && ht__live_test(seg, user))
+                fill(e, (void *)user, ht__mb_payload(b) - b->aux, HT_ENTRY_BUSY, b->source, seg,
+                     HT_SEG_SIZE);
+            else
+                fill(e, (void *)user, ht__mb_payload(b), HT_ENTRY_FREE, 0, seg, HT_SEG_SIZE);
+            return true;
+        }
+        case 1:
+        case 2: {
+            ht_large *l = (ht_large *)e->cursor_[1];
+            if (l == NULL) {
+                e->cursor_[0]++;
+                e->cursor_[1] = e->cursor_[0] == 2 ? (uintptr_t)heap->large_cache : 0;
+                continue;
+            }
+            e->cursor_[1] = (uintptr_t)l->next;
+            if (e->cursor_[0] == 1)
+                fill(e, (void *)l->user, l->size, HT_ENTRY_BUSY | HT_ENTRY_LARGE,
+                     HT_SOURCE_SLOWPATH, l, l->r.reserve_size);
+            else
+                fill(e, (void *)l->user, ht__large_capacity(l), HT_ENTRY_FREE | HT_ENTRY_LARGE,
+                     0, l, l->r.reserve_size);
+            return true;
+        }
+        default:
+            errno = ENOENT;
+            return false;
+        }
+    }
+}
+
+bool ht_heap_walk(ht_heap *h, ht_heap_entry *entry)
+{
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    if (entry == NULL) {
+        errno = EINVAL;
+        return false;
+    }
+    ht__heap_lock_all(heap);
+    bool ok = ht__walk_locked(heap, entry);
+    ht__heap_unlock_all(heap);
+    return ok;
+}
+
+/* ---- validation ---- */
+
+#if HT_DEBUG >= 1
+#define BAD(what) (ht__log("heaptrail: heap %p invalid: %s\n", (void *)heap, what), false)
+#else
+#define BAD(what) false
+#endif
+
+static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint64_t *n_live,
+                      uint32_t *n_empty)
+{
+    if (run->magic != HT_RUN_MAGIC || run->cls >= HT_N_CLASSES ||
+        run->block_size != ht__class_size[run->cls])
+        return BAD("run header");
+    if (run->n_carved > run->n_blocks || run->n_used > run->n_carved ||
+        run->n_used + run->n_free_list != run->n_carved)
+        return BAD("run counts");
+    if (run->first + (size_t)run->n_blocks * run->block_size >
+        (uint8_t *)run + (size_t)run->n_pages * HT_PAGE_SIZE)
+        return BAD("run bounds");
+    size_t first_page = ((uintptr_t)run - (uintptr_t)seg) / HT_PAGE_SIZE;
+    for (size_t i = 0; i < run->n_pages; i++)
+        if (seg->pagemap[first_page + i] != first_page + 1)
+            return BAD("run page map");
+    uint32_t n = 0;
+    for (void *p = run->free_list; p != NULL; p = *(void **)p) {
+        uintptr_t a = (uintptr_t)p;
+        if (a < (uintptr_t)run->first ||
+            a >= (uintptr_t)run->first + (size_t)run->n_carved * run->block_size ||
+            (a - (uintptr_t)run->first) % run->block_size != 0)
+            return BAD("run free list entry");
+        if (ht__live_test(seg, a))
+            return BAD("live block on a run free list");
+        if (++n > run->n_carved)
+            return BAD("run free list cycle");
+    }
+    if (n != run->n_free_list)
+        return BAD("run free list length");
+    for (uint32_t i = 0; i < run->n_carved; i++)
+        if (ht__live_test(seg, (uintptr_t)run->first + (size_t)i * run->block_size))
+            (*n_live)++;
+    if (run->n_used == 0)
+        (*n_empty)++;
+    return true;
+}
+
+static bool check_heap(ht_heap *heap)
+{
+    size_t committed = 0, free_committed = 0, reserved = 0, n_free_blocks = 0;
+    uint32_t runs[HT_N_CLASSES] = {0}, empties[HT_N_CLASSES] = {0};
+    for (ht_segment *seg = heap->segs; seg != NULL; seg = seg->next) {
+        if (seg->r.magic != HT_REGION_MAGIC || seg->r.kind != HT_REGION_SEGMENT ||
+            seg->r.heap != heap || ((uintptr_t)seg & (HT_SEG_SIZE - 1)) != 0)
+            return BAD("segment header");
+        if (ht__region_of((uintptr_t)seg) != &seg->r)
+            return BAD("segment map");
+        if (seg->r.commit_size != HT_SEG_META + seg->area_size ||
+            seg->area_size > HT_SEG_AREA_MAX)
+            return BAD("segment sizes");
+        committed += seg->r.commit_size;
+        reserved += seg->r.reserve_size;
+        uint8_t *end = (uint8_t *)seg + HT_SEG_META + seg->area_size;
+        ht_mblock *b = (ht_mblock *)((uint8_t *)seg + HT_SEG_META);
+        ht_mblock *prev = NULL;
+        uint64_t n_live = 0;
+        size_t run_pages = 0;
+        for (;;) {
+            if ((uint8_t *)b + sizeof(ht_mblock) > end || b->tag != HT_MB_TAG || b->size16 == 0)
+                return BAD("block header");
+            if (b->prev_size16 != (prev != NULL ? prev->size16 : 0u))
+                return BAD("boundary tag");
+            if (b->flags & MB_SENTINEL) {
+                if ((uint8_t *)b + sizeof(ht_mblock) != end)
+                    return BAD("sentinel position");
+                break;
+            }
+            if ((uint8_t *)ht__mb_next(b) > end - sizeof(ht_mblock))
+                return BAD("block overruns area");
+            if ((b->flags & MB_BUSY) == 0) {
+                if (prev != NULL && (prev->flags & MB_BUSY) == 0)
+                    return BAD("adjacent free blocks");
+                if ((ht__mb_next(b)->flags & MB_BUSY) == 0)
+                    return BAD("adjacent free blocks");
+                if (ht__live_test(seg, (uintptr_t)(b + 1)))
+                    return BAD("live bit on a free block");
+                size_t interior = 0;
+                uintptr_t lo = ht__align_up((uintptr_t)b + sizeof(ht_fblock), HT_PAGE_SIZE);
+                uintptr_t hi = ((uintptr_t)b + ht__mb_size(b)) & ~(uintptr_t)(HT_PAGE_SIZE - 1);
+                if (hi > lo)
+                    interior = (hi - lo) / HT_PAGE_SIZE;
+                if (b->aux > interior)
+                    return BAD("decommitted pages");
+                committed -= (size_t)b->aux * HT_PAGE_SIZE;
+                free_committed += ht__mb_size(b) - (size_t)b->aux * HT_PAGE_SIZE;
+                n_free_blocks++;
+            } else if (b->flags & MB_RUN) {
+                ht_run *run = (ht_run *)(b + 1);
+                if (!check_run(heap, seg, run, &n_live, &empties[run->cls < HT_N_CLASSES ? run->cls : 0]))
+                    return false;
+                runs[run->cls]++;
+                run_pages += run->n_pages;
+                if (ht__live_test(seg, (uintptr_t)(b + 1)))
+                    return BAD("live bit on a run header");
+            } else {
+                if (b->aux > ht__mb_payload(b))
+                    return BAD("block slack");
+                if ((b->flags & MB_SMALL) &&
+                    (b->cls >= HT_N_CLASSES || ht__mb_payload(b) < ht__class_size[b->cls]))
+                    return BAD("small block class");
+                if (ht__live_test(seg, (uintptr_t)(b + 1)))
+                    n_live++;
+            }
+            prev = b;
+            b = ht__mb_next(b);
+        }
+        uint64_t bits = 0;
+        for (size_t w = 0; w < HT_SEG_LIVE_WORDS; w++)
+            bits += (uint64_t)__builtin_popcountll(atomic_load(&seg->live[w]));
+        if (bits != n_live)
+            return BAD("stray live bits");
+        size_t mapped = 0;
+        for (size_t i = 0; i < HT_SEG_PAGES; i++)
+            if (seg->pagemap[i] != 0)
+                mapped++;
+        if (mapped != run_pages)
+            return BAD("page map entries outside runs");
+    }
+    size_t in_lists = 0;
+    for (unsigned i = 0; i < HT_N_FREELISTS; i++) {
+        bool bit = (heap->fl_map[i >> 6] >> (i & 63) & 1u) != 0;
+        if (bit != (heap->fl[i] != NULL))
+            return BAD("free list bitmap");
+        const ht_fblock *prev = NULL;
+        for (const ht_fblock *f = heap->fl[i]; f != NULL; f = f->next) {
+            if ((f->h.flags & MB_BUSY) != 0 || f->prev != prev ||
+                ht__main_fl_index(ht__mb_size(&f->h)) != i)
+                return BAD("free list entry");
+            if (++in_lists > n_free_blocks)
+                return BAD("free list has foreign entries");
+            prev = f;
+        }
+    }
+    if (in_lists != n_free_blocks)
+        return BAD("free block missing from the free lists");
+    if (free_committed != heap->free_committed)
+        return BAD("free committed count");
+    for (unsigned c = 0; c < HT_N_CLASSES; c++)
+        if (runs[c] != heap->bins[c].n_runs || empties[c] != heap->bins[c].n_empty)
+            return BAD("bin run counts");
+    size_t cache_bytes = 0;
+    unsigned n_cache = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (ht_large *l = pass == 0 ? heap->larges : heap->large_cache; l != NULL; l = l->next) {
+            if (l->r.magic != HT_REGION_MAGIC || l->r.kind != HT_REGION_LARGE ||
+                l->r.heap != heap || l->user < (uintptr_t)l + sizeof(ht_large) ||
+                l->user > (uintptr_t)l + l->r.commit_size ||
+                l->r.commit_size > l->r.reserve_size)
+                return BAD("large block header");
+            if (ht__region_of((uintptr_t)l) != &l->r ||
+                ht__region_of((uintptr_t)l + l->r.reserve_size - 1) != &l->r)
+                return BAD("large block map");
+            if (atomic_load(&l->live) != (pass == 0 ? 1u : 0u))
+                return BAD("large block state");
+            if (pass == 0 && l->size > ht__large_capacity(l))
+                return BAD("large block size");
+            committed += l->r.commit_size;
+            reserved += l->r.reserve_size;
+            if (pass == 1) {
+                cache_bytes += l->r.commit_size;
+                n_cache++;
+            }
+        }
+    }
+    if (cache_bytes != heap->large_cache_bytes || n_cache != heap->n_large_cache)
+        return BAD("large cache counts");
+    if (committed != heap->committed)
+        return BAD("committed bytes");
+    if (reserved != heap->reserved)
+        return BAD("reserved bytes");
+    return true;
+}
+
+bool ht_heap_validate(ht_heap *h, unsigned flags, const void *block)
+{
+    (void)flags;
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    if (block != NULL)
+        return ht__validate_block(heap, block);
+    ht__heap_lock_all(heap);
+    bool ok = check_heap(heap);
+    ht__heap_unlock_all(heap);
+    return ok;
+}
+
+/* ---- compaction ---- */
+
+/* One unit of compaction work; false when nothing is left. */
+static bool compact_step(ht_heap *heap, ht_op *op)
+{
+    if (heap->large_cache != NULL) {
+        ht_large *l = heap->large_cache;
+        heap->large_cache = l->next;
+        if (l->next != NULL)
+            l->next->prev = NULL;
+        heap->n_large_cache--;
+        heap->large_cache_bytes -= l->r.commit_size;
+        ht__large_release(heap, l, op);
+        return true;
+    }
+    /* a segment other than the last one standing, wholly free */
+    for (ht_segment *seg = heap->segs; seg != NULL; seg = seg->next) {
+        if (heap->segs == seg && seg->next == NULL)
+            break;
+        ht_mblock *b = (ht_mblock *)((uint8_t *)seg + HT_SEG_META);
+        if ((b->flags & MB_BUSY) == 0 && (ht__mb_next(b)->flags & MB_SENTINEL) != 0) {
+            ht__segment_release(heap, seg, op);
+            return true;
+        }
+    }
+    size_t before = op->n_pending;
+    ht__main_decommit_locked(heap, 0, 1, op);
+    return op->n_pending != before;
+}
+
+size_t ht_heap_compact(ht_heap *h, unsigned flags)
+{
+    (void)flags;
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return 0;
+    ht_tls *tls = ht__tls;
+    if (tls != NULL) {
+        ht_tcache *tc = tls->slot[heap->index % HT_TLS_SLOTS];
+        if (tc != NULL && tc->heap == heap && tc->gen == heap->gen)
+            ht__tcache_flush(tc, heap);
+    }
+    ht_op op;
+    op.trace = atomic_load(&heap->trace_on);
+    op.slow = false;
+    op.n_pending = 0;
+    ht__heap_lock_all(heap);
+    ht__lfh_release_empty_locked(heap, &op, true);
+    ht__heap_unlock_all(heap);
+    ht__op_emit_pending(heap, &op);
+    for (int guard = 0; guard < 1000000; guard++) {
+        ht__heap_lock_all(heap);
+        bool more = compact_step(heap, &op);
+        while (more && op.n_pending < HT_OP_PENDING / 2)
+            more = compact_step(heap, &op);
+        ht__heap_unlock_all(heap);
+        ht__op_emit_pending(heap, &op);
+        if (!more)
+            break;
+    }
+    ht__heap_lock_all(heap);
+    size_t largest = ht__main_largest_free_locked(heap);
+    ht__heap_unlock_all(heap);
+    return largest;
+}

@@ -1,0 +1,99 @@
+/* session.c — the one tracing session: its configuration, the in-process consumer, and the
+ * in-flight count that lets stop wait for consumer calls to finish. Per-thread state (tid,
+ * sequence, the in-consumer guard) lives in initial-exec TLS. Never calls malloc. */
+#include "trace/trace.h"
+
+#include "common/os.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+typedef struct trace_session {
+    atomic_int active;         /* 1 while events are taken */
+    atomic_int n_inflight;     /* consumer calls in progress */
+    ht_consumer_fn consumer;   /* set before active = 1 */
+    void *consumer_ctx;
+    unsigned stack_depth;
+} trace_session;
+
+static trace_session g_session;
+
+static __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
+static __thread uint64_t t_seq __attribute__((tls_model("initial-exec")));
+static __thread int t_in_consumer __attribute__((tls_model("initial-exec")));
+
+static void tid_reset_after_fork(void)
+{
+    t_tid = 0;
+}
+
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+static void fork_hook_install(void)
+{
+    pthread_atfork(NULL, NULL, tid_reset_after_fork);
+}
+
+uint32_t ht__trace_tid(void)
+{
+    if (t_tid == 0) {
+        pthread_once(&g_fork_once, fork_hook_install);
+        t_tid = (uint32_t)ht__os_gettid();
+    }
+    return t_tid;
+}
+
+uint64_t ht__trace_now(void)
+{
+    return ht__os.now_ns();
+}
+
+bool ht__trace_in_consumer(void)
+{
+    return t_in_consumer != 0;
+}
+
+int ht__trace_session_start(const ht_trace_config *config)
+{
+    if (config->path != NULL)
+        return -ENOTSUP; /* the file recorder is not built yet */
+    if (config->consumer == NULL)
+        return -EINVAL;
+    int expected = 0;
+    if (atomic_load(&g_session.active) != 0)
+        return -EBUSY;
+    g_session.consumer = config->consumer;
+    g_session.consumer_ctx = config->consumer_ctx;
+    g_session.stack_depth = config->stack_depth;
+    if (!atomic_compare_exchange_strong(&g_session.active, &expected, 1))
+        return -EBUSY;
+    return 0;
+}
+
+int ht__trace_session_stop(void)
+{
+    int expected = 1;
+    if (!atomic_compare_exchange_strong(&g_session.active, &expected, 0))
+        return -EINVAL;
+    /* A consumer that stops the session from inside itself counts itself in flight. */
+    int self = t_in_consumer != 0 ? 1 : 0;
+    while (atomic_load(&g_session.n_inflight) > self)
+        sched_yield();
+    return 0;
+}
+
+void ht__trace_emit(ht_event *ev)
+{
+    if (t_in_consumer != 0)
+        return;
+    atomic_fetch_add(&g_session.n_inflight, 1);
+    if (atomic_load(&g_session.active) != 0) {
+        ev->tid = ht__trace_tid();
+        ev->sequence = ++t_seq;
+        t_in_consumer = 1;
+        g_session.consumer(ev, g_session.consumer_ctx);
+        t_in_consumer = 0;
+    }
+    atomic_fetch_sub(&g_session.n_inflight, 1);
+}

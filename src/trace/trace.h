@@ -1,0 +1,27 @@
+/* trace.h — the tracer as the heap sees it: a session that takes finished ht_event structs
+ * and hands them to the consumer (and, later, the file recorder). The tracer knows the event
+ * structs and nothing of allocator internals. */
+#ifndef HT_TRACE_TRACE_H
+#define HT_TRACE_TRACE_H
+
+#include <heaptrail.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* -- session.c -- */
+/* Starts the session's sinks (consumer now; file later). 0 or -errno. */
+int ht__trace_session_start(const ht_trace_config *config);
+/* Stops taking events and waits until no consumer call is in progress. 0 or -errno. */
+int ht__trace_session_stop(void);
+/* Stamps tid and sequence, then delivers the event; drops it when no session runs or this
+ * thread is inside the consumer. ev->timestamp_ns must already be set. */
+void ht__trace_emit(ht_event *ev);
+/* True while this thread runs the consumer: its heap operations are not traced. */
+bool ht__trace_in_consumer(void);
+/* The trace clock (CLOCK_MONOTONIC ns). */
+uint64_t ht__trace_now(void);
+/* This thread's kernel id, cached. */
+uint32_t ht__trace_tid(void);
+
+#endif
