@@ -48,8 +48,14 @@ static size_t run_bytes_for(unsigned cls, uint32_t n_runs)
 static ht_run *run_new(ht_heap *heap, ht_bin *bin, unsigned cls, ht_op *op)
 {
     size_t bytes = run_bytes_for(cls, bin->n_runs);
+    size_t smallest = run_bytes_for(cls, 0);
     ht__heap_lock(heap);
     ht_mblock *b = ht__main_alloc_locked(heap, bytes, HT_PAGE_SIZE, op);
+    while (b == NULL && bytes > smallest) {
+        /* a capped or crowded heap: settle for a smaller run */
+        bytes = bytes / 2 > smallest ? bytes / 2 : smallest;
+        b = ht__main_alloc_locked(heap, bytes, HT_PAGE_SIZE, op);
+    }
     if (b == NULL) {
         ht__heap_unlock(heap);
         return NULL;

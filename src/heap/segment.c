@@ -256,7 +256,7 @@ ht_large *ht__large_alloc_locked(ht_heap *heap, size_t size, size_t align, ht_op
     size_t off = ht__align_up(LARGE_HDR, align);
     if (size > ((size_t)1 << HT_ADDR_BITS) || off > ((size_t)1 << HT_ADDR_BITS))
         return NULL;
-    size_t need_commit = ht__align_up(off + size, HT_PAGE_SIZE);
+    size_t need_commit = ht__align_up(off + (size != 0 ? size : 1), HT_PAGE_SIZE);
     size_t base_align = align > HT_SEG_SIZE ? align : HT_SEG_SIZE;
     size_t need_reserve = ht__align_up(need_commit, HT_SEG_SIZE);
 
