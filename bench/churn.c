@@ -63,7 +63,9 @@ static const char *const alloc_names[] = {"malloc", "ht-process", "ht-private",
 #define RING_CAP     4096u /* hand-off ring entries (power of two) */
 #define TOUCH_PREFIX 64u
 #define PAGE         4096u
-#define HUGE_SIZE    (1u << 20)
+#ifndef HUGE_SIZE
+#define HUGE_SIZE (1u << 20) /* the 0.1 % size (-DHUGE_SIZE=... for experiments) */
+#endif
 
 typedef struct block {
     unsigned char *p;

@@ -178,7 +178,7 @@ typedef enum ht_heap_option {
     HT_OPT_LARGE_THRESHOLD = 2,   /* requests >= this are mapped on their own (default 1 MiB,
                                      range 64 KiB .. 2 MiB) */
     HT_OPT_DECOMMIT_THRESHOLD = 3, /* free committed bytes the main path keeps before it
-                                      decommits (default 4 MiB) */
+                                      decommits (default 32 MiB) */
     HT_OPT_LOOKASIDE_DEPTH = 4    /* blocks per thread, heap and class: SIZE_MAX (default) =
                                      by class size (64 KiB / size, within 4..128); 0 = no
                                      lookaside; N (<= 1024) = N for every class */

@@ -234,8 +234,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
                 return p;
             }
         }
-        ht_bin *bin = &heap->bins[cls];
-        if (atomic_load_explicit(&bin->active, memory_order_relaxed) != 0) {
+        if (atomic_load_explicit(&heap->class_active[cls], memory_order_relaxed) != 0) {
             void *p = ht__lfh_alloc(heap, cls, op);
             if (p == NULL)
                 return NULL;
@@ -248,8 +247,8 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
         if (b != NULL) {
             b->flags |= MB_SMALL;
             b->cls = (uint8_t)cls;
-            if (++bin->n_main >= heap->lfh_threshold)
-                atomic_store_explicit(&bin->active, 1, memory_order_relaxed);
+            if (++heap->class_n_main[cls] >= heap->lfh_threshold)
+                atomic_store_explicit(&heap->class_active[cls], 1, memory_order_relaxed);
         }
         ht__heap_unlock(heap);
         if (b == NULL)

@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <sys/mman.h>
 
-#define HEAP_SLOT_SIZE ((size_t)8192)
+#define HEAP_SLOT_SIZE ((size_t)16384)
 _Static_assert(sizeof(ht_heap) <= HEAP_SLOT_SIZE, "ht_heap must fit its slot");
 
 pthread_mutex_t ht__registry_lock;
@@ -101,8 +101,9 @@ void ht__heap_lock_all(ht_heap *heap)
     if (!heap->serialize)
         return;
     if (!api_held_here(heap))
-        for (unsigned c = 0; c < HT_N_CLASSES; c++)
-            ht__spin_lock(&heap->bins[c].lock);
+        for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
+            for (unsigned c = 0; c < HT_N_CLASSES; c++)
+                ht__spin_lock(&heap->bins[a][c].lock);
     pthread_mutex_lock(&heap->lock);
 }
 
@@ -112,8 +113,9 @@ void ht__heap_unlock_all(ht_heap *heap)
         return;
     pthread_mutex_unlock(&heap->lock);
     if (!api_held_here(heap))
-        for (unsigned c = HT_N_CLASSES; c-- > 0;)
-            ht__spin_unlock(&heap->bins[c].lock);
+        for (unsigned a = HT_LFH_AFFINITY; a-- > 0;)
+            for (unsigned c = HT_N_CLASSES; c-- > 0;)
+                ht__spin_unlock(&heap->bins[a][c].lock);
 }
 
 bool ht_heap_lock(ht_heap *h)
@@ -208,8 +210,8 @@ bool ht_heap_set_option(ht_heap *h, ht_heap_option option, size_t value)
         }
         heap->lfh_threshold = (uint32_t)value;
         for (unsigned c = 0; c < HT_N_CLASSES; c++)
-            if (heap->bins[c].n_main >= value)
-                atomic_store(&heap->bins[c].active, 1);
+            if (heap->class_n_main[c] >= value)
+                atomic_store(&heap->class_active[c], 1);
         break;
     case HT_OPT_LARGE_THRESHOLD:
         if (value < ((size_t)64 << 10) || value > ((size_t)2 << 20)) {
@@ -315,11 +317,11 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
     heap->serialize = (flags & HT_HEAP_NO_SERIALIZE) == 0;
     heap->lfh_threshold = (flags & HT_HEAP_ENABLE_LFH) != 0 ? 0 : 17;
     heap->large_threshold = (size_t)1 << 20;
-    heap->decommit_threshold = (size_t)4 << 20;
+    heap->decommit_threshold = (size_t)32 << 20;
     heap->la_depth_opt = SIZE_MAX;
     set_depths(heap);
     for (unsigned c = 0; c < HT_N_CLASSES; c++)
-        atomic_store(&heap->bins[c].active, heap->lfh_threshold == 0 ? 1u : 0u);
+        atomic_store(&heap->class_active[c], heap->lfh_threshold == 0 ? 1u : 0u);
     if (maximum_size != 0) {
         heap->max_commit = ht__align_up(maximum_size, HT_COMMIT_ALIGN);
         if (heap->max_commit < maximum_size)

@@ -83,7 +83,8 @@ static ht_run *run_new(ht_heap *heap, ht_bin *bin, unsigned cls, ht_op *op)
     }
     run->magic = HT_RUN_MAGIC;
     run->cls = (uint16_t)cls;
-    run->n_pages = (uint16_t)n_pages;
+    run->n_pages = (uint32_t)n_pages;
+    run->affinity = (uint8_t)((size_t)(bin - &heap->bins[0][0]) / HT_N_CLASSES);
     run->block_size = size;
     run->n_blocks = n;
     run->n_used = 0;
@@ -100,7 +101,9 @@ static ht_run *run_new(ht_heap *heap, ht_bin *bin, unsigned cls, ht_op *op)
 
 void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op)
 {
-    ht_bin *bin = &heap->bins[cls];
+    ht_tls *tls = ht__tls;
+    unsigned aff = tls != NULL ? tls->affinity : 0;
+    ht_bin *bin = &heap->bins[aff][cls];
     ht__bin_lock(heap, bin);
     ht_run *run = bin->avail;
     if (run == NULL) {
@@ -147,7 +150,7 @@ static void run_release(ht_heap *heap, ht_bin *bin, ht_run *run, ht_op *op)
 
 void ht__lfh_free(ht_heap *heap, ht_run *run, void *block, ht_op *op)
 {
-    ht_bin *bin = &heap->bins[run->cls];
+    ht_bin *bin = &heap->bins[run->affinity][run->cls];
     ht__bin_lock(heap, bin);
     *(void **)block = run->free_list;
     run->free_list = block;
@@ -164,8 +167,8 @@ void ht__lfh_free(ht_heap *heap, ht_run *run, void *block, ht_op *op)
 
 void ht__lfh_release_empty_locked(ht_heap *heap, ht_op *op, bool all)
 {
-    for (unsigned c = 0; c < HT_N_CLASSES; c++) {
-        ht_bin *bin = &heap->bins[c];
+    for (unsigned c = 0; c < HT_N_CLASSES * HT_LFH_AFFINITY; c++) {
+        ht_bin *bin = &heap->bins[0][0] + c;
         ht_run *run = bin->avail;
         while (run != NULL && (all || bin->n_empty > 1)) {
             ht_run *next = run->next;

@@ -175,6 +175,8 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
         tls = pool_get(&g_tls_pool);
         if (tls == NULL)
             return NULL;
+        static atomic_uint next_affinity;
+        tls->affinity = atomic_fetch_add(&next_affinity, 1) % HT_LFH_AFFINITY;
         ht__tls = tls;
         pthread_setspecific(g_key, tls);
     }

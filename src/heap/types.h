@@ -49,8 +49,9 @@
 #define HT_LFH_MAX 16384u                              /* largest class */
 #define HT_MAX_HEAPS 4096u
 #define HT_TLS_SLOTS 64u                               /* tcaches per thread, direct-mapped */
+#define HT_LFH_AFFINITY 4u                             /* LFH bins per class */
 
-#define HT_LARGE_CACHE_MAX 8u
+#define HT_LARGE_CACHE_MAX 64u
 #define HT_LARGE_CACHE_BYTES ((size_t)64 << 20)
 
 #define HT_REGION_MAGIC 0x48545247u /* "HTRG" */
@@ -121,7 +122,9 @@ typedef struct ht_large {
 typedef struct ht_run {
     uint32_t magic;                    /* HT_RUN_MAGIC */
     uint16_t cls;                      /* size class */
-    uint16_t n_pages;                  /* run size / page */
+    uint8_t n_pages_lo_unused;         /* (padding) */
+    uint8_t affinity;                  /* the bin (affinity slot) that owns the run */
+    uint32_t n_pages;                  /* run size / page */
     uint32_t block_size;               /* class size */
     uint32_t n_blocks;                 /* capacity */
     uint32_t n_used;                   /* blocks out: live or on a lookaside list */
@@ -138,11 +141,11 @@ typedef struct ht_run {
 #define RUN_META_SLACK 0x3fffu
 #define RUN_META_SRC_SHIFT 14u
 
-/* One LFH size class of one heap. Lock order: bins in index order, then the heap lock. */
+/* One LFH size class of one heap for one affinity slot (threads are spread over
+ * HT_LFH_AFFINITY slots so that two threads rarely share a run, its header or its live-bit
+ * words). Lock order: bins in array order, then the heap lock. */
 typedef struct ht_bin {
-    ht_spinlock lock;                  /* guards everything below but active */
-    atomic_uint active;                /* 1 once the class is served by the LFH */
-    uint32_t n_main;                   /* main-path allocations counted (heap lock) */
+    ht_spinlock lock;                  /* guards everything below */
     uint32_t n_runs;                   /* runs owned */
     uint32_t n_empty;                  /* runs with n_used == 0 */
     ht_run *avail;                     /* runs with a free or uncarved block */
@@ -171,6 +174,7 @@ typedef struct ht_tcache {
 
 typedef struct ht_tls {
     ht_tcache *slot[HT_TLS_SLOTS];     /* by heap index % HT_TLS_SLOTS */
+    unsigned affinity;                 /* this thread's LFH bin index < HT_LFH_AFFINITY */
 } ht_tls;
 
 struct ht_heap {
@@ -205,7 +209,9 @@ struct ht_heap {
     size_t reserved;
     ht_stat_acc shared;                /* counters of operations without a tcache */
     ht_tcache *tcaches;                /* registry lock */
-    ht_bin bins[HT_N_CLASSES];
+    atomic_uint class_active[HT_N_CLASSES]; /* 1 once the class is served by the LFH */
+    uint32_t class_n_main[HT_N_CLASSES];    /* main-path allocations counted (heap lock) */
+    ht_bin bins[HT_LFH_AFFINITY][HT_N_CLASSES];
 };
 
 /* Pending events of one operation, emitted after the locks are dropped. */

@@ -126,7 +126,7 @@ bool ht_heap_walk(ht_heap *h, ht_heap_entry *entry)
 #if HT_DEBUG >= 1
 #define BAD(what) (ht__log("heaptrail: heap %p invalid: %s\n", (void *)heap, what), false)
 #else
-#define BAD(what) false
+#define BAD(what) ((void)heap, false)
 #endif
 
 static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint64_t *n_live,
@@ -170,7 +170,9 @@ static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint64_t *n_l
 static bool check_heap(ht_heap *heap)
 {
     size_t committed = 0, free_committed = 0, reserved = 0, n_free_blocks = 0;
-    uint32_t runs[HT_N_CLASSES] = {0}, empties[HT_N_CLASSES] = {0};
+    static uint32_t runs[HT_LFH_AFFINITY][HT_N_CLASSES], empties[HT_LFH_AFFINITY][HT_N_CLASSES];
+    memset(runs, 0, sizeof runs);
+    memset(empties, 0, sizeof empties);
     for (ht_segment *seg = heap->segs; seg != NULL; seg = seg->next) {
         if (seg->r.magic != HT_REGION_MAGIC || seg->r.kind != HT_REGION_SEGMENT ||
             seg->r.heap != heap || ((uintptr_t)seg & (HT_SEG_SIZE - 1)) != 0)
@@ -218,9 +220,11 @@ static bool check_heap(ht_heap *heap)
                 n_free_blocks++;
             } else if (b->flags & MB_RUN) {
                 ht_run *run = (ht_run *)(b + 1);
-                if (!check_run(heap, seg, run, &n_live, &empties[run->cls < HT_N_CLASSES ? run->cls : 0]))
+                if (run->cls >= HT_N_CLASSES || run->affinity >= HT_LFH_AFFINITY)
+                    return BAD("run class");
+                if (!check_run(heap, seg, run, &n_live, &empties[run->affinity][run->cls]))
                     return false;
-                runs[run->cls]++;
+                runs[run->affinity][run->cls]++;
                 run_pages += run->n_pages;
                 if (ht__live_test(seg, (uintptr_t)(b + 1)))
                     return BAD("live bit on a run header");
@@ -267,9 +271,11 @@ static bool check_heap(ht_heap *heap)
         return BAD("free block missing from the free lists");
     if (free_committed != heap->free_committed)
         return BAD("free committed count");
-    for (unsigned c = 0; c < HT_N_CLASSES; c++)
-        if (runs[c] != heap->bins[c].n_runs || empties[c] != heap->bins[c].n_empty)
-            return BAD("bin run counts");
+    for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
+        for (unsigned c = 0; c < HT_N_CLASSES; c++)
+            if (runs[a][c] != heap->bins[a][c].n_runs ||
+                empties[a][c] != heap->bins[a][c].n_empty)
+                return BAD("bin run counts");
     size_t cache_bytes = 0;
     unsigned n_cache = 0;
     for (int pass = 0; pass < 2; pass++) {
