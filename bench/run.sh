@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — the allocator churn table: glibc, jemalloc, mimalloc, tcmalloc (LD_PRELOAD)
-# and heaptrail's process and private heaps, at 1 and 2 threads, on bench_churn (bench/churn.c).
+# and heaptrail (process heap, private heap, NO_SERIALIZE heap per thread), at 1 and 2 threads,
+# on bench_churn (bench/churn.c).
 #
 # Runs are interleaved (A B C … A B C …) for BENCH_ROUNDS rounds; the table shows medians, and
 # each ratio is the median over rounds of (this run / the glibc run of the same round and
@@ -9,13 +10,13 @@
 #
 # Environment (all optional):
 #   BENCH_BIN      the benchmark binary        (default: build/release/bench_churn)
-#   BENCH_OPS      operations per run, total over the threads   (default: 8000000)
+#   BENCH_OPS      operations per run, total over the threads   (default: 30000000)
 #   BENCH_ROUNDS   interleaved rounds           (default: 3)
 #   BENCH_THREADS  thread counts                (default: "1 2")
 #   BENCH_SEED     PRNG seed                    (default: 1)
 #   BENCH_SLOTS    live-set slots per thread    (default: bench_churn's, 8192)
 #   BENCH_ALLOCS   rows, from: glibc jemalloc mimalloc tcmalloc ht-process ht-private ht-nolock
-#                  (default: "glibc jemalloc mimalloc tcmalloc ht-process ht-private")
+#                  (default: all seven; ht-nolock = one HT_HEAP_NO_SERIALIZE heap per thread)
 #   BENCH_PIN      1: pin 1-thread runs to CPU 0 with taskset (default: 1; the two vCPUs of
 #                  these VMs often differ in speed, which would add noise between runs)
 #   BENCH_TIMEOUT  seconds before one run is killed (default: 300)
@@ -28,12 +29,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 
 bin=${BENCH_BIN:-$root/build/release/bench_churn}
-ops=${BENCH_OPS:-8000000}
+ops=${BENCH_OPS:-30000000}
 rounds=${BENCH_ROUNDS:-3}
 threads_list=${BENCH_THREADS:-1 2}
 seed=${BENCH_SEED:-1}
 slots=${BENCH_SLOTS:-}
-allocs=${BENCH_ALLOCS:-glibc jemalloc mimalloc tcmalloc ht-process ht-private}
+allocs=${BENCH_ALLOCS:-glibc jemalloc mimalloc tcmalloc ht-process ht-private ht-nolock}
 pin=${BENCH_PIN:-1}
 timeout_s=${BENCH_TIMEOUT:-300}
 libdir=${BENCH_LIBDIR:-/usr/lib/x86_64-linux-gnu}
@@ -84,6 +85,8 @@ fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ht-bench.XXXXXX") || die "mktemp failed"
 trap 'rm -rf "$tmp"' EXIT
+# Run a private copy of the binary, so that a rebuild during the run cannot mix two builds.
+cp "$bin" "$tmp/bench_churn" || die "cannot copy $bin"
 results=$tmp/results # label-key threads round ops_per_s maxrss_kib minflt cpu_s wall_s
 : >"$results"
 failed=0
@@ -95,7 +98,7 @@ slots_arg=()
 # one_run ROW THREADS ROUND: runs bench_churn once and appends its numbers to $results.
 one_run() {
     local a=$1 t=$2 r=$3 out err rc line
-    local -a cmd=("$bin" --threads "$t" --ops "$ops" --seed "$seed" --alloc "${mode[$a]}"
+    local -a cmd=("$tmp/bench_churn" --threads "$t" --ops "$ops" --seed "$seed" --alloc "${mode[$a]}"
         "${slots_arg[@]}")
     [[ $t == 1 ]] && cmd=("${pin_cmd[@]}" "${cmd[@]}")
     out=$tmp/out err=$tmp/err
@@ -170,7 +173,7 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- machine: $(nproc) CPUs, ${model:-unknown CPU}, $(uname -srm), glibc ${glibc_ver:-?}"
 [[ -n $pkgs ]] && echo "- peers: $pkgs"
-echo "- heaptrail: commit $rev (working tree as built), binary $bin"
+echo "- heaptrail: commit $rev (working tree as built), binary $bin ($(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC'))"
 echo "- command: \`$envline $cmdline\`"
 echo "- per run: \`$(basename "$bin") --threads T --ops $ops --seed $seed --alloc MODE${slots:+ --slots $slots}\`" \
     "(peers via LD_PRELOAD=$libdir/lib….so)${pin_cmd[*]:+; 1-thread runs under \`${pin_cmd[*]}\`}"
