@@ -9,6 +9,17 @@
 
 #include <errno.h>
 
+/* HT_DEBUG >= 3: the whole heap is checked after every operation (tests and fuzzers). */
+#if defined(HT_DEBUG) && HT_DEBUG >= 3
+#define DEBUG_VALIDATE(heap)                                                                   \
+    do {                                                                                       \
+        if (!ht_heap_validate((heap), 0, NULL))                                                \
+            ht__fatal("heaptrail: heap %p failed validation\n", (void *)(heap));               \
+    } while (0)
+#else
+#define DEBUG_VALIDATE(heap) ((void)0)
+#endif
+
 /* ---- statistics ---- */
 
 static inline void stat_add(_Atomic uint64_t *x, uint64_t v, bool shared)
@@ -306,6 +317,7 @@ static void *alloc_common(ht_heap *heap, unsigned flags, size_t size, size_t ali
     stats_alloc(heap, tc, src, size);
     if (op.trace)
         emit_alloc(heap, &op, p, size, src);
+    DEBUG_VALIDATE(heap);
     return p;
 }
 
@@ -400,6 +412,7 @@ bool ht_heap_free(ht_heap *h, unsigned flags, void *block)
     stats_free(heap, tc, src, bi.size);
     if (op.trace)
         emit_free(heap, &op, block, src, ts, 0);
+    DEBUG_VALIDATE(heap);
     return true;
 }
 
@@ -534,5 +547,6 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
         memset((uint8_t *)np + old, 0, size - old);
     if (op.trace)
         emit_realloc(heap, &op, np, block, size, old, src, 0);
+    DEBUG_VALIDATE(heap);
     return np;
 }
