@@ -152,7 +152,8 @@ static void count_invalid(ht_heap *heap, ht_tcache *tc, bool as_alloc)
 }
 
 /* Marks a small block (LFH slot or MB_SMALL main block) live with its size and Source. */
-static inline void small_mark(ht_segment *seg, uintptr_t p, size_t size, unsigned src)
+static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_t size,
+                              unsigned src)
 {
     ht_run *run = ht__run_of(seg, p);
     if (run != NULL) {
@@ -164,7 +165,7 @@ static inline void small_mark(ht_segment *seg, uintptr_t p, size_t size, unsigne
         b->aux = (uint32_t)(ht__mb_payload(b) - size);
         b->source = (uint8_t)src;
     }
-    ht__live_set(seg, p);
+    ht__live_set(seg, p, heap->serialize);
 }
 
 /* What a live pointer is: filled by classify(). */
@@ -240,7 +241,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
             if (p != NULL) {
                 la->head = *(void **)p;
                 la->count--;
-                small_mark(ht__seg_of(p), (uintptr_t)p, size, HT_SOURCE_LOOKASIDE);
+                small_mark(heap, ht__seg_of(p), (uintptr_t)p, size, HT_SOURCE_LOOKASIDE);
                 *src = HT_SOURCE_LOOKASIDE;
                 return p;
             }
@@ -250,7 +251,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
             if (p == NULL)
                 return NULL;
             *src = op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_LOWFRAG;
-            small_mark(ht__seg_of(p), (uintptr_t)p, size, *src);
+            small_mark(heap, ht__seg_of(p), (uintptr_t)p, size, *src);
             return p;
         }
         ht__heap_lock(heap);
@@ -265,7 +266,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
         if (b == NULL)
             return NULL;
         *src = op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_MAINPATH;
-        small_mark(ht__seg_of(b), (uintptr_t)(b + 1), size, *src);
+        small_mark(heap, ht__seg_of(b), (uintptr_t)(b + 1), size, *src);
         return b + 1;
     }
     size_t a = align < HT_GRANULE ? HT_GRANULE : align;
@@ -278,7 +279,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
         *src = op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_MAINPATH;
         b->aux = (uint32_t)(ht__mb_payload(b) - size);
         b->source = (uint8_t)*src;
-        ht__live_set(ht__seg_of(b), (uintptr_t)(b + 1));
+        ht__live_set(ht__seg_of(b), (uintptr_t)(b + 1), heap->serialize);
         return b + 1;
     }
     ht__heap_lock(heap);
@@ -372,13 +373,13 @@ static unsigned release_block(ht_heap *heap, ht_tcache *tc, void *p, const block
 }
 
 /* Claims p (exactly one caller wins): clears its live bit / flag. */
-static bool claim(const blockinfo *bi, uintptr_t p)
+static bool claim(const ht_heap *heap, const blockinfo *bi, uintptr_t p)
 {
     if (bi->large != NULL) {
         uint32_t one = 1;
         return atomic_compare_exchange_strong(&bi->large->live, &one, 0);
     }
-    return ht__live_clear((ht_segment *)bi->region, p);
+    return ht__live_clear((ht_segment *)bi->region, p, heap->serialize);
 }
 
 static bool invalid_free(ht_heap *heap, ht_tcache *tc, ht_op *op, const void *p, uint64_t ts,
@@ -406,7 +407,7 @@ bool ht_heap_free(ht_heap *h, unsigned flags, void *block)
     uint64_t ts = op.trace ? ht__trace_now() : 0;
     ht_tcache *tc = tcache_get(heap);
     blockinfo bi;
-    if (!classify(heap, (uintptr_t)block, &bi) || !claim(&bi, (uintptr_t)block))
+    if (!classify(heap, (uintptr_t)block, &bi) || !claim(heap, &bi, (uintptr_t)block))
         return invalid_free(heap, tc, &op, block, ts, 0);
     unsigned src = release_block(heap, tc, block, &bi, &op);
     stats_free(heap, tc, src, bi.size);
@@ -462,7 +463,7 @@ static unsigned realloc_in_place(ht_heap *heap, void *p, blockinfo *bi, size_t s
         if (size > bi->usable || (!in_place_only && size <= bi->usable / 2))
             return 0;
         unsigned src = bi->run != NULL ? HT_SOURCE_LOWFRAG : HT_SOURCE_MAINPATH;
-        small_mark(ht__seg_of(p), (uintptr_t)p, size, src);
+        small_mark(heap, ht__seg_of(p), (uintptr_t)p, size, src);
         return src;
     }
     if (bi->mb != NULL) {
@@ -524,7 +525,7 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
         if (np == NULL)
             return alloc_fail(heap, flags, &op, size);
         memcpy(np, block, old < size ? old : size);
-        if (!claim(&bi, (uintptr_t)block)) {
+        if (!claim(heap, &bi, (uintptr_t)block)) {
             /* lost a race with a concurrent free of the same block: undo */
             ht_heap_free(heap, 0, np);
             errno = EINVAL;

@@ -98,20 +98,31 @@ static inline bool ht__live_test(ht_segment *seg, uintptr_t p)
             (g & 63) & 1u) != 0;
 }
 
-static inline void ht__live_set(ht_segment *seg, uintptr_t p)
-{
-    size_t g = ht__granule(seg, p);
-    atomic_fetch_or_explicit(&seg->live[g >> 6], (uint64_t)1 << (g & 63),
-                             memory_order_relaxed);
-}
-
-/* Clears the bit; true iff it was set (exactly one of racing callers wins). */
-static inline bool ht__live_clear(ht_segment *seg, uintptr_t p)
+/* Sets the bit. shared: other threads may change other bits of the word at the same time
+ * (serialized heaps); otherwise the caller serializes every access to the heap. */
+static inline void ht__live_set(ht_segment *seg, uintptr_t p, bool shared)
 {
     size_t g = ht__granule(seg, p);
     uint64_t bit = (uint64_t)1 << (g & 63);
-    return (atomic_fetch_and_explicit(&seg->live[g >> 6], ~bit, memory_order_relaxed) & bit) !=
-           0;
+    if (shared)
+        atomic_fetch_or_explicit(&seg->live[g >> 6], bit, memory_order_relaxed);
+    else
+        atomic_store_explicit(&seg->live[g >> 6],
+                              atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed) | bit,
+                              memory_order_relaxed);
+}
+
+/* Clears the bit; true iff it was set (with shared, exactly one of racing callers wins). */
+static inline bool ht__live_clear(ht_segment *seg, uintptr_t p, bool shared)
+{
+    size_t g = ht__granule(seg, p);
+    uint64_t bit = (uint64_t)1 << (g & 63);
+    if (shared)
+        return (atomic_fetch_and_explicit(&seg->live[g >> 6], ~bit, memory_order_relaxed) &
+                bit) != 0;
+    uint64_t w = atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed);
+    atomic_store_explicit(&seg->live[g >> 6], w & ~bit, memory_order_relaxed);
+    return (w & bit) != 0;
 }
 
 static inline ht_run *ht__run_of(ht_segment *seg, uintptr_t p)
