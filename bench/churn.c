@@ -1,8 +1,8 @@
 /* churn.c — multi-threaded allocator churn benchmark.
  *
- *   bench_churn --threads N --ops M --seed S --alloc
- * {malloc|ht-process|ht-private|ht-private-nolock}
- *               [--slots K] [--xfer-permille P]
+ *   bench_churn --threads N --ops M --seed S [--slots K] [--xfer-permille P]
+ *               --alloc {malloc|ht-process|ht-private|ht-private-nolock}
+ * M is the total number of operations, split evenly over the N threads.
  *
  * Every thread owns K slots (default 8192). Each operation picks a random slot, frees the
  * block held there (checking the 1-byte tag written into its first and last byte) and
@@ -34,6 +34,8 @@
  * wall_s, cpu_s (user+sys) and minflt cover the timed region (thread start .. join);
  * maxrss_kib is the process's peak RSS (ru_maxrss). Exit status 0 on success, 1 when an
  * allocation failed, a free was rejected or a block's tag was overwritten, 2 on bad usage.
+ *
+ * CHURN_DEBUG=1 in the environment: each thread reports when it finished (stderr).
  *
  * Build without heaptrail (malloc mode only) for quick tests:
  *   gcc -O2 -pthread -DCHURN_NO_HEAPTRAIL bench/churn.c -o /tmp/churn

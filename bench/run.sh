@@ -5,7 +5,7 @@
 #
 # Runs are interleaved (A B C … A B C …) for BENCH_ROUNDS rounds; the table shows medians, and
 # each ratio is the median over rounds of (this run / the glibc run of the same round and
-# thread count), as docs/../shared/BENCHMARKING.md asks for on these noisy 2-core machines.
+# thread count), as shared/BENCHMARKING.md asks for on these noisy 2-core machines.
 # The report goes to stdout, progress to stderr.
 #
 # Environment (all optional):
@@ -68,8 +68,7 @@ for a in $allocs; do
     *) die "BENCH_ALLOCS: unknown allocator '$a'" ;;
     esac
     if [[ -n ${preload[$a]} && ! -f ${preload[$a]} ]]; then
-        notes+=("${label[$a]}: skipped, ${preload[$a]} is not installed (apt-get install" \
-            "libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4)")
+        notes+=("${label[$a]}: skipped, ${preload[$a]} is not installed (make bench-deps)")
         continue
     fi
     rows+=("$a")
@@ -120,7 +119,9 @@ one_run() {
         ((rc > 128 && rc != 124)) && why="killed by signal $((rc - 128))"
         echo "bench/run.sh: FAILED: ${label[$a]}, $t thread(s), round $r: $why" >&2
         sed 's/^/  | /' "$err" "$out" | head -n 20 >&2
-        notes+=("${label[$a]}, $t thread(s): FAILED in round $r ($why): $(head -c 300 "$err" | tr '\n' ' ')")
+        local note="${label[$a]}, $t thread(s): FAILED in round $r ($why), not run again"
+        [[ -s $err ]] && note+="; stderr: $(head -c 300 "$err" | tr '\n' ' ')"
+        notes+=("$note")
         broken[$a.$t]=1
         failed=1
         return 0

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -677,6 +678,16 @@ static void free_null_and_validate(void)
         CHECK_EQ_U(rec_count_of(h, 0, mark), 1);
         CHECK(ht_heap_validate(h, 0, NULL));
     }
+    /* size and usable_size of a live block log nothing; zero-size blocks are distinct */
+    void *z1 = ht_heap_alloc(h, 0, 0), *z2 = ht_heap_alloc(h, 0, 0);
+    REQUIRE(z1 != NULL && z2 != NULL);
+    CHECK(z1 != z2);
+    mark = rec_count();
+    CHECK_EQ_U(ht_heap_size(h, 0, z1), 0);
+    CHECK(ht_heap_usable_size(h, z1) != (size_t)-1);
+    CHECK_EQ_U(rec_count_of(h, 0, mark), 0);
+    CHECK(ht_heap_free(h, 0, z1));
+    CHECK(ht_heap_free(h, 0, z2));
     rec_end();
     CHECK(ht_heap_destroy(h));
 }
@@ -890,6 +901,46 @@ static void lock_unlock(void)
     CHECK(ht_heap_destroy(h));
 }
 
+/* While a heap is locked, another thread's lookaside-list hits proceed (header). */
+static sem_t la_ready, la_go;
+static atomic_int la_hit_done;
+static void *la_thread(void *arg)
+{
+    ht_heap *h = arg;
+    void *p = ht_heap_alloc(h, 0, 64);
+    ht_heap_free(h, 0, p); /* now on this thread's lookaside */
+    sem_post(&la_ready);
+    sem_wait(&la_go);
+    void *q = ht_heap_alloc(h, 0, 64); /* a lookaside hit: must not wait for the lock */
+    atomic_store(&la_hit_done, q == p ? 1 : 2);
+    ht_heap_free(h, 0, q);
+    return NULL;
+}
+
+static void lock_lookaside_hits_proceed(void)
+{
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    REQUIRE(h != NULL);
+    sem_init(&la_ready, 0, 0);
+    sem_init(&la_go, 0, 0);
+    atomic_store(&la_hit_done, 0);
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, la_thread, h) == 0);
+    sem_wait(&la_ready);
+    CHECK(ht_heap_lock(h));
+    sem_post(&la_go);
+    for (int i = 0; i < 2000 && atomic_load(&la_hit_done) == 0; i++) { /* up to 2 s */
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK_EQ_U(atomic_load(&la_hit_done), 1); /* done while the lock is held, same block */
+    CHECK(ht_heap_unlock(h));
+    pthread_join(t, NULL);
+    sem_destroy(&la_ready);
+    sem_destroy(&la_go);
+    CHECK(ht_heap_destroy(h));
+}
+
 /* ---- stats ---------------------------------------------------------------------------- */
 
 static void stats_exact(void)
@@ -970,7 +1021,7 @@ static void options_roundtrip(void)
     CHECK(ht_heap_get_option(h, HT_OPT_LARGE_THRESHOLD, &v));
     CHECK_EQ_U(v, MiB);
     CHECK(ht_heap_get_option(h, HT_OPT_DECOMMIT_THRESHOLD, &v));
-    CHECK_EQ_U(v, 4 * MiB);
+    CHECK_EQ_U(v, 32 * MiB);
     CHECK(ht_heap_get_option(h, HT_OPT_LOOKASIDE_DEPTH, &v));
     CHECK_EQ_U(v, SIZE_MAX);
 
@@ -1097,6 +1148,124 @@ static void maximum_size_enforced(void)
     CHECK(ht_heap_destroy(h));
 }
 
+/* Freed large blocks: at most 64 mappings and 64 MiB stay cached; an unmapped one logs
+ * HEAP_CONTRACT so that stats.committed still equals the latest event's CommittedSpace. */
+static void large_cache_bounded(void)
+{
+    REQUIRE(rec_begin() == 0);
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    REQUIRE(h != NULL);
+    REQUIRE(ht_heap_set_option(h, HT_OPT_LARGE_THRESHOLD, 64 * KiB)); /* small large blocks */
+    ht_heap_stats st;
+    ht_heap_get_stats(h, &st);
+    uint64_t r0 = st.reserved;
+    enum { NL = 72 };
+    static void *ps[NL];
+    ps[0] = ht_heap_alloc(h, 0, 64 * KiB);
+    REQUIRE(ps[0] != NULL);
+    ht_heap_get_stats(h, &st);
+    uint64_t per = st.reserved - r0; /* address space of one such large block */
+    CHECK(per >= 64 * KiB);
+    for (int i = 1; i < NL; i++) {
+        ps[i] = ht_heap_alloc(h, 0, 64 * KiB);
+        REQUIRE(ps[i] != NULL);
+    }
+    ht_heap_get_stats(h, &st);
+    CHECK_EQ_U(st.reserved, r0 + NL * per);
+    for (int i = 0; i < NL; i++)
+        CHECK(ht_heap_free(h, 0, ps[i]));
+    ht_heap_get_stats(h, &st);
+    CHECK(st.reserved <= r0 + 64 * per); /* at most 64 mappings cached */
+    rec_check_stats(h);
+    ht_heap_compact(h, 0);
+    ht_heap_get_stats(h, &st);
+    CHECK(st.reserved <= r0);
+    rec_check_stats(h);
+    /* and at most 64 MiB: five freed 20 MiB blocks cannot all stay committed */
+    uint64_t c0 = st.committed;
+    for (int i = 0; i < 5; i++) {
+        ps[i] = ht_heap_alloc(h, 0, 20 * MiB);
+        REQUIRE(ps[i] != NULL);
+    }
+    for (int i = 0; i < 5; i++)
+        CHECK(ht_heap_free(h, 0, ps[i]));
+    ht_heap_get_stats(h, &st);
+    CHECK(st.committed <= c0 + 64 * MiB);
+    rec_check_stats(h);
+    CHECK(ht_heap_destroy(h));
+    rec_end();
+}
+
+/* the maximum applies to large blocks as well, and a cached mapping is reused within it */
+static void maximum_size_large_blocks(void)
+{
+    ht_heap *h = ht_heap_create(0, 0, 3 * MiB);
+    REQUIRE(h != NULL);
+    void *a = ht_heap_alloc(h, 0, 2 * MiB);
+    CHECK(a != NULL);
+    errno = 0;
+    void *b = ht_heap_alloc(h, 0, 2 * MiB);
+    CHECK(b == NULL);
+    CHECK_EQ_U(errno, ENOMEM);
+    CHECK(ht_heap_free(h, 0, a));
+    for (int i = 0; i < 5; i++) { /* again and again: the cache must not leak the budget */
+        a = ht_heap_alloc(h, 0, 2 * MiB);
+        CHECK(a != NULL);
+        CHECK(ht_heap_free(h, 0, a));
+    }
+    a = ht_heap_alloc(h, 0, 1536 * KiB);
+    CHECK(a != NULL);
+    if (a != NULL)
+        memset(a, 1, 1536 * KiB);
+    CHECK(ht_heap_free(h, 0, a));
+    CHECK(ht_heap_destroy(h));
+}
+
+/* validate(NULL) finds a damaged block header (in a child: the heap is broken afterwards) */
+static void child_corrupt_header(void *arg)
+{
+    int kind = (int)(intptr_t)arg;
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    if (h == NULL)
+        _exit(3);
+    char *a = ht_heap_alloc(h, 0, 20000), *b = ht_heap_alloc(h, 0, 20000),
+         *c = ht_heap_alloc(h, 0, 20000);
+    if (!a || !b || !c || !ht_heap_validate(h, 0, NULL))
+        _exit(3);
+    if (kind == 0)
+        memset(b - 16, 0x5a, 16); /* the 16 bytes before a block: its header */
+    else
+        memset(a + 20000, 0x5a, (size_t)(b - a) - 20000); /* a's overrun up to b */
+    _exit(ht_heap_validate(h, 0, NULL) ? 1 : 0);
+}
+
+static void validate_detects_corruption(void)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        char buf[4096];
+        fflush(stdout);
+        int fd[2];
+        REQUIRE(pipe(fd) == 0);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            close(fd[0]);
+            dup2(fd[1], 2);
+            child_corrupt_header((void *)(intptr_t)kind);
+        }
+        close(fd[1]);
+        while (read(fd[0], buf, sizeof buf) > 0) {
+        }
+        close(fd[0]);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        /* exit 0: validate said false. A crash is not "returns false". */
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+            fprintf(stderr, "  corruption kind %d: status %#x\n", kind, st);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+}
+
 /* ---- abort flags (in a forked child) -------------------------------------------------- */
 
 /* Runs fn(arg) in a child with stderr captured into buf; returns the wait status. */
@@ -1172,6 +1341,28 @@ static void child_alloc_huge_noflag(void *arg)
     _exit(p == NULL && errno == ENOMEM ? 0 : 5);
 }
 
+static void child_realloc_huge_heapflag(void *arg)
+{
+    (void)arg;
+    ht_heap *h = ht_heap_create(HT_HEAP_GENERATE_EXCEPTIONS, 0, 0);
+    void *p = h ? ht_heap_alloc(h, 0, 100) : NULL;
+    if (p == NULL)
+        _exit(3);
+    p = ht_heap_realloc(h, 0, p, SIZE_MAX / 2);
+    _exit(4);
+}
+
+static void child_aligned_huge_heapflag(void *arg)
+{
+    (void)arg;
+    ht_heap *h = ht_heap_create(HT_HEAP_GENERATE_EXCEPTIONS, 0, 0);
+    if (h == NULL)
+        _exit(3);
+    void *p = ht_heap_alloc_aligned(h, 0, SIZE_MAX / 2, 4096);
+    (void)p;
+    _exit(4);
+}
+
 static void generate_exceptions_abort(void)
 {
     char buf[4096];
@@ -1181,6 +1372,10 @@ static void generate_exceptions_abort(void)
     st = run_child(child_alloc_huge_callflag, NULL, buf, sizeof buf);
     CHECK(aborted(st));
     CHECK(buf[0] != 0);
+    st = run_child(child_realloc_huge_heapflag, NULL, buf, sizeof buf);
+    CHECK(aborted(st));
+    st = run_child(child_aligned_huge_heapflag, NULL, buf, sizeof buf);
+    CHECK(aborted(st));
     st = run_child(child_alloc_huge_noflag, NULL, buf, sizeof buf);
     CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
@@ -1651,8 +1846,10 @@ TEST_MAIN(TEST(create_destroy_flags), TEST(create_initial_size), TEST(destroy_pr
           TEST(realloc_keeps_content), TEST(realloc_null_is_alloc), TEST(realloc_in_place_lfh),
           TEST(realloc_in_place_main), TEST(realloc_in_place_large),
           TEST(free_null_and_validate), TEST(walk_exact), TEST(compact_then_works),
-          TEST(lock_unlock), TEST(stats_exact), TEST(options_roundtrip),
-          TEST(maximum_size_enforced), TEST(generate_exceptions_abort),
+          TEST(lock_unlock), TEST(lock_lookaside_hits_proceed), TEST(stats_exact), TEST(options_roundtrip),
+          TEST(maximum_size_enforced), TEST(maximum_size_large_blocks),
+          TEST(large_cache_bounded), TEST(validate_detects_corruption),
+          TEST(generate_exceptions_abort),
           TEST(terminate_on_corruption_abort), TEST(trace_start_errors),
           TEST(trace_basic_events), TEST(trace_event_order_threads),
           TEST(trace_enable_heap_switch), TEST(trace_consumer_ops_not_traced),

@@ -16,8 +16,10 @@
  * are replayed into a second, event-derived model of the live blocks, which must equal the
  * model after the rundown and at the end of tracing.
  *
- * Reproduce a run: test_model <seed>   (or HT_SEED=<seed>); HT_MODEL_OPS=<n> sets the length.
- * Every failure prints the seed and the index of the operation. */
+ * Reproduce a run: test_model <seed>   (or HT_SEED=<seed>); HT_MODEL_OPS=<n> sets the length
+ * (the run, including where tracing starts and stops, depends on both seed and length).
+ * Every failure prints the seed and the index of the operation; HT_MODEL_VERBOSE=<op> prints
+ * every operation and traced event from that index on. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* also set by the build */
 #endif
@@ -38,7 +40,7 @@
 #define NH 5                          /* heaps in the model: 4 private + the process heap */
 #define MAXBLK (1u << 17)             /* model capacity (live blocks over all heaps) */
 #define BYTES_CAP ((uint64_t)160 << 20) /* above this many live bytes: no new big blocks */
-#define DEFAULT_OPS 1500000ull
+#define DEFAULT_OPS 2500000ull
 #define FULL_EVERY 50000ull
 #define DEFAULT_SEED 20240607ull
 
@@ -50,13 +52,20 @@
 
 /* ---- failure reporting -------------------------------------------------------------------- */
 
-static uint64_t g_seed, g_op;
+static uint64_t g_seed, g_op, g_verbose_from = UINT64_MAX; /* HT_MODEL_VERBOSE=<op> */
 static unsigned long g_fail_printed;
 
 __attribute__((format(printf, 3, 4))) static void model_fail(int line, const char *cond,
                                                              const char *fmt, ...)
 {
+    static unsigned per_line[8192];
     harness_failures_++;
+    if (line >= 0 && line < 8192 && per_line[line]++ >= 3) {
+        if (per_line[line] == 4)
+            fprintf(stderr, "test_model.c:%d: (further failures of this check not printed)\n",
+                    line);
+        return;
+    }
     if (g_fail_printed++ >= 100) {
         if (g_fail_printed == 101)
             fprintf(stderr, "test_model: further failures are not printed\n");
@@ -77,6 +86,12 @@ __attribute__((format(printf, 3, 4))) static void model_fail(int line, const cha
             model_fail(__LINE__, #cond, __VA_ARGS__);                                              \
     } while (0)
 #define MFAIL(...) model_fail(__LINE__, "false", __VA_ARGS__)
+
+/* what the run exercised (printed at the end, so a run that checks nothing shows) */
+static struct {
+    uint64_t alloc, aligned, realloc, realloc_moved, realloc_ip, ipo_fail, must_ip, free_, invalid,
+        lifo, probes, untraced, destroys, compacts, full, src_alloc[8], src_free[8];
+} cov;
 
 /* ---- PRNG: xoshiro256** seeded by splitmix64 ---------------------------------------------- */
 
@@ -625,6 +640,15 @@ static void ev_take(opev *o, const ht_heap *h)
     }
     for (size_t i = 0; i < g_nev; i++) {
         const ht_event *e = &g_ev[i];
+        if (g_op >= g_verbose_from)
+            printf("  op %" PRIu64 " event %s heap %#lx flags %#x: %#lx %#lx %" PRIu64 " %" PRIu64
+                   " src %u\n",
+                   g_op, ev_name(e->type), (unsigned long)e->heap_handle, e->flags,
+                   (unsigned long)e->realloc.new_address, (unsigned long)e->realloc.old_address,
+                   (uint64_t)e->realloc.new_size, (uint64_t)e->realloc.old_size,
+                   e->type == HT_EVENT_HEAP_ALLOC ? e->alloc.source
+                   : e->type == HT_EVENT_HEAP_FREE ? e->free.source
+                                                   : e->realloc.source);
         ev_apply(e);
         if (e->flags & HT_EVENT_RUNDOWN)
             o->nrundown++;
@@ -872,8 +896,15 @@ static blk *do_alloc(int hi, size_t size, size_t align, unsigned flags, int via,
                    "%s: alloc(size %zu) Source %u with %d EXPAND event(s)", m->name, size, src,
                    o.nexp);
         b->src = src;
+        cov.src_alloc[src & 7]++;
         note_alloc_source(m, b->kind, size, src, false);
     }
+    if (via == VIA_ALIGNED)
+        cov.aligned++;
+    else
+        cov.alloc++;
+    if (want_addr)
+        cov.lifo++;
     return b;
 }
 
@@ -894,6 +925,7 @@ static unsigned do_free(blk *b, unsigned force_mask)
     if (ev_one(&o, m->h, HT_EVENT_HEAP_FREE, m->name)) {
         const ht_event *e = &o.ev;
         src = e->free.source;
+        cov.src_free[src & 7]++;
         unsigned mask = free_mask(b);
         if (force_mask)
             mask &= force_mask;
@@ -912,6 +944,7 @@ static unsigned do_free(blk *b, unsigned force_mask)
                    m->name);
     }
     if (ok) {
+        cov.free_++;
         m->f_n++;
         m->f_b += b->size;
         model_remove(b);
@@ -946,7 +979,10 @@ static void do_realloc(blk *b, size_t n, unsigned flags)
     errno = 0;
     void *p = ht_heap_realloc(m->h, flags, (void *)olda, n);
     int err = errno;
+    cov.realloc++;
+    cov.must_ip += must_ip;
     if (p == NULL) {
+        cov.ipo_fail++;
         if (ipo) {
             MCHECK(err == ENOMEM, "%s: in-place-only realloc failed with errno %d", m->name, err);
             MCHECK(!must_ip,
@@ -966,6 +1002,10 @@ static void do_realloc(blk *b, size_t n, unsigned flags)
     }
     uintptr_t a = (uintptr_t)p;
     bool moved = a != olda;
+    if (moved)
+        cov.realloc_moved++;
+    else
+        cov.realloc_ip++;
     if (ipo)
         MCHECK(!moved, "%s: in-place-only realloc moved the block", m->name);
     if (must_ip)
@@ -1125,14 +1165,6 @@ static void heap_open(int hi)
         if (!m->h)
             return;
         size_t v = 0;
-        MCHECK(ht_heap_get_option(m->h, HT_OPT_LFH_THRESHOLD, &v) && v == 17, "lfh default %zu",
-               v);
-        MCHECK(ht_heap_get_option(m->h, HT_OPT_LARGE_THRESHOLD, &v) && v == MiB,
-               "large default %zu", v);
-        MCHECK(ht_heap_get_option(m->h, HT_OPT_DECOMMIT_THRESHOLD, &v) && v == 4 * MiB,
-               "decommit default %zu", v);
-        MCHECK(ht_heap_get_option(m->h, HT_OPT_LOOKASIDE_DEPTH, &v) && v == SIZE_MAX,
-               "lookaside default %zu", v);
         const struct {
             ht_heap_option opt;
             size_t val;
@@ -1207,6 +1239,7 @@ static void heap_destroy_recreate(int hi)
 {
     mheap *m = &H[hi];
     ht_heap *old = m->h;
+    cov.destroys++;
     errno = 0;
     bool ok = ht_heap_destroy(old);
     MCHECK(ok, "%s: destroy failed, errno %d", m->name, errno);
@@ -1313,6 +1346,7 @@ static void check_stats(int hi)
 static void full_check(int hi, bool contents)
 {
     mheap *m = &H[hi];
+    cov.full++;
     check_stats(hi);
     MCHECK(ht_heap_validate(m->h, 0, NULL), "%s: ht_heap_validate(heap) is false", m->name);
 
@@ -1580,6 +1614,7 @@ static void op_invalid(void)
     }
     if (!ptr)
         return;
+    cov.invalid++;
     mheap *m = &H[hi];
     void *p = (void *)ptr;
     blk *at = t_find(ptr);
@@ -1662,7 +1697,11 @@ static void op_huge(int hi)
     mheap *m = &H[hi];
     void *p;
     errno = 0;
-    switch (rnd_below(5)) {
+    static const char *const what[] = {"alloc(~SIZE_MAX)", "alloc(~SIZE_MAX/2)",
+                                       "alloc_aligned(~SIZE_MAX, 4096)",
+                                       "alloc_aligned(64, 1 << 62)"};
+    unsigned k = (unsigned)rnd_below(5);
+    switch (k) {
     case 0: p = ht_heap_alloc(m->h, rand_zero_flag(), SIZE_MAX - rnd_below(64)); break;
     case 1: p = ht_heap_alloc(m->h, 0, (SIZE_MAX >> 1) + rnd_below(4096)); break;
     case 2: p = ht_heap_alloc_aligned(m->h, 0, SIZE_MAX - rnd_below(4096), 4096); break;
@@ -1683,8 +1722,8 @@ static void op_huge(int hi)
     }
     }
     int err = errno;
-    MCHECK(p == NULL && err == ENOMEM, "%s: impossible allocation returned %p errno %d", m->name,
-           p, err);
+    MCHECK(p == NULL && err == ENOMEM, "%s: impossible %s returned %p errno %d", m->name,
+           what[k], p, err);
     ev_none(m->h, "failed allocation");
 }
 
@@ -1702,6 +1741,7 @@ static void op_bad_align(int hi)
 static void op_compact(int hi)
 {
     mheap *m = &H[hi];
+    cov.compacts++;
     (void)ht_heap_compact(m->h, 0);
     opev o;
     ev_take(&o, m->h);
@@ -1725,6 +1765,7 @@ static void op_lookaside_probe(int hi)
     if (d > 40 || m->nlive + d + 4 > MAXBLK / NH)
         return;
     size_t lo = c ? g_cls[c - 1] + 1 : 0;
+    cov.probes++;
     op_compact(hi);
     blk *bs[48];
     uintptr_t addr[48];
@@ -1749,6 +1790,7 @@ static void op_lookaside_probe(int hi)
 static void op_untraced(int hi)
 {
     mheap *m = &H[hi];
+    cov.untraced++;
     bool prev = ht_trace_enable_heap(m->h, false);
     MCHECK(prev, "%s: trace_enable_heap returned %d (was on)", m->name, prev);
     ht_heap_stats s0, s1, s2;
@@ -1782,6 +1824,12 @@ static void op_untraced(int hi)
         m->f_b += size;
     }
     ev_none(m->h, "operations on a heap with tracing off");
+    {
+        /* its EXPAND/CONTRACT events were not logged either: take committed from the stats */
+        ht_heap_stats st;
+        ht_heap_get_stats(m->h, &st);
+        m->committed_ev = st.committed;
+    }
     prev = ht_trace_enable_heap(m->h, true);
     MCHECK(!prev, "%s: trace_enable_heap returned %d (was off)", m->name, prev);
 }
@@ -1897,6 +1945,8 @@ static void step(void)
     mheap *m = &H[hi];
     bool full = m->nlive >= m->target || g_nblk + 64 >= MAXBLK;
     uint64_t r = rnd_below(100000);
+    if (g_op >= g_verbose_from)
+        printf("op %" PRIu64 ": heap %d r %" PRIu64 " live %u\n", g_op, hi, r, m->nlive);
     if (r < 30000) {
         if (full)
             op_free(hi);
@@ -1944,12 +1994,23 @@ static void step(void)
     } else {
         op_verify();
     }
+    if (g_tracing && m->h && m->committed_known) {
+        /* stats.committed == CommittedSpace of the heap's latest EXPAND/CONTRACT/CREATE */
+        ht_heap_stats st;
+        ht_heap_get_stats(m->h, &st);
+        MCHECK(st.committed == m->committed_ev,
+               "%s: stats committed %" PRIu64 " after the op, latest event says %" PRIu64,
+               m->name, st.committed, m->committed_ev);
+        if (st.committed != m->committed_ev)
+            m->committed_ev = st.committed; /* report each divergence once */
+    }
 }
 
 static void model_random(void)
 {
     g_tid = (uint32_t)syscall(SYS_gettid);
     uint64_t nops = env_u64("HT_MODEL_OPS", DEFAULT_OPS);
+    g_verbose_from = env_u64("HT_MODEL_VERBOSE", UINT64_MAX);
     printf("test_model: seed=%" PRIu64 " ops=%" PRIu64 " (reproduce: test_model %" PRIu64
            " or HT_SEED=%" PRIu64 ")\n",
            g_seed, nops, g_seed, g_seed);
@@ -2008,7 +2069,7 @@ static void model_random(void)
         step();
         if ((g_op + 1) % FULL_EVERY == 0)
             full_check_all(g_op % (FULL_EVERY * 4) == FULL_EVERY - 1);
-        if (harness_failures_ > 500) {
+        if (g_fail_printed >= 100) {
             fprintf(stderr, "test_model: too many failures, stopping at op %" PRIu64 "\n", g_op);
             break;
         }
@@ -2028,6 +2089,18 @@ static void model_random(void)
     }
     printf("test_model: %" PRIu64 " ops in %.2f s (%.0f ops/s), %" PRIu64 " events replayed\n",
            g_op, t1 - t0, (double)g_op / (t1 - t0), g_ev_total);
+    printf("test_model: exercised %" PRIu64 " allocs, %" PRIu64 " aligned, %" PRIu64
+           " frees, %" PRIu64 " reallocs (%" PRIu64 " moved, %" PRIu64 " in place, %" PRIu64
+           " failed, %" PRIu64 " required in place), %" PRIu64 " invalid calls, %" PRIu64
+           " lookaside LIFO hits, %" PRIu64 " depth probes, %" PRIu64 " untraced, %" PRIu64
+           " destroys, %" PRIu64 " compacts, %" PRIu64 " full checks\n",
+           cov.alloc, cov.aligned, cov.free_, cov.realloc, cov.realloc_moved, cov.realloc_ip,
+           cov.ipo_fail, cov.must_ip, cov.invalid, cov.lifo, cov.probes, cov.untraced,
+           cov.destroys, cov.compacts, cov.full);
+    printf("test_model: traced sources: alloc 1..4 = %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64
+           ", free 1..4 = %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64 "\n",
+           cov.src_alloc[1], cov.src_alloc[2], cov.src_alloc[3], cov.src_alloc[4],
+           cov.src_free[1], cov.src_free[2], cov.src_free[3], cov.src_free[4]);
     if (harness_failures_)
         printf("test_model: FAILED with seed=%" PRIu64 "\n", g_seed);
 }
@@ -2051,6 +2124,11 @@ static void model_api_errors(void)
     ht_heap *h = ht_heap_create(0, 0, 0);
     REQUIRE(h != NULL);
     size_t v = 0;
+    /* defaults (docs/heap.md) */
+    CHECK(ht_heap_get_option(h, HT_OPT_LFH_THRESHOLD, &v) && v == 17);
+    CHECK(ht_heap_get_option(h, HT_OPT_LARGE_THRESHOLD, &v) && v == MiB);
+    CHECK(ht_heap_get_option(h, HT_OPT_DECOMMIT_THRESHOLD, &v) && v == 32 * MiB);
+    CHECK(ht_heap_get_option(h, HT_OPT_LOOKASIDE_DEPTH, &v) && v == SIZE_MAX);
     errno = 0;
     CHECK(!ht_heap_set_option(h, HT_OPT_LARGE_THRESHOLD, 4096) && errno == EINVAL);
     CHECK(ht_heap_get_option(h, HT_OPT_LARGE_THRESHOLD, &v) && v == MiB);

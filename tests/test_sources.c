@@ -170,10 +170,10 @@ static void lfh_activation_default_17(void)
             size_t s = lo + 1 + (size_t)(i * 7) % (cs - lo);
             if (c == 0 && i == 3)
                 s = 0;
+            int before = harness_failures_;
             ps[i - 1] = alloc_src(h, s, i <= 17 ? MP : LF);
-            if (i == 17 || i == 18)
-                if (last_src != (i <= 17 ? MP : LF))
-                    fprintf(stderr, "  (class %zu, allocation %d)\n", cs, i);
+            if (harness_failures_ != before)
+                fprintf(stderr, "  (class %zu, allocation %d)\n", cs, i);
         }
         ht_heap_entry e;
         if (ps[17] != NULL && entry_of(h, ps[17], &e))
@@ -221,8 +221,9 @@ static void enable_lfh_flag(void)
         CHECK_EQ_U(rec_ev_[ic].create.flags, HT_HEAP_ENABLE_LFH);
     for (unsigned c = 0; c < ht_lfh_class_count(); c++) {
         size_t cs = ht_lfh_class_size(c);
+        int before = harness_failures_;
         void *p = alloc_src(h, cs, LF); /* the first of its class */
-        if (last_src != LF && last_src != SP)
+        if (harness_failures_ != before)
             fprintf(stderr, "  (class %zu)\n", cs);
         alloc_src(h, class_lo(c) + 1, LF);
         alloc_src(h, cs, LF);
@@ -533,7 +534,11 @@ static void large_sizes_slow_path(void)
     void *x = alloc_al_src(h, 100, 4 * MiB, SP);
     CHECK(x == NULL || ((uintptr_t)x & (4 * MiB - 1)) == 0);
     void *y = alloc_al_src(h, 100, MiB, MP); /* fits: main path */
-    void *z = alloc_al_src(h, 100, 2 * MiB, MP);
+    void *z = alloc_al_src(h, 100, 2 * MiB, MP); /* 2 MiB + 100 fits in a segment, too */
+    if (y != NULL && entry_of(h, y, &e))
+        CHECK(!(e.state & HT_ENTRY_LARGE));
+    if (z != NULL && entry_of(h, z, &e))
+        CHECK(!(e.state & HT_ENTRY_LARGE));
     free_src(h, x, SP);
     free_src(h, y, MP);
     free_src(h, z, MP);
@@ -745,24 +750,28 @@ static void decommit_threshold(void)
     ht_heap_get_stats(h, &st0);
     unsigned mark = rec_count();
     for (int i = 0; i < N; i++)
-        free_src(h, ps[i], MP); /* SLOWPATH only right after a HEAP_CONTRACT */
+        free_src(h, ps[i], MP); /* SLOWPATH only with a HEAP_CONTRACT right after */
     unsigned n_contract = rec_count_of(h, HT_EVENT_HEAP_CONTRACT, mark);
     CHECK(n_contract >= 1);
-    /* every CONTRACT is followed (after possibly more CONTRACTs) by a SLOWPATH free */
+    /* every CONTRACT follows (after possibly more CONTRACTs) the SLOWPATH free that caused it
+     * ("the HEAP_CONTRACT events follow its HEAP_FREE") */
+    unsigned n_bad = 0;
     for (unsigned i = mark; i < rec_count(); i++) {
         const ht_event *e = &rec_ev_[i];
         if (e->heap_handle != (uintptr_t)h || e->type != HT_EVENT_HEAP_CONTRACT)
             continue;
-        int j = (int)i + 1;
-        while (j < (int)rec_count() && (rec_ev_[j].heap_handle != (uintptr_t)h ||
-                                        rec_ev_[j].type == HT_EVENT_HEAP_CONTRACT))
-            j++;
-        CHECK(j < (int)rec_count());
-        if (j < (int)rec_count()) {
-            CHECK_EQ_U(rec_ev_[j].type, HT_EVENT_HEAP_FREE);
-            CHECK_EQ_U(rec_ev_[j].free.source, SP);
+        int j = (int)i - 1;
+        while (j >= 0 && (rec_ev_[j].heap_handle != (uintptr_t)h ||
+                          rec_ev_[j].type == HT_EVENT_HEAP_CONTRACT))
+            j--;
+        if (j < 0 || rec_ev_[j].type != HT_EVENT_HEAP_FREE || rec_ev_[j].free.source != SP) {
+            if (n_bad++ == 0)
+                fprintf(stderr, "  event %u (HEAP_CONTRACT) follows %s (Source %u)\n", i,
+                        j < 0 ? "nothing" : "an event that is not a SLOWPATH free",
+                        j < 0 ? 0 : rec_source_of(&rec_ev_[j]));
         }
     }
+    CHECK_EQ_U(n_bad, 0);
     ht_heap_stats st1;
     ht_heap_get_stats(h, &st1);
     int lc = -1;
@@ -784,6 +793,38 @@ static void decommit_threshold(void)
     CHECK(rec_count_of(h, HT_EVENT_HEAP_EXPAND, mark) >= 1);
     for (int i = 0; i < N; i++)
         free_src(h, ps[i], MP);
+    finish_heap(h);
+    rec_end();
+}
+
+/* the default decommit threshold is 32 MiB: freeing 36 MiB of main-path blocks decommits,
+ * freeing less than 32 MiB does not */
+static void decommit_default_threshold(void)
+{
+    REQUIRE(rec_begin() == 0);
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    REQUIRE(h != NULL);
+    size_t v = 0;
+    CHECK(ht_heap_get_option(h, HT_OPT_DECOMMIT_THRESHOLD, &v));
+    CHECK_EQ_U(v, 32 * MiB);
+    enum { N = 576 }; /* 36 MiB of 64 KiB blocks */
+    static void *ps[N];
+    for (int i = 0; i < N; i++) {
+        ps[i] = alloc_src(h, 64 * KiB, MP);
+        REQUIRE(ps[i] != NULL);
+        memset(ps[i], 0x33, 64 * KiB);
+    }
+    unsigned mark = rec_count();
+    unsigned n_slow = 0, first_slow = 0;
+    for (int i = 0; i < N; i++) {
+        free_src(h, ps[i], MP);
+        if (last_src == SP && n_slow++ == 0)
+            first_slow = (unsigned)i + 1;
+    }
+    CHECK(rec_count_of(h, HT_EVENT_HEAP_CONTRACT, mark) >= 1);
+    CHECK(n_slow >= 1);
+    /* none before 32 MiB (512 blocks, plus headers) were free */
+    CHECK(n_slow == 0 || first_slow > 500);
     finish_heap(h);
     rec_end();
 }
@@ -821,6 +862,63 @@ static void compact_contracts(void)
     CHECK(ht_heap_validate(h, 0, keep));
     free_src(h, keep, LA);
     finish_heap(h);
+    rec_end();
+}
+
+/* Blocks freed by other threads (lookaside pushes, remote LFH frees, main-path frees from
+ * threads that then exit): afterwards the statistics are exact and match the events. */
+typedef struct remote_arg {
+    ht_heap *h;
+    void **ps;
+    int from, to;
+} remote_arg;
+static void *remote_free_thread(void *arg)
+{
+    remote_arg *a = arg;
+    for (int i = a->from; i < a->to; i++)
+        ht_heap_free(a->h, 0, a->ps[i]);
+    return NULL;
+}
+
+static void cross_thread_frees_stats(void)
+{
+    REQUIRE(rec_begin() == 0);
+    for (int lfh = 0; lfh < 2; lfh++) {
+        ht_heap *h = ht_heap_create(lfh ? HT_HEAP_ENABLE_LFH : 0, 0, 0);
+        REQUIRE(h != NULL);
+        enum { N = 4000, NT = 4 };
+        static void *ps[N];
+        for (int i = 0; i < N; i++) {
+            size_t s = i % 97 == 0 ? 40000 : i % 401 == 0 ? 2 * MiB : (size_t)(i % 300) * 8;
+            ps[i] = ht_heap_alloc(h, 0, s);
+            REQUIRE(ps[i] != NULL);
+        }
+        pthread_t t[NT];
+        remote_arg a[NT];
+        for (int k = 0; k < NT; k++) {
+            a[k].h = h;
+            a[k].ps = ps;
+            a[k].from = k * N / NT;
+            a[k].to = (k + 1) * N / NT;
+            REQUIRE(pthread_create(&t[k], NULL, remote_free_thread, &a[k]) == 0);
+        }
+        for (int k = 0; k < NT; k++)
+            pthread_join(t[k], NULL);
+        ht_heap_stats st;
+        ht_heap_get_stats(h, &st);
+        CHECK_EQ_U(st.live_blocks, 0);
+        CHECK_EQ_U(st.live_bytes, 0);
+        /* the exited threads' lookaside blocks went back: this thread can use them all */
+        for (int i = 0; i < N; i++) {
+            size_t s = i % 97 == 0 ? 40000 : i % 401 == 0 ? 2 * MiB : (size_t)(i % 300) * 8;
+            ps[i] = ht_heap_alloc(h, 0, s);
+            REQUIRE(ps[i] != NULL);
+            memset(ps[i], 0x21, s);
+        }
+        for (int i = 0; i < N; i++)
+            CHECK(ht_heap_free(h, 0, ps[i]));
+        finish_heap(h);
+    }
     rec_end();
 }
 
@@ -877,4 +975,6 @@ TEST_MAIN(TEST(lfh_activation_default_17), TEST(lfh_threshold_option), TEST(enab
           TEST(lookaside_default_depth_per_class), TEST(lookaside_cross_thread),
           TEST(medium_sizes_main_path), TEST(large_sizes_slow_path),
           TEST(aligned_small_main_path), TEST(realloc_sources), TEST(expand_on_first_alloc),
-          TEST(decommit_threshold), TEST(compact_contracts), TEST(mixed_workload_stats))
+          TEST(decommit_threshold), TEST(decommit_default_threshold),
+          TEST(compact_contracts), TEST(cross_thread_frees_stats),
+          TEST(mixed_workload_stats))

@@ -123,10 +123,22 @@ static inline int rec_one_(ht_heap *h, unsigned t, unsigned from, const char *fi
 }
 #define rec_one(h, t, from) rec_one_((h), (t), (from), __FILE__, __LINE__)
 
+/* The event of heap h recorded just after index i (any type), or NULL. */
+static inline const ht_event *rec_next_of_heap(ht_heap *h, int i)
+{
+    unsigned n = rec_count();
+    for (unsigned j = (unsigned)i + 1; j < n; j++)
+        if (rec_ev_[j].heap_handle == (uintptr_t)h)
+            return &rec_ev_[j];
+    return NULL;
+}
+
 /* Checks the Source of the alloc/free/realloc event at index i against the expected path,
  * following docs/heap.md: SLOWPATH is accepted instead of MAINPATH/LOWFRAG only when the event
- * immediately before it from the same heap is a HEAP_EXPAND (alloc, realloc) or a
- * HEAP_CONTRACT (free). Returns the Source seen. */
+ * of the same heap immediately before it is a HEAP_EXPAND (alloc, realloc: the memory is
+ * committed before the block is handed out), or, for a free, when the event of the same
+ * heap immediately after it is a HEAP_CONTRACT ("the HEAP_CONTRACT events follow its
+ * HEAP_FREE"). Returns the Source seen. */
 static inline uint32_t rec_check_src_(ht_heap *h, int i, uint32_t want, const char *file,
                                       int line)
 {
@@ -138,13 +150,14 @@ static inline uint32_t rec_check_src_(ht_heap *h, int i, uint32_t want, const ch
         return got;
     if (got == HT_SOURCE_SLOWPATH &&
         (want == HT_SOURCE_MAINPATH || want == HT_SOURCE_LOWFRAG)) {
-        const ht_event *p = rec_prev_of_heap(h, i);
-        unsigned cause = e->type == HT_EVENT_HEAP_FREE ? HT_EVENT_HEAP_CONTRACT
-                                                       : HT_EVENT_HEAP_EXPAND;
+        bool is_free = e->type == HT_EVENT_HEAP_FREE;
+        const ht_event *p = is_free ? rec_next_of_heap(h, i) : rec_prev_of_heap(h, i);
+        unsigned cause = is_free ? HT_EVENT_HEAP_CONTRACT : HT_EVENT_HEAP_EXPAND;
         if (p != NULL && p->type == cause)
             return got;
-        fprintf(stderr, "%s:%d: Source SLOWPATH without a preceding %s (wanted %u)\n", file,
-                line, cause == HT_EVENT_HEAP_EXPAND ? "HEAP_EXPAND" : "HEAP_CONTRACT", want);
+        fprintf(stderr, "%s:%d: Source SLOWPATH without %s (wanted %u)\n", file, line,
+                is_free ? "a HEAP_CONTRACT right after it" : "a HEAP_EXPAND right before it",
+                want);
         harness_failures_++;
         return got;
     }
@@ -209,8 +222,12 @@ static inline void replay_heap(ht_heap *h, replay_state *rs)
 {
     memset(rs, 0, sizeof *rs);
     memset(replay_tab_, 0, sizeof replay_tab_);
-    unsigned n = rec_count();
-    for (unsigned i = 0; i < n; i++) {
+    unsigned n = rec_count(), start = 0;
+    /* a handle can be reused by a later heap: replay from h's latest HEAP_CREATE */
+    for (unsigned i = 0; i < n; i++)
+        if (rec_ev_[i].heap_handle == (uintptr_t)h && rec_ev_[i].type == HT_EVENT_HEAP_CREATE)
+            start = i;
+    for (unsigned i = start; i < n; i++) {
         const ht_event *e = &rec_ev_[i];
         if (e->heap_handle != (uintptr_t)h)
             continue;
@@ -308,7 +325,10 @@ static inline void rec_check_stats_(ht_heap *h, const char *file, int line)
     uint64_t tot_nf = 0, tot_bf = 0, exp_nf = 0, exp_bf = 0;
     for (int s = 0; s < 7; s++) {
         CHECK_EQ_U(st.by_source[s].n_alloc, rs.st.by_source[s].n_alloc);
-        CHECK_EQ_U(st.by_source[s].bytes_alloc, rs.st.by_source[s].bytes_alloc);
+        /* bytes_alloc of INVALID (the NewSize of bad reallocs) is asserted by one dedicated
+         * test (test_invalid.c invalid_realloc_counts_new_size), not in every replay */
+        if (s != HT_SOURCE_INVALID)
+            CHECK_EQ_U(st.by_source[s].bytes_alloc, rs.st.by_source[s].bytes_alloc);
         if (rs.n_moved == 0) {
             CHECK_EQ_U(st.by_source[s].n_free, rs.st.by_source[s].n_free);
             CHECK_EQ_U(st.by_source[s].bytes_free, rs.st.by_source[s].bytes_free);

@@ -141,12 +141,14 @@ _Noreturn static void corruption(ht_heap *heap, const void *p, const char *what)
               what, p, (void *)heap);
 }
 
-static void count_invalid(ht_heap *heap, ht_tcache *tc, bool as_alloc)
+static void count_invalid(ht_heap *heap, ht_tcache *tc, bool as_alloc, size_t new_size)
 {
     ht_stat_acc *a = acc_of(heap, tc);
     stat_add(&a->n_invalid, 1, tc == NULL);
-    if (as_alloc)
+    if (as_alloc) {
         stat_add(&a->n_alloc[HT_SOURCE_INVALID], 1, tc == NULL);
+        stat_add(&a->bytes_alloc[HT_SOURCE_INVALID], new_size, tc == NULL);
+    }
     else
         stat_add(&a->n_free[HT_SOURCE_INVALID], 1, tc == NULL);
 }
@@ -180,8 +182,9 @@ typedef struct blockinfo {
     int cls;              /* small class, or -1 */
 } blockinfo;
 
-/* True iff p is a live block of heap; fills bi. Touches nothing. */
-static bool classify(ht_heap *heap, uintptr_t p, blockinfo *bi)
+/* Finds the region of p and checks that p could start a block of heap there: aligned, ours,
+ * past the segment header, or the user pointer of a large block. Reads no block header. */
+static bool locate(ht_heap *heap, uintptr_t p, blockinfo *bi)
 {
     if ((p & (HT_GRANULE - 1)) != 0)
         return false;
@@ -193,38 +196,58 @@ static bool classify(ht_heap *heap, uintptr_t p, blockinfo *bi)
     bi->mb = NULL;
     bi->large = NULL;
     bi->cls = -1;
-    if (r->kind == HT_REGION_SEGMENT) {
-        ht_segment *seg = (ht_segment *)r;
-        if (p < (uintptr_t)seg + HT_SEG_META || !ht__live_test(seg, p))
-            return false;
-        ht_run *run = ht__run_of(seg, p);
-        if (run != NULL) {
-            uint16_t m = run->meta[ht__run_index(run, p)];
-            bi->run = run;
-            bi->usable = run->block_size;
-            bi->size = run->block_size - (m & RUN_META_SLACK);
-            bi->source = (unsigned)(m >> RUN_META_SRC_SHIFT) + 1u;
-            bi->cls = run->cls;
-        } else {
-            ht_mblock *b = (ht_mblock *)p - 1;
-            bi->mb = b;
-            bi->usable = ht__mb_payload(b);
-            bi->size = bi->usable - b->aux;
-            bi->source = b->source;
-            if (b->flags & MB_SMALL)
-                bi->cls = b->cls;
-        }
-        return true;
-    }
+    if (r->kind == HT_REGION_SEGMENT)
+        return p >= (uintptr_t)r + HT_SEG_META;
     ht_large *l = (ht_large *)r;
-    if (l->user != p || atomic_load_explicit(&l->live, memory_order_acquire) == 0)
-        return false;
     bi->large = l;
-    bi->size = l->size;
-    bi->usable = ht__large_capacity(l);
-    bi->source = HT_SOURCE_SLOWPATH;
+    return l->user == p;
+}
+
+/* Fills the rest of bi for a block known to be live (or just claimed by the caller). */
+static void describe(uintptr_t p, blockinfo *bi)
+{
+    if (bi->large != NULL) {
+        bi->size = bi->large->size;
+        bi->usable = ht__large_capacity(bi->large);
+        bi->source = HT_SOURCE_SLOWPATH;
+        return;
+    }
+    ht_segment *seg = (ht_segment *)bi->region;
+    ht_run *run = ht__run_of(seg, p);
+    if (run != NULL) {
+        uint16_t m = run->meta[ht__run_index(run, p)];
+        bi->run = run;
+        bi->usable = run->block_size;
+        bi->size = run->block_size - (m & RUN_META_SLACK);
+        bi->source = (unsigned)(m >> RUN_META_SRC_SHIFT) + 1u;
+        bi->cls = run->cls;
+    } else {
+        ht_mblock *b = (ht_mblock *)p - 1;
+        bi->mb = b;
+        bi->usable = ht__mb_payload(b);
+        bi->size = bi->usable - b->aux;
+        bi->source = b->source;
+        if (b->flags & MB_SMALL)
+            bi->cls = b->cls;
+    }
+}
+
+/* True iff p is a live block of heap; fills bi. Changes nothing. */
+static bool classify(ht_heap *heap, uintptr_t p, blockinfo *bi)
+{
+    if (!locate(heap, p, bi))
+        return false;
+    if (bi->large != NULL) {
+        if (atomic_load_explicit(&bi->large->live, memory_order_acquire) == 0)
+            return false;
+    } else if (!ht__live_test((ht_segment *)bi->region, p)) {
+        return false;
+    }
+    describe(p, bi);
     return true;
 }
+
+static bool claim(const ht_heap *heap, const blockinfo *bi, uintptr_t p);
 
 /* ---- allocation ---- */
 
@@ -270,7 +293,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
         return b + 1;
     }
     size_t a = align < HT_GRANULE ? HT_GRANULE : align;
-    if (size < heap->large_threshold && size + a + HT_MB_MIN * 2 <= HT_SEG_AREA_MAX / 2) {
+    if (size < heap->large_threshold && size + a + HT_MB_MIN * 3 <= HT_SEG_AREA_MAX) {
         ht__heap_lock(heap);
         ht_mblock *b = ht__main_alloc_locked(heap, size, a, op);
         ht__heap_unlock(heap);
@@ -387,7 +410,7 @@ static bool invalid_free(ht_heap *heap, ht_tcache *tc, ht_op *op, const void *p,
 {
     if ((heap->flags & HT_HEAP_TERMINATE_ON_CORRUPTION) != 0)
         corruption(heap, p, flags != 0 ? "size query" : "free");
-    count_invalid(heap, tc, false);
+    count_invalid(heap, tc, false, 0);
     if (op->trace)
         emit_free(heap, op, p, HT_SOURCE_INVALID, ts, flags);
     errno = EINVAL;
@@ -407,8 +430,11 @@ bool ht_heap_free(ht_heap *h, unsigned flags, void *block)
     uint64_t ts = op.trace ? ht__trace_now() : 0;
     ht_tcache *tc = tcache_get(heap);
     blockinfo bi;
-    if (!classify(heap, (uintptr_t)block, &bi) || !claim(heap, &bi, (uintptr_t)block))
+    /* claim before reading the header: a racing double free must not read a block that the
+     * winner is already coalescing */
+    if (!locate(heap, (uintptr_t)block, &bi) || !claim(heap, &bi, (uintptr_t)block))
         return invalid_free(heap, tc, &op, block, ts, 0);
+    describe((uintptr_t)block, &bi);
     unsigned src = release_block(heap, tc, block, &bi, &op);
     stats_free(heap, tc, src, bi.size);
     if (op.trace)
@@ -501,7 +527,7 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
     if (!classify(heap, (uintptr_t)block, &bi)) {
         if ((heap->flags & HT_HEAP_TERMINATE_ON_CORRUPTION) != 0)
             corruption(heap, block, "realloc");
-        count_invalid(heap, tc, true);
+        count_invalid(heap, tc, true, size);
         if (op.trace)
             emit_realloc(heap, &op, NULL, block, size, 0, HT_SOURCE_INVALID, 0);
         errno = EINVAL;

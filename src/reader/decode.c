@@ -1,0 +1,196 @@
+/* decode.c — the fast decoder of event chunk payloads (FORMAT.md 5-6): one tight loop that
+ * turns a whole chunk into ht_reader_events, checking every varint, register, limit and the
+ * chunk-level totals. Never reads outside [payload, payload + payload_size) and never writes
+ * more than n_records events; on the first problem it reports and stops. */
+#include "reader/internal.h"
+
+#include "trace/format.h"
+
+#include <string.h>
+
+/* An address field: delta against *reg (x16 when even), then *reg = the address. */
+static inline int addr_get(const uint8_t **p, const uint8_t *end, uint64_t *reg, uint64_t *out)
+{
+    uint64_t v;
+    if (!ht_fmt_get_varint(p, end, &v))
+        return 0;
+    if ((v & 1) == 0) {
+        *reg += (uint64_t)ht_fmt_unzigzag(v >> 1) << 4;
+    } else {
+        if (v != 1 || !ht_fmt_get_varint(p, end, &v))
+            return 0;
+        *reg += (uint64_t)ht_fmt_unzigzag(v);
+    }
+    *out = *reg;
+    return 1;
+}
+
+bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
+                          ht_reader_event *out)
+{
+    const uint8_t *p = payload, *const end = payload + c->payload_size;
+    const uint8_t *rec = p;
+    uint64_t ts = c->first_ts, seq = c->first_seq, addr = 0, heap = 0;
+    uint64_t heaps[HT_FMT_HEAP_TABLE];
+    uint32_t n_heaps = 0, n = 0;
+    uint16_t flags = 0;
+    bool pending = false;
+    const char *why = NULL;
+    const uint64_t payload_off = c->off + HT_FMT_CHUNK_HDR_SIZE;
+
+    while (p < end) {
+        rec = p;
+        unsigned tag = *p++;
+        unsigned t = (tag >> HT_FMT_TAG_TYPE_SHIFT) & 7u;
+        uint64_t v;
+        if (t == HT_FMT_T_CONTROL) {
+            if (!ht_fmt_get_varint(&p, end, &v)) {
+                why = "control record cut off";
+                goto bad;
+            }
+            if (tag == HT_FMT_CTL_FLAGS && v >= 1 && v <= 0xFFFF) {
+                flags = (uint16_t)v;
+            } else if (tag == HT_FMT_CTL_SEQ_SKIP && v >= 1) {
+                seq += v;
+            } else if (tag == HT_FMT_CTL_TIME_BACK && v >= 1) {
+                ts -= v;
+            } else {
+                why = "reserved control tag or control value out of range";
+                goto bad;
+            }
+            pending = true;
+            continue;
+        }
+        if (n == c->n_records) {
+            why = "more event records than the header's n_records";
+            goto bad;
+        }
+        ht_reader_event *e = &out[n];
+        memset(e, 0, sizeof *e);
+        if (!ht_fmt_get_varint(&p, end, &v))
+            goto cut;
+        ts += v;
+        if (tag & HT_FMT_TAG_H) {
+            if (!ht_fmt_get_varint(&p, end, &v))
+                goto cut;
+            if (v == 0) {
+                if (!ht_fmt_get_varint(&p, end, &heap))
+                    goto cut;
+                if (n_heaps < HT_FMT_HEAP_TABLE)
+                    heaps[n_heaps++] = heap;
+            } else if (v <= n_heaps) {
+                heap = heaps[v - 1];
+            } else {
+                why = "heap selector beyond the chunk's heap table";
+                goto bad;
+            }
+        }
+        if (tag & HT_FMT_TAG_S) {
+            if (!ht_fmt_get_varint(&p, end, &v))
+                goto cut;
+            if (v == 0 || v > r->stacks.n || r->stacks.def_off[v - 1] >= c->off) {
+                why = "stack id not defined before this chunk";
+                goto bad;
+            }
+            e->stack_id = (uint32_t)v;
+        }
+        uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
+        if (source == HT_FMT_SRC_ESCAPE) {
+            if (!ht_fmt_get_varint(&p, end, &source))
+                goto cut;
+            if (source > 0xFFFFFFFFu) {
+                why = "Source beyond 32 bits";
+                goto bad;
+            }
+        }
+        ht_event *ev = &e->event;
+        ev->timestamp_ns = ts;
+        ev->tid = c->tid;
+        ev->type = ht_fmt_opcode_of_type[t];
+        ev->flags = flags;
+        ev->heap_handle = (uintptr_t)heap;
+        ev->sequence = seq;
+        if (t >= HT_FMT_T_CREATE && (tag & HT_FMT_TAG_SRC_MASK) != 0) {
+            why = "Source bits set on an event without a Source";
+            goto bad;
+        }
+        uint64_t a, b, cc, d;
+        switch (t) {
+        case HT_FMT_T_ALLOC:
+            if (!ht_fmt_get_varint(&p, end, &a) || !addr_get(&p, end, &addr, &b))
+                goto cut;
+            ev->alloc.size = a;
+            ev->alloc.address = (uintptr_t)b;
+            ev->alloc.source = (uint32_t)source;
+            break;
+        case HT_FMT_T_FREE:
+            if (!addr_get(&p, end, &addr, &a))
+                goto cut;
+            ev->free.address = (uintptr_t)a;
+            ev->free.source = (uint32_t)source;
+            break;
+        case HT_FMT_T_REALLOC:
+            if (!addr_get(&p, end, &addr, &a) || !addr_get(&p, end, &addr, &b) ||
+                !ht_fmt_get_varint(&p, end, &cc) || !ht_fmt_get_varint(&p, end, &d))
+                goto cut;
+            ev->realloc.new_address = (uintptr_t)a;
+            ev->realloc.old_address = (uintptr_t)b;
+            ev->realloc.new_size = cc;
+            ev->realloc.old_size = d;
+            ev->realloc.source = (uint32_t)source;
+            break;
+        case HT_FMT_T_CREATE:
+            if (!ht_fmt_get_varint(&p, end, &a) || !ht_fmt_get_varint(&p, end, &b) ||
+                !ht_fmt_get_varint(&p, end, &cc))
+                goto cut;
+            if (a > 0xFFFFFFFFu) {
+                why = "CREATE Flags beyond 32 bits";
+                goto bad;
+            }
+            ev->create.flags = (uint32_t)a;
+            ev->create.reserved_space = b;
+            ev->create.committed_space = cc;
+            break;
+        case HT_FMT_T_DESTROY:
+            break;
+        default: /* EXPAND, CONTRACT */
+            if (!addr_get(&p, end, &addr, &a) || !ht_fmt_get_varint(&p, end, &b) ||
+                !ht_fmt_get_varint(&p, end, &cc))
+                goto cut;
+            ev->expand.address = (uintptr_t)a;
+            ev->expand.size = b;
+            ev->expand.committed_space = cc;
+            break;
+        }
+        if (n == 0 && ts != c->first_ts) {
+            why = "first event's timestamp differs from the header's first_ts";
+            goto bad;
+        }
+        n++;
+        seq++;
+        flags = 0;
+        pending = false;
+    }
+    if (pending) {
+        why = "control record not followed by an event";
+        goto bad;
+    }
+    if (n != c->n_records) {
+        rec = end;
+        why = "fewer event records than the header's n_records";
+        goto bad;
+    }
+    if (n > 0 && ts != c->last_ts) {
+        rec = end;
+        why = "last event's timestamp differs from the header's last_ts";
+        goto bad;
+    }
+    return true;
+cut:
+    why = "event record cut off or a varint beyond 64 bits";
+bad:
+    ht__rd_fail(r, HT_READER_BAD_RECORD, payload_off + (uint64_t)(rec - payload),
+                "bad record in the event chunk of tid %u at offset %llu: %s", c->tid,
+                (unsigned long long)c->off, why);
+    return false;
+}

@@ -1,0 +1,30 @@
+/* internal.h — cross-file prototypes of the reader, grouped by the file that defines them.
+ * Nothing here is public; the public contract is include/heaptrail/reader.h. */
+#ifndef HT_READER_INTERNAL_H
+#define HT_READER_INTERNAL_H
+
+#include "reader/types.h"
+
+/* -- reader.c -- */
+/* Records the first damage/error (later calls keep the first one). */
+void ht__rd_fail(ht_reader *r, ht_reader_status_code code, uint64_t off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Pointer to len bytes at off (off + len <= r->size checked by the caller): into the mapped
+ * memory, or read into *buf (grown to *cap). NULL on error (status set). */
+const uint8_t *ht__rd_fetch(ht_reader *r, uint64_t off, size_t len, uint8_t **buf, size_t *cap);
+/* Parses and checks a chunk header at h (72 bytes) found at offset off: magic, checksum,
+ * version, kind, limits, tid rule. On failure sets status and returns false. */
+bool ht__rd_chunk_parse(ht_reader *r, const uint8_t *h, uint64_t off, rd_chunk *c);
+
+/* -- decode.c -- */
+/* Decodes event chunk c's payload into out (room for c->n_records events): every event
+ * record, checked against FORMAT.md 5-6. Returns true, or false with status BAD_RECORD set
+ * at the failing record. */
+bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
+                          ht_reader_event *out);
+
+/* -- merge.c -- */
+/* Loads the first chunk of every thread and builds the merge heap. */
+void ht__rd_merge_start(ht_reader *r);
+
+#endif

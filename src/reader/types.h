@@ -1,0 +1,82 @@
+/* types.h — the reader's structs and constants. Glossary:
+ *   good data    the chunks wholly before the damage point (FORMAT.md 9), [data_off, valid_end)
+ *   scan         the one sequential pass at open: headers, checksums, metadata, threads
+ *   cursor       one thread's position in the merge: its current chunk, decoded
+ *   merge heap   a binary min-heap of cursors keyed by their head event (ts, sequence, tid)
+ * Memory is per thread (one chunk raw + decoded), per stack, per module: never per event. */
+#ifndef HT_READER_TYPES_H
+#define HT_READER_TYPES_H
+
+#include <heaptrail/reader.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A parsed chunk header (FORMAT.md 4). */
+typedef struct rd_chunk {
+    uint64_t off; /* file offset of the header */
+    uint32_t kind, tid, n_records;
+    uint64_t chunk_seq, first_seq, first_ts, last_ts, lost_so_far;
+    uint32_t payload_size, payload_crc;
+} rd_chunk;
+
+/* One thread's merge position. */
+typedef struct rd_cursor {
+    uint32_t tid;
+    uint64_t first_off;  /* offset of its first event chunk; UINT64_MAX: none */
+    uint64_t scan_off;   /* where the walk for its next chunk resumes; first_off <= scan_off */
+    ht_reader_event *ev; /* decoded events of the current chunk */
+    uint32_t n_ev;       /* events in ev */
+    uint32_t pos;        /* next event to hand out: pos < n_ev while in the merge heap */
+    size_t ev_cap;       /* capacity of ev, in events */
+    uint8_t *raw;        /* payload bytes (file mode only) */
+    size_t raw_cap;      /* capacity of raw */
+} rd_cursor;
+
+/* Tables built by the scan from metadata chunks. */
+typedef struct rd_stacks {
+    uint64_t *frames;   /* all frames, stack after stack */
+    size_t n_frames, cap_frames;
+    size_t *start;      /* stack id i (1-based) is frames[start[i-1] .. start[i]) */
+    uint64_t *def_off;  /* def_off[i-1]: offset of the chunk defining id i */
+    uint32_t n;         /* ids 1..n are defined */
+    size_t cap;         /* capacity of start (n + 1 entries used) and def_off */
+} rd_stacks;
+
+struct ht_reader {
+    int fd;             /* file mode: the open file; memory mode: -1 */
+    const uint8_t *mem; /* memory mode: the bytes */
+    uint64_t size;      /* bytes in the file or buffer */
+    uint64_t data_off;  /* first chunk */
+    uint64_t valid_end; /* damage point (or size): good chunks lie in [data_off, valid_end) */
+
+    ht_reader_status_code status; /* the first damage or error */
+    uint64_t status_off;          /* its byte offset */
+    char message[256];            /* its text */
+    bool failed;                  /* stop handing out events (damage found in the merge) */
+
+    ht_reader_trace_info info; /* header fields and totals */
+    char *cmdline;             /* NUL-terminated copy */
+
+    ht_reader_thread *threads; /* per thread, parallel to cursors */
+    rd_cursor *cursors;
+    size_t n_threads, cap_threads;
+    size_t last_thread; /* lookup cache */
+
+    ht_reader_module *modules;
+    size_t n_modules, cap_modules;
+    ht_reader_marker *markers;
+    size_t n_markers, cap_markers;
+    rd_stacks stacks;
+    uint64_t n_meta_chunks; /* chunks of the tid-0 stream seen */
+
+    rd_cursor **heap; /* merge heap */
+    size_t n_heap;
+    bool merge_started;
+
+    uint8_t *scratch; /* scan payload buffer (file mode) */
+    size_t scratch_cap;
+};
+
+#endif
