@@ -160,8 +160,7 @@ static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_
     ht_run *run = ht__run_of(seg, p);
     if (run != NULL) {
         uint32_t i = ht__run_index(run, p);
-        run->meta[i] = (uint16_t)((run->block_size - size) |
-                                  ((unsigned)(src - 1u) << RUN_META_SRC_SHIFT));
+        ht__run_meta_set(run, i, size, src);
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;
         b->aux = (uint32_t)(ht__mb_payload(b) - size);
@@ -215,11 +214,11 @@ static void describe(uintptr_t p, blockinfo *bi)
     ht_segment *seg = (ht_segment *)bi->region;
     ht_run *run = ht__run_of(seg, p);
     if (run != NULL) {
-        uint16_t m = run->meta[ht__run_index(run, p)];
+        uint32_t i = ht__run_index(run, p);
         bi->run = run;
         bi->usable = run->block_size;
-        bi->size = run->block_size - (m & RUN_META_SLACK);
-        bi->source = (unsigned)(m >> RUN_META_SRC_SHIFT) + 1u;
+        bi->size = ht__run_meta_size(run, i);
+        bi->source = ht__run_meta_source(run, i);
         bi->cls = run->cls;
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;
@@ -358,10 +357,14 @@ void *ht_heap_alloc_aligned(ht_heap *h, unsigned flags, size_t size, size_t alig
     ht_heap *heap = ht__heap_check(h);
     if (heap == NULL)
         return NULL;
-    if (alignment == 0 || (alignment & (alignment - 1)) != 0 ||
-        alignment > ((size_t)1 << (HT_ADDR_BITS - 2))) {
+    if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
         errno = EINVAL;
         return NULL;
+    }
+    if (alignment > ((size_t)1 << (HT_ADDR_BITS - 2))) {
+        ht_op op;
+        op_init(&op, heap);
+        return alloc_fail(heap, flags, &op, size);
     }
     return alloc_common(heap, flags, size, alignment);
 }

@@ -138,6 +138,32 @@ static inline uint32_t ht__run_index(const ht_run *run, uintptr_t p)
     return (uint32_t)(((uint64_t)(p - (uintptr_t)run->first) * run->inv) >> 40);
 }
 
+/* Per-block metadata of run slot i: the requested size and the Source that served it. */
+static inline void ht__run_meta_set(ht_run *run, uint32_t i, size_t size, unsigned src)
+{
+    size_t slack = run->block_size - size;
+    if (run->block_size >= RUN_META_WIDE) {
+        run->meta[2 * i] = (uint16_t)((slack & RUN_META_SLACK) | ((src - 1u) << RUN_META_SRC_SHIFT));
+        run->meta[2 * i + 1] = (uint16_t)(slack >> RUN_META_SRC_SHIFT);
+    } else {
+        run->meta[i] = (uint16_t)(slack | ((src - 1u) << RUN_META_SRC_SHIFT));
+    }
+}
+
+static inline size_t ht__run_meta_size(const ht_run *run, uint32_t i)
+{
+    if (run->block_size >= RUN_META_WIDE)
+        return run->block_size - ((run->meta[2 * i] & RUN_META_SLACK) |
+                                  ((size_t)run->meta[2 * i + 1] << RUN_META_SRC_SHIFT));
+    return run->block_size - (run->meta[i] & RUN_META_SLACK);
+}
+
+static inline unsigned ht__run_meta_source(const ht_run *run, uint32_t i)
+{
+    uint16_t m = run->block_size >= RUN_META_WIDE ? run->meta[2 * i] : run->meta[i];
+    return (unsigned)(m >> RUN_META_SRC_SHIFT) + 1u;
+}
+
 static inline unsigned ht__size_class(size_t n)
 {
     if (n <= 128)

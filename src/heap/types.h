@@ -135,11 +135,14 @@ typedef struct ht_run {
     uint32_t on_avail;                 /* linked in the bin's avail list */
     struct ht_run *next, *prev;        /* the bin's runs with room */
     uint8_t *first;                    /* first block; blocks [first, first + n*size) */
-    uint16_t meta[];                   /* per block: slack | (source - 1) << 14 */
+    uint16_t meta[];                   /* per block: slack | (source - 1) << 14; runs of
+                                          blocks >= 16 KiB use two entries a block (the
+                                          slack can be 16384), see ht__run_meta_* */
 } ht_run;
 
 #define RUN_META_SLACK 0x3fffu
 #define RUN_META_SRC_SHIFT 14u
+#define RUN_META_WIDE 16384u /* block_size from which a block takes two meta entries */
 
 /* One LFH size class of one heap for one affinity slot (threads are spread over
  * HT_LFH_AFFINITY slots so that two threads rarely share a run, its header or its live-bit

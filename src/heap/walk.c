@@ -63,10 +63,8 @@ bool ht__walk_locked(ht_heap *heap, ht_heap_entry *e)
                 e->cursor_[3] = i + 2;
                 uintptr_t slot = (uintptr_t)run->first + (size_t)i * run->block_size;
                 if (i < run->n_carved && ht__live_test(seg, slot)) {
-                    uint16_t m = run->meta[i];
-                    fill(e, (void *)slot, run->block_size - (m & RUN_META_SLACK),
-                         HT_ENTRY_BUSY | HT_ENTRY_LFH, (unsigned)(m >> RUN_META_SRC_SHIFT) + 1u,
-                         seg, HT_SEG_SIZE);
+                    fill(e, (void *)slot, ht__run_meta_size(run, i), HT_ENTRY_BUSY | HT_ENTRY_LFH,
+                         ht__run_meta_source(run, i), seg, HT_SEG_SIZE);
                 } else {
                     fill(e, (void *)slot, run->block_size, HT_ENTRY_FREE | HT_ENTRY_LFH, 0, seg,
                          HT_SEG_SIZE);
@@ -129,8 +127,30 @@ bool ht_heap_walk(ht_heap *h, ht_heap_entry *entry)
 #define BAD(what) ((void)heap, false)
 #endif
 
-static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint64_t *n_live,
-                      uint32_t *n_empty)
+/* True iff every live bit of seg in [lo, hi) is at first + k * stride for some k < n.
+ * Lookaside pushes and pops on other threads set and clear bits without a lock, but only at
+ * such places, so this holds even while other threads work. */
+static bool bits_only_at(ht_segment *seg, uintptr_t lo, uintptr_t hi, uintptr_t first,
+                         size_t stride, size_t n)
+{
+    for (size_t g = ht__granule(seg, lo), ge = ht__granule(seg, hi); g < ge;) {
+        uint64_t w = atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed) >> (g & 63);
+        if (w == 0) {
+            g = (g | 63u) + 1u;
+            continue;
+        }
+        g += (size_t)__builtin_ctzll(w);
+        if (g >= ge)
+            break;
+        uintptr_t a = (uintptr_t)seg + (g << 4);
+        if (a < first || (a - first) % stride != 0 || (a - first) / stride >= n)
+            return false;
+        g++;
+    }
+    return true;
+}
+
+static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint32_t *n_empty)
 {
     if (run->magic != HT_RUN_MAGIC || run->cls >= HT_N_CLASSES ||
         run->block_size != ht__class_size[run->cls])
@@ -159,9 +179,9 @@ static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint64_t *n_l
     }
     if (n != run->n_free_list)
         return BAD("run free list length");
-    for (uint32_t i = 0; i < run->n_carved; i++)
-        if (ht__live_test(seg, (uintptr_t)run->first + (size_t)i * run->block_size))
-            (*n_live)++;
+    if (!bits_only_at(seg, (uintptr_t)run, (uintptr_t)run + (size_t)run->n_pages * HT_PAGE_SIZE,
+                      (uintptr_t)run->first, run->block_size, run->n_carved))
+        return BAD("live bit off a run slot");
     if (run->n_used == 0)
         (*n_empty)++;
     return true;
@@ -187,8 +207,10 @@ static bool check_heap(ht_heap *heap)
         uint8_t *end = (uint8_t *)seg + HT_SEG_META + seg->area_size;
         ht_mblock *b = (ht_mblock *)((uint8_t *)seg + HT_SEG_META);
         ht_mblock *prev = NULL;
-        uint64_t n_live = 0;
         size_t run_pages = 0;
+        if (!bits_only_at(seg, (uintptr_t)seg, (uintptr_t)seg + HT_SEG_META, 0, 1, 0) ||
+            !bits_only_at(seg, (uintptr_t)end, (uintptr_t)seg + HT_SEG_SIZE, 0, 1, 0))
+            return BAD("live bit outside the area");
         for (;;) {
             if ((uint8_t *)b + sizeof(ht_mblock) > end || b->tag != HT_MB_TAG || b->size16 == 0)
                 return BAD("block header");
@@ -206,7 +228,7 @@ static bool check_heap(ht_heap *heap)
                     return BAD("adjacent free blocks");
                 if ((ht__mb_next(b)->flags & MB_BUSY) == 0)
                     return BAD("adjacent free blocks");
-                if (ht__live_test(seg, (uintptr_t)(b + 1)))
+                if (!bits_only_at(seg, (uintptr_t)b, (uintptr_t)ht__mb_next(b), 0, 1, 0))
                     return BAD("live bit on a free block");
                 size_t interior = 0;
                 uintptr_t lo = ht__align_up((uintptr_t)b + sizeof(ht_fblock), HT_PAGE_SIZE);
@@ -222,11 +244,11 @@ static bool check_heap(ht_heap *heap)
                 ht_run *run = (ht_run *)(b + 1);
                 if (run->cls >= HT_N_CLASSES || run->affinity >= HT_LFH_AFFINITY)
                     return BAD("run class");
-                if (!check_run(heap, seg, run, &n_live, &empties[run->affinity][run->cls]))
+                if (!check_run(heap, seg, run, &empties[run->affinity][run->cls]))
                     return false;
                 runs[run->affinity][run->cls]++;
                 run_pages += run->n_pages;
-                if (ht__live_test(seg, (uintptr_t)(b + 1)))
+                if (!bits_only_at(seg, (uintptr_t)b, (uintptr_t)run, 0, 1, 0))
                     return BAD("live bit on a run header");
             } else {
                 if (b->aux > ht__mb_payload(b))
@@ -234,17 +256,13 @@ static bool check_heap(ht_heap *heap)
                 if ((b->flags & MB_SMALL) &&
                     (b->cls >= HT_N_CLASSES || ht__mb_payload(b) < ht__class_size[b->cls]))
                     return BAD("small block class");
-                if (ht__live_test(seg, (uintptr_t)(b + 1)))
-                    n_live++;
+                if (!bits_only_at(seg, (uintptr_t)b, (uintptr_t)ht__mb_next(b), (uintptr_t)(b + 1),
+                                  1, 1))
+                    return BAD("live bit inside a block");
             }
             prev = b;
             b = ht__mb_next(b);
         }
-        uint64_t bits = 0;
-        for (size_t w = 0; w < HT_SEG_LIVE_WORDS; w++)
-            bits += (uint64_t)__builtin_popcountll(atomic_load(&seg->live[w]));
-        if (bits != n_live)
-            return BAD("stray live bits");
         size_t mapped = 0;
         for (size_t i = 0; i < HT_SEG_PAGES; i++)
             if (seg->pagemap[i] != 0)

@@ -41,7 +41,8 @@ typedef struct rd_stacks {
     size_t *start;      /* stack id i (1-based) is frames[start[i-1] .. start[i]) */
     uint64_t *def_off;  /* def_off[i-1]: offset of the chunk defining id i */
     uint32_t n;         /* ids 1..n are defined */
-    size_t cap;         /* capacity of start (n + 1 entries used) and def_off */
+    size_t cap;         /* capacity of def_off (n used) */
+    size_t cap_start;   /* capacity of start (n + 1 used) */
 } rd_stacks;
 
 struct ht_reader {
@@ -61,7 +62,7 @@ struct ht_reader {
 
     ht_reader_thread *threads; /* per thread, parallel to cursors */
     rd_cursor *cursors;
-    size_t n_threads, cap_threads;
+    size_t n_threads, cap_threads, cap_cursors;
     size_t last_thread; /* lookup cache */
 
     ht_reader_module *modules;
