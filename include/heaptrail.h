@@ -26,13 +26,19 @@ extern "C" {
 
 typedef struct ht_heap ht_heap; /* opaque; (uintptr_t)heap is the HeapHandle */
 
-/* Heap and call flags (values as in Win32 where Win32 has them). */
-#define HT_HEAP_NO_SERIALIZE 0x00000001u /* heap: no locks; caller serializes */
-#define HT_HEAP_GENERATE_EXCEPTIONS 0x00000004u /* abort with a diagnostic instead of NULL */
-#define HT_HEAP_ZERO_MEMORY 0x00000008u /* call: the block's bytes are zero */
-#define HT_HEAP_REALLOC_IN_PLACE_ONLY 0x00000010u /* call: realloc fails rather than move */
-#define HT_HEAP_ENABLE_LFH 0x00010000u /* heap: LFH active for all classes at once */
-#define HT_HEAP_TERMINATE_ON_CORRUPTION 0x00020000u /* heap: abort on INVALID instead of logging */
+/* Heap and call flags (values as in Win32 where Win32 has them).
+ *   NO_SERIALIZE             heap: no locks; the caller serializes all access
+ *   GENERATE_EXCEPTIONS      heap or call: abort with a diagnostic instead of returning NULL
+ *   ZERO_MEMORY              call: the block's bytes are zero
+ *   REALLOC_IN_PLACE_ONLY    call: realloc fails rather than move the block
+ *   ENABLE_LFH               heap: the LFH is active for all size classes at once
+ *   TERMINATE_ON_CORRUPTION  heap: abort with a diagnostic on INVALID instead of logging it */
+#define HT_HEAP_NO_SERIALIZE            0x00000001u
+#define HT_HEAP_GENERATE_EXCEPTIONS     0x00000004u
+#define HT_HEAP_ZERO_MEMORY             0x00000008u
+#define HT_HEAP_REALLOC_IN_PLACE_ONLY   0x00000010u
+#define HT_HEAP_ENABLE_LFH              0x00010000u
+#define HT_HEAP_TERMINATE_ON_CORRUPTION 0x00020000u
 
 /* Allocator paths (the ETW "Source" field). */
 typedef enum ht_source {
@@ -56,7 +62,7 @@ typedef enum ht_event_type {
 } ht_event_type;
 
 /* ht_event.flags */
-#define HT_EVENT_RUNDOWN 0x0001u /* emitted by the rundown at trace start, not by an operation */
+#define HT_EVENT_RUNDOWN   0x0001u /* emitted by the rundown at trace start, not by an operation */
 #define HT_EVENT_FROM_SIZE 0x0002u /* INVALID HEAP_FREE logged by ht_heap_size, not by a free */
 
 typedef struct ht_event {
@@ -132,18 +138,18 @@ HT_API size_t ht_heap_usable_size(ht_heap *heap, const void *block);
 HT_API bool ht_heap_validate(ht_heap *heap, unsigned flags, const void *block);
 
 /* ht_heap_entry.state */
-#define HT_ENTRY_BUSY 0x0001u /* a live block */
-#define HT_ENTRY_FREE 0x0002u /* free space (including blocks parked on lookaside lists) */
+#define HT_ENTRY_BUSY  0x0001u /* a live block */
+#define HT_ENTRY_FREE  0x0002u /* free space (including blocks parked on lookaside lists) */
 #define HT_ENTRY_LARGE 0x0004u /* a large block mapped on its own */
-#define HT_ENTRY_LFH 0x0008u /* a slot of an LFH run */
+#define HT_ENTRY_LFH   0x0008u /* a slot of an LFH run */
 
 typedef struct ht_heap_entry {
-    void *address;     /* block (busy: the pointer the caller got) or start of free space */
-    size_t size;       /* busy: requested size; free: usable bytes */
-    unsigned state;    /* HT_ENTRY_* */
-    unsigned source;   /* busy: the ht_source that served it; free: 0 */
-    void *region;      /* start of the segment or large mapping it lies in */
-    size_t region_size; /* bytes reserved for that region */
+    void *address;        /* block (busy: the pointer the caller got) or start of free space */
+    size_t size;          /* busy: requested size; free: usable bytes */
+    unsigned state;       /* HT_ENTRY_* */
+    unsigned source;      /* busy: the ht_source that served it; free: 0 */
+    void *region;         /* start of the segment or large mapping it lies in */
+    size_t region_size;   /* bytes reserved for that region */
     uintptr_t cursor_[4]; /* private walk state */
 } ht_heap_entry;
 
@@ -173,15 +179,15 @@ HT_API void ht_heap_get_stats(ht_heap *heap, ht_heap_stats *out);
 
 /* Per-heap options (ht_heap_set_option / ht_heap_get_option). */
 typedef enum ht_heap_option {
-    HT_OPT_LFH_THRESHOLD = 1,     /* main-path allocations of a class before its LFH is active
-                                     (default 17; 0 = active at once) */
-    HT_OPT_LARGE_THRESHOLD = 2,   /* requests >= this are mapped on their own (default 1 MiB,
-                                     range 64 KiB .. 2 MiB) */
+    HT_OPT_LFH_THRESHOLD = 1,      /* main-path allocations of a class before its LFH is active
+                                      (default 17; 0 = active at once) */
+    HT_OPT_LARGE_THRESHOLD = 2,    /* requests >= this are mapped on their own (default 1 MiB,
+                                      range 64 KiB .. 2 MiB) */
     HT_OPT_DECOMMIT_THRESHOLD = 3, /* free committed bytes the main path keeps before it
                                       decommits (default 32 MiB) */
-    HT_OPT_LOOKASIDE_DEPTH = 4    /* blocks per thread, heap and class: SIZE_MAX (default) =
-                                     by class size (64 KiB / size, within 4..128); 0 = no
-                                     lookaside; N (<= 1024) = N for every class */
+    HT_OPT_LOOKASIDE_DEPTH = 4     /* blocks per thread, heap and class: SIZE_MAX (default) =
+                                      by class size (64 KiB / size, within 4..128); 0 = no
+                                      lookaside; N (<= 1024) = N for every class */
 } ht_heap_option;
 HT_API bool ht_heap_set_option(ht_heap *heap, ht_heap_option option, size_t value);
 HT_API bool ht_heap_get_option(ht_heap *heap, ht_heap_option option, size_t *value);
@@ -203,7 +209,7 @@ typedef struct ht_trace_config {
 } ht_trace_config;
 
 #define HT_TRACE_NO_RUNDOWN 0x0001u /* do not emit the live heaps and blocks at start */
-#define HT_TRACE_HEAPS_OFF 0x0002u /* start with every heap disabled (ht_trace_enable_heap) */
+#define HT_TRACE_HEAPS_OFF  0x0002u /* start with every heap disabled (ht_trace_enable_heap) */
 
 /* Starts the one tracing session: -EBUSY if one runs, -EINVAL for a bad config,
  * -ENOTSUP for what this build cannot do yet (a file path: the recorder). Unless

@@ -23,9 +23,15 @@
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+static bool aligned16(const void *p)
+{
+    return ((uintptr_t)p & 15u) == 0;
+}
 
-static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+static size_t round_up(size_t n, size_t a)
+{
+    return (n + a - 1) / a * a;
+}
 
 /* ---- create / destroy ----------------------------------------------------------------- */
 
@@ -163,11 +169,11 @@ static void check_bad_handle(ht_heap *bad, void *block)
     ht_heap_stats st;
     size_t v = 0;
     int before = harness_failures_;
-#define EXPECT_EINVAL(expr_ok)                                                                 \
-    do {                                                                                       \
-        errno = 0;                                                                             \
-        CHECK(expr_ok);                                                                        \
-        CHECK_EQ_U(errno, EINVAL);                                                             \
+#define EXPECT_EINVAL(expr_ok)                                                                     \
+    do {                                                                                           \
+        errno = 0;                                                                                 \
+        CHECK(expr_ok);                                                                            \
+        CHECK_EQ_U(errno, EINVAL);                                                                 \
     } while (0)
     EXPECT_EINVAL(ht_heap_alloc(bad, 0, 16) == NULL);
     EXPECT_EINVAL(ht_heap_alloc(bad, 0, 0) == NULL);
@@ -271,8 +277,9 @@ static void alloc_edge_sizes(void)
 {
     static size_t sizes[512];
     size_t n = 0;
-    static const size_t fixed[] = {0, 1, 15, 16, 17, 16383, 16384, 16385, MiB - 1, MiB, MiB + 1,
-                                   2 * MiB, 4 * MiB - 1, 4 * MiB, 4 * MiB + 1};
+    static const size_t fixed[] = {0,       1,       15,          16,      17,
+                                   16383,   16384,   16385,       MiB - 1, MiB,
+                                   MiB + 1, 2 * MiB, 4 * MiB - 1, 4 * MiB, 4 * MiB + 1};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         sizes[n++] = fixed[i];
     for (unsigned c = 0; c < ht_lfh_class_count(); c++) {
@@ -315,9 +322,8 @@ static void alloc_too_big_enomem(void)
 {
     ht_heap *h = ht_heap_create(0, 0, 0);
     REQUIRE(h != NULL);
-    static const size_t huge[] = {SIZE_MAX,          SIZE_MAX - 1,     SIZE_MAX - 15,
-                                  SIZE_MAX - 4095,   SIZE_MAX / 2,     SIZE_MAX / 2 + 1,
-                                  (size_t)1 << 47,   (size_t)1 << 62};
+    static const size_t huge[] = {SIZE_MAX,     SIZE_MAX - 1,     SIZE_MAX - 15,   SIZE_MAX - 4095,
+                                  SIZE_MAX / 2, SIZE_MAX / 2 + 1, (size_t)1 << 47, (size_t)1 << 62};
     for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
         errno = 0;
         CHECK(ht_heap_alloc(h, 0, huge[i]) == NULL);
@@ -375,8 +381,8 @@ static void zero_memory_on_reuse(void)
                 void *q = ht_heap_alloc(h, HT_HEAP_ZERO_MEMORY, n);
                 REQUIRE(q != NULL);
                 if (!all_zero(q, n)) {
-                    fprintf(stderr, "  ZERO_MEMORY block of %zu bytes not zero (reused=%d)\n",
-                            n, p == q);
+                    fprintf(stderr, "  ZERO_MEMORY block of %zu bytes not zero (reused=%d)\n", n,
+                            p == q);
                     CHECK(false);
                 }
                 memset(q, 0xAA, ht_heap_usable_size(h, q));
@@ -461,9 +467,8 @@ static void aligned_alloc_all_powers(void)
 
 static void realloc_keeps_content(void)
 {
-    static const size_t chain[] = {100,  200,     5000,    50000,   2 * MiB, 3 * MiB,
-                                   MiB,  600000,  1000,    10,      0,       17,
-                                   16384, 16385,  MiB - 1, MiB + 1, 64,      48};
+    static const size_t chain[] = {100, 200, 5000, 50000, 2 * MiB, 3 * MiB, MiB,     600000, 1000,
+                                   10,  0,   17,   16384, 16385,   MiB - 1, MiB + 1, 64,     48};
     for (int lfh = 0; lfh < 2; lfh++) {
         ht_heap *h = ht_heap_create(lfh ? HT_HEAP_ENABLE_LFH : 0, 0, 0);
         REQUIRE(h != NULL);
@@ -673,7 +678,7 @@ static void free_null_and_validate(void)
         mark = rec_count();
         CHECK(ht_heap_validate(h, 0, p));
         CHECK(ht_heap_free(h, 0, p));
-        CHECK(!ht_heap_validate(h, 0, p));      /* freed (possibly parked on a lookaside) */
+        CHECK(!ht_heap_validate(h, 0, p)); /* freed (possibly parked on a lookaside) */
         CHECK_EQ_U(rec_count_of(h, HT_EVENT_HEAP_FREE, mark), 1); /* validate logs nothing */
         CHECK_EQ_U(rec_count_of(h, 0, mark), 1);
         CHECK(ht_heap_validate(h, 0, NULL));
@@ -724,8 +729,8 @@ static unsigned walk_count(ht_heap *h, walk_block *wb, unsigned n, bool *ok)
                 if (wb[k].live && wb[k].p == e.address)
                     break;
             if (k == n) {
-                fprintf(stderr, "  walk: busy entry %p (size %zu) is no live block\n",
-                        e.address, e.size);
+                fprintf(stderr, "  walk: busy entry %p (size %zu) is no live block\n", e.address,
+                        e.size);
                 *ok = false;
                 continue;
             }
@@ -770,14 +775,30 @@ static void walk_exact(void)
         for (unsigned i = 0; i < NW; i++) {
             size_t s;
             switch (i % 8) {
-            case 0: s = 0; break;
-            case 1: s = 24 + i; break;
-            case 2: s = 64; break;
-            case 3: s = 700 + 13 * i; break;
-            case 4: s = 16384; break;
-            case 5: s = 20000 + 100 * i; break;
-            case 6: s = i % 3 == 0 ? 2 * MiB + i : 100; break;
-            default: s = 48; break;
+            case 0:
+                s = 0;
+                break;
+            case 1:
+                s = 24 + i;
+                break;
+            case 2:
+                s = 64;
+                break;
+            case 3:
+                s = 700 + 13 * i;
+                break;
+            case 4:
+                s = 16384;
+                break;
+            case 5:
+                s = 20000 + 100 * i;
+                break;
+            case 6:
+                s = i % 3 == 0 ? 2 * MiB + i : 100;
+                break;
+            default:
+                s = 48;
+                break;
             }
             wb[i].p = i % 11 == 10 ? ht_heap_alloc_aligned(h, 0, s, 4096) : ht_heap_alloc(h, 0, s);
             REQUIRE(wb[i].p != NULL);
@@ -875,7 +896,7 @@ static void lock_unlock(void)
     ht_heap *h = ht_heap_create(0, 0, 0);
     REQUIRE(h != NULL);
     CHECK(ht_heap_lock(h));
-    CHECK(ht_heap_lock(h)); /* recursive */
+    CHECK(ht_heap_lock(h));               /* recursive */
     void *p = ht_heap_alloc(h, 0, 50000); /* the owner keeps working */
     CHECK(p != NULL);
     ht_heap_entry e;
@@ -953,8 +974,9 @@ static void stats_exact(void)
     CHECK_EQ_U(st.live_bytes, 0);
     CHECK_EQ_U(st.n_invalid, 0);
     for (int s = 0; s < 7; s++)
-        CHECK_EQ_U(st.by_source[s].n_alloc + st.by_source[s].n_free +
-                       st.by_source[s].bytes_alloc + st.by_source[s].bytes_free, 0);
+        CHECK_EQ_U(st.by_source[s].n_alloc + st.by_source[s].n_free + st.by_source[s].bytes_alloc +
+                       st.by_source[s].bytes_free,
+                   0);
     static void *ps[300];
     static size_t sz[300];
     uint64_t blocks = 0, bytes = 0;
@@ -1025,13 +1047,22 @@ static void options_roundtrip(void)
     CHECK(ht_heap_get_option(h, HT_OPT_LOOKASIDE_DEPTH, &v));
     CHECK_EQ_U(v, SIZE_MAX);
 
-    static const struct { ht_heap_option o; size_t v; } good[] = {
-        {HT_OPT_LFH_THRESHOLD, 5},          {HT_OPT_LFH_THRESHOLD, 0},
-        {HT_OPT_LFH_THRESHOLD, 100},        {HT_OPT_LARGE_THRESHOLD, 64 * KiB},
-        {HT_OPT_LARGE_THRESHOLD, 2 * MiB},  {HT_OPT_LARGE_THRESHOLD, 300 * KiB},
-        {HT_OPT_DECOMMIT_THRESHOLD, 256 * KiB}, {HT_OPT_DECOMMIT_THRESHOLD, 64 * MiB},
-        {HT_OPT_LOOKASIDE_DEPTH, 0},        {HT_OPT_LOOKASIDE_DEPTH, 4},
-        {HT_OPT_LOOKASIDE_DEPTH, 1024},     {HT_OPT_LOOKASIDE_DEPTH, SIZE_MAX},
+    static const struct {
+        ht_heap_option o;
+        size_t v;
+    } good[] = {
+        {HT_OPT_LFH_THRESHOLD, 5},
+        {HT_OPT_LFH_THRESHOLD, 0},
+        {HT_OPT_LFH_THRESHOLD, 100},
+        {HT_OPT_LARGE_THRESHOLD, 64 * KiB},
+        {HT_OPT_LARGE_THRESHOLD, 2 * MiB},
+        {HT_OPT_LARGE_THRESHOLD, 300 * KiB},
+        {HT_OPT_DECOMMIT_THRESHOLD, 256 * KiB},
+        {HT_OPT_DECOMMIT_THRESHOLD, 64 * MiB},
+        {HT_OPT_LOOKASIDE_DEPTH, 0},
+        {HT_OPT_LOOKASIDE_DEPTH, 4},
+        {HT_OPT_LOOKASIDE_DEPTH, 1024},
+        {HT_OPT_LOOKASIDE_DEPTH, SIZE_MAX},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         CHECK(ht_heap_set_option(h, good[i].o, good[i].v));
@@ -1050,7 +1081,10 @@ static void options_roundtrip(void)
         CHECK_EQ_U(errno, EINVAL);
     }
     /* bad values: large threshold outside 64 KiB .. 2 MiB, lookaside depth > 1024 (not SIZE_MAX) */
-    static const struct { ht_heap_option o; size_t v; } bad[] = {
+    static const struct {
+        ht_heap_option o;
+        size_t v;
+    } bad[] = {
         {HT_OPT_LARGE_THRESHOLD, 64 * KiB - 1}, {HT_OPT_LARGE_THRESHOLD, 0},
         {HT_OPT_LARGE_THRESHOLD, 2 * MiB + 1},  {HT_OPT_LARGE_THRESHOLD, SIZE_MAX},
         {HT_OPT_LOOKASIDE_DEPTH, 1025},         {HT_OPT_LOOKASIDE_DEPTH, SIZE_MAX - 1},
@@ -1428,8 +1462,8 @@ static void terminate_on_corruption_abort(void)
             if (!aborted(st))
                 fprintf(stderr, "  size %zu kind %d: status %#x\n", sizes[i], kind, st);
             snprintf(hex, sizeof hex, "%lx", (unsigned long)(uintptr_t)(kind ? p + 16 : p));
-            bool diag = mentions(buf, hex) || mentions(buf, "invalid") ||
-                        mentions(buf, "heaptrail");
+            bool diag =
+                mentions(buf, hex) || mentions(buf, "invalid") || mentions(buf, "heaptrail");
             CHECK(diag);
             if (!diag)
                 fprintf(stderr, "  diagnostic was: \"%s\"\n", buf);
@@ -1842,15 +1876,14 @@ static void trace_stop_waits_for_consumers(void)
 TEST_MAIN(TEST(create_destroy_flags), TEST(create_initial_size), TEST(destroy_process_heap_fails),
           TEST(double_destroy_and_use_after_destroy), TEST(bad_handles_einval),
           TEST(lfh_classes_match_docs), TEST(alloc_edge_sizes), TEST(alloc_too_big_enomem),
-          TEST(zero_memory_on_reuse), TEST(aligned_alloc_all_powers),
-          TEST(realloc_keeps_content), TEST(realloc_null_is_alloc), TEST(realloc_in_place_lfh),
-          TEST(realloc_in_place_main), TEST(realloc_in_place_large),
-          TEST(free_null_and_validate), TEST(walk_exact), TEST(compact_then_works),
-          TEST(lock_unlock), TEST(lock_lookaside_hits_proceed), TEST(stats_exact), TEST(options_roundtrip),
-          TEST(maximum_size_enforced), TEST(maximum_size_large_blocks),
-          TEST(large_cache_bounded), TEST(validate_detects_corruption),
-          TEST(generate_exceptions_abort),
-          TEST(terminate_on_corruption_abort), TEST(trace_start_errors),
-          TEST(trace_basic_events), TEST(trace_event_order_threads),
-          TEST(trace_enable_heap_switch), TEST(trace_consumer_ops_not_traced),
-          TEST(trace_rundown), TEST(trace_stop_waits_for_consumers), TEST(heap_count_limit))
+          TEST(zero_memory_on_reuse), TEST(aligned_alloc_all_powers), TEST(realloc_keeps_content),
+          TEST(realloc_null_is_alloc), TEST(realloc_in_place_lfh), TEST(realloc_in_place_main),
+          TEST(realloc_in_place_large), TEST(free_null_and_validate), TEST(walk_exact),
+          TEST(compact_then_works), TEST(lock_unlock), TEST(lock_lookaside_hits_proceed),
+          TEST(stats_exact), TEST(options_roundtrip), TEST(maximum_size_enforced),
+          TEST(maximum_size_large_blocks), TEST(large_cache_bounded),
+          TEST(validate_detects_corruption), TEST(generate_exceptions_abort),
+          TEST(terminate_on_corruption_abort), TEST(trace_start_errors), TEST(trace_basic_events),
+          TEST(trace_event_order_threads), TEST(trace_enable_heap_switch),
+          TEST(trace_consumer_ops_not_traced), TEST(trace_rundown),
+          TEST(trace_stop_waits_for_consumers), TEST(heap_count_limit))

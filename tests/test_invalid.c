@@ -99,12 +99,24 @@ static void by_make(ht_heap *h, bystanders *b)
     for (int i = 0; i < NBY; i++) {
         size_t s;
         switch (i % 6) {
-        case 0: s = 16; break;
-        case 1: s = 64; break;
-        case 2: s = 100 + (size_t)i * 10; break;
-        case 3: s = 3000; break;
-        case 4: s = 20000 + (size_t)i; break;
-        default: s = i == 5 ? 2 * MiB : 48; break;
+        case 0:
+            s = 16;
+            break;
+        case 1:
+            s = 64;
+            break;
+        case 2:
+            s = 100 + (size_t)i * 10;
+            break;
+        case 3:
+            s = 3000;
+            break;
+        case 4:
+            s = 20000 + (size_t)i;
+            break;
+        default:
+            s = i == 5 ? 2 * MiB : 48;
+            break;
         }
         b->p[i] = ht_heap_alloc(h, 0, s);
         b->size[i] = s;
@@ -152,11 +164,11 @@ static bool is_by(const bystanders *b, uintptr_t a)
     return false;
 }
 /* expect_invalid for addresses that could, by layout, coincide with a bystander's start */
-#define expect_invalid_nb(h, b, addr)                                                           \
-    do {                                                                                       \
-        uintptr_t a_ = (uintptr_t)(addr);                                                      \
-        if (!is_by((b), a_))                                                                   \
-            expect_invalid((h), a_);                                                           \
+#define expect_invalid_nb(h, b, addr)                                                              \
+    do {                                                                                           \
+        uintptr_t a_ = (uintptr_t)(addr);                                                          \
+        if (!is_by((b), a_))                                                                       \
+            expect_invalid((h), a_);                                                               \
     } while (0)
 
 /* After a bad free of a block of size s: new blocks of size s are distinct. */
@@ -450,13 +462,25 @@ static void random_addresses(void)
         uint64_t r = rng();
         uintptr_t a;
         switch (i % 6) {
-        case 0: a = (uintptr_t)r; break;                                     /* anything */
-        case 1: a = (uintptr_t)(r | 0x8000000000000000ull); break;           /* kernel half */
-        case 2: a = (uintptr_t)((r & 0x0000ffffffffffffull) | 0x0000800000000000ull); break;
-                                                            /* non-canonical, above 47 bits */
-        case 3: a = (uintptr_t)(r & 0x00007ffffffffff0ull); break;          /* user, aligned */
-        case 4: a = (uintptr_t)(r & 0x00007fffffffffffull); break;          /* user */
-        default: a = (uintptr_t)(UINT64_MAX - (r & 0xffff)); break;         /* near the top */
+        case 0:
+            a = (uintptr_t)r;
+            break; /* anything */
+        case 1:
+            a = (uintptr_t)(r | 0x8000000000000000ull);
+            break; /* kernel half */
+        case 2:
+            a = (uintptr_t)((r & 0x0000ffffffffffffull) | 0x0000800000000000ull);
+            break;
+            /* non-canonical, above 47 bits */
+        case 3:
+            a = (uintptr_t)(r & 0x00007ffffffffff0ull);
+            break; /* user, aligned */
+        case 4:
+            a = (uintptr_t)(r & 0x00007fffffffffffull);
+            break; /* user */
+        default:
+            a = (uintptr_t)(UINT64_MAX - (r & 0xffff));
+            break; /* near the top */
         }
         if (a == 0)
             a = 16;
@@ -561,10 +585,10 @@ static void past_and_inside_large_blocks(void)
     REQUIRE(p != NULL);
     pat_fill(p, 2 * MiB);
     size_t u = ht_heap_usable_size(h, p);
-    expect_invalid_nb(h, &b, p + 2 * MiB);       /* one past */
-    expect_invalid_nb(h, &b, p + u);             /* one past what it can hold */
+    expect_invalid_nb(h, &b, p + 2 * MiB); /* one past */
+    expect_invalid_nb(h, &b, p + u);       /* one past what it can hold */
     expect_invalid_nb(h, &b, p + 4 * MiB);
-    expect_invalid_nb(h, &b, p - 16);            /* its header */
+    expect_invalid_nb(h, &b, p - 16); /* its header */
     expect_invalid_nb(h, &b, p - 4096);
     expect_invalid_nb(h, &b, p + MiB);
     CHECK(pat_check(p, 2 * MiB));
@@ -710,7 +734,6 @@ static void double_free_race(void)
 TEST_MAIN(TEST(double_free_lookaside_block), TEST(double_free_lfh_block),
           TEST(double_free_main_block), TEST(double_free_large_block), TEST(interior_pointers),
           TEST(other_heaps_block), TEST(libc_malloc_pointer), TEST(stack_addresses),
-          TEST(null_adjacent_addresses), TEST(random_addresses),
-          TEST(random_addresses_inside_heap), TEST(past_and_inside_large_blocks),
-          TEST(invalid_on_unserialized_heap), TEST(invalid_realloc_counts_new_size),
-          TEST(double_free_race))
+          TEST(null_adjacent_addresses), TEST(random_addresses), TEST(random_addresses_inside_heap),
+          TEST(past_and_inside_large_blocks), TEST(invalid_on_unserialized_heap),
+          TEST(invalid_realloc_counts_new_size), TEST(double_free_race))

@@ -18,15 +18,19 @@
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
-enum { LA = HT_SOURCE_LOOKASIDE, LF = HT_SOURCE_LOWFRAG, MP = HT_SOURCE_MAINPATH,
-       SP = HT_SOURCE_SLOWPATH, INV = HT_SOURCE_INVALID };
+enum {
+    LA = HT_SOURCE_LOOKASIDE,
+    LF = HT_SOURCE_LOWFRAG,
+    MP = HT_SOURCE_MAINPATH,
+    SP = HT_SOURCE_SLOWPATH,
+    INV = HT_SOURCE_INVALID
+};
 
 static uint32_t last_src; /* Source of the last alloc_src / free_src event */
 
 /* Allocates (aligned when align != 0) and checks: exactly one HEAP_ALLOC for it, with its
  * address and size, only HEAP_EXPAND besides, and (want != 0) its Source (rec_check_src). */
-static void *alloc_src_(ht_heap *h, size_t size, size_t align, uint32_t want, const char *f,
-                        int l)
+static void *alloc_src_(ht_heap *h, size_t size, size_t align, uint32_t want, const char *f, int l)
 {
     unsigned mark = rec_count();
     void *p = align ? ht_heap_alloc_aligned(h, 0, size, align) : ht_heap_alloc(h, 0, size);
@@ -54,7 +58,7 @@ static void *alloc_src_(ht_heap *h, size_t size, size_t align, uint32_t want, co
         rec_check_src_(h, i, want, f, l);
     return p;
 }
-#define alloc_src(h, size, want) alloc_src_((h), (size), 0, (want), __FILE__, __LINE__)
+#define alloc_src(h, size, want)        alloc_src_((h), (size), 0, (want), __FILE__, __LINE__)
 #define alloc_al_src(h, size, al, want) alloc_src_((h), (size), (al), (want), __FILE__, __LINE__)
 
 static void free_src_(ht_heap *h, void *p, uint32_t want, const char *f, int l)
@@ -111,9 +115,9 @@ static void check_commit_chain_(ht_heap *h, const char *f, int l)
             c = e->expand.committed_space;
         } else if (e->type == HT_EVENT_HEAP_CONTRACT) {
             if (have && e->contract.committed_space + e->contract.size != c) {
-                fprintf(stderr, "%s:%d: CONTRACT of %" PRIu64 " from %" PRIu64 " says %" PRIu64 "\n",
-                        f, l, (uint64_t)e->contract.size, c,
-                        (uint64_t)e->contract.committed_space);
+                fprintf(stderr,
+                        "%s:%d: CONTRACT of %" PRIu64 " from %" PRIu64 " says %" PRIu64 "\n", f, l,
+                        (uint64_t)e->contract.size, c, (uint64_t)e->contract.committed_space);
                 harness_failures_++;
             }
             if (e->contract.size == 0) {
@@ -139,7 +143,10 @@ static void finish_heap(ht_heap *h)
     CHECK(ht_heap_destroy(h));
 }
 
-static size_t class_lo(unsigned c) { return c == 0 ? 0 : ht_lfh_class_size(c - 1); }
+static size_t class_lo(unsigned c)
+{
+    return c == 0 ? 0 : ht_lfh_class_size(c - 1);
+}
 
 static bool entry_of(ht_heap *h, const void *p, ht_heap_entry *out)
 {
@@ -533,7 +540,7 @@ static void large_sizes_slow_path(void)
     REQUIRE(h != NULL);
     void *x = alloc_al_src(h, 100, 4 * MiB, SP);
     CHECK(x == NULL || ((uintptr_t)x & (4 * MiB - 1)) == 0);
-    void *y = alloc_al_src(h, 100, MiB, MP); /* fits: main path */
+    void *y = alloc_al_src(h, 100, MiB, MP);     /* fits: main path */
     void *z = alloc_al_src(h, 100, 2 * MiB, MP); /* 2 MiB + 100 fits in a segment, too */
     if (y != NULL && entry_of(h, y, &e))
         CHECK(!(e.state & HT_ENTRY_LARGE));
@@ -607,7 +614,7 @@ static int realloc_ev_(ht_heap *h, void *old, size_t size, unsigned flags, void 
     }
     return i;
 }
-#define realloc_ev(h, old, size, flags, out)                                                    \
+#define realloc_ev(h, old, size, flags, out)                                                       \
     realloc_ev_((h), (old), (size), (flags), (out), __FILE__, __LINE__)
 
 static void realloc_sources(void)
@@ -938,9 +945,9 @@ static void mixed_workload_stats(void)
         x ^= x << 17;
         unsigned k = (unsigned)(x % N);
         unsigned op = (unsigned)(x >> 20) % 8;
-        size_t sz = (x >> 32) % 100 == 0 ? MiB + (x >> 40) % MiB
+        size_t sz = (x >> 32) % 100 == 0  ? MiB + (x >> 40) % MiB
                     : (x >> 32) % 10 == 0 ? (x >> 40) % 200000
-                                            : (x >> 40) % 2048;
+                                          : (x >> 40) % 2048;
         if (ps[k] == NULL) {
             ps[k] = op == 0 ? ht_heap_alloc_aligned(h, 0, sz, 256) : ht_heap_alloc(h, 0, sz);
             CHECK(ps[k] != NULL);
@@ -954,7 +961,8 @@ static void mixed_workload_stats(void)
             ps[k] = NULL;
         }
     }
-    ht_heap_free(h, 0, (void *)((uintptr_t)ps[0] + 1)); /* one INVALID free too (if ps[0] is live) */
+    ht_heap_free(h, 0,
+                 (void *)((uintptr_t)ps[0] + 1)); /* one INVALID free too (if ps[0] is live) */
     unsigned n = rec_count();
     for (unsigned i = 0; i < n; i++) {
         uint32_t s = rec_source_of(&rec_ev_[i]);
@@ -973,8 +981,7 @@ static void mixed_workload_stats(void)
 TEST_MAIN(TEST(lfh_activation_default_17), TEST(lfh_threshold_option), TEST(enable_lfh_flag),
           TEST(lookaside_lifo), TEST(lookaside_hits_do_not_count), TEST(lookaside_depth_option),
           TEST(lookaside_default_depth_per_class), TEST(lookaside_cross_thread),
-          TEST(medium_sizes_main_path), TEST(large_sizes_slow_path),
-          TEST(aligned_small_main_path), TEST(realloc_sources), TEST(expand_on_first_alloc),
-          TEST(decommit_threshold), TEST(decommit_default_threshold),
-          TEST(compact_contracts), TEST(cross_thread_frees_stats),
+          TEST(medium_sizes_main_path), TEST(large_sizes_slow_path), TEST(aligned_small_main_path),
+          TEST(realloc_sources), TEST(expand_on_first_alloc), TEST(decommit_threshold),
+          TEST(decommit_default_threshold), TEST(compact_contracts), TEST(cross_thread_frees_stats),
           TEST(mixed_workload_stats))

@@ -19,11 +19,14 @@
 
 #define REC_CAP (1u << 17)
 
-static ht_event rec_ev_[REC_CAP];          /* recorded events, in arrival order */
-static atomic_uint rec_n_;                 /* events offered (may exceed REC_CAP) */
-static atomic_uint rec_seg6_;              /* events that carried Source SEGMENT_HEAP */
+static ht_event rec_ev_[REC_CAP]; /* recorded events, in arrival order */
+static atomic_uint rec_n_;        /* events offered (may exceed REC_CAP) */
+static atomic_uint rec_seg6_;     /* events that carried Source SEGMENT_HEAP */
 
-static inline uint32_t rec_gettid(void) { return (uint32_t)syscall(SYS_gettid); }
+static inline uint32_t rec_gettid(void)
+{
+    return (uint32_t)syscall(SYS_gettid);
+}
 
 static inline uint64_t rec_now_ns(void)
 {
@@ -35,10 +38,14 @@ static inline uint64_t rec_now_ns(void)
 static inline uint32_t rec_source_of(const ht_event *e)
 {
     switch (e->type) {
-    case HT_EVENT_HEAP_ALLOC: return e->alloc.source;
-    case HT_EVENT_HEAP_FREE: return e->free.source;
-    case HT_EVENT_HEAP_REALLOC: return e->realloc.source;
-    default: return 0;
+    case HT_EVENT_HEAP_ALLOC:
+        return e->alloc.source;
+    case HT_EVENT_HEAP_FREE:
+        return e->free.source;
+    case HT_EVENT_HEAP_REALLOC:
+        return e->realloc.source;
+    default:
+        return 0;
     }
 }
 
@@ -70,7 +77,10 @@ static inline int rec_begin_flags(unsigned flags)
     cfg.flags = flags;
     return ht_trace_start(&cfg);
 }
-static inline int rec_begin(void) { return rec_begin_flags(HT_TRACE_NO_RUNDOWN); }
+static inline int rec_begin(void)
+{
+    return rec_begin_flags(HT_TRACE_NO_RUNDOWN);
+}
 
 static inline void rec_end(void)
 {
@@ -114,8 +124,8 @@ static inline int rec_one_(ht_heap *h, unsigned t, unsigned from, const char *fi
 {
     unsigned c = rec_count_of(h, t, from);
     if (c != 1) {
-        fprintf(stderr, "%s:%d: expected exactly one event of type 0x%x, saw %u\n", file, line,
-                t, c);
+        fprintf(stderr, "%s:%d: expected exactly one event of type 0x%x, saw %u\n", file, line, t,
+                c);
         harness_failures_++;
         return -1;
     }
@@ -139,8 +149,7 @@ static inline const ht_event *rec_next_of_heap(ht_heap *h, int i)
  * committed before the block is handed out), or, for a free, when the event of the same
  * heap immediately after it is a HEAP_CONTRACT ("the HEAP_CONTRACT events follow its
  * HEAP_FREE"). Returns the Source seen. */
-static inline uint32_t rec_check_src_(ht_heap *h, int i, uint32_t want, const char *file,
-                                      int line)
+static inline uint32_t rec_check_src_(ht_heap *h, int i, uint32_t want, const char *file, int line)
 {
     if (i < 0)
         return 0;
@@ -148,16 +157,14 @@ static inline uint32_t rec_check_src_(ht_heap *h, int i, uint32_t want, const ch
     uint32_t got = rec_source_of(e);
     if (got == want)
         return got;
-    if (got == HT_SOURCE_SLOWPATH &&
-        (want == HT_SOURCE_MAINPATH || want == HT_SOURCE_LOWFRAG)) {
+    if (got == HT_SOURCE_SLOWPATH && (want == HT_SOURCE_MAINPATH || want == HT_SOURCE_LOWFRAG)) {
         bool is_free = e->type == HT_EVENT_HEAP_FREE;
         const ht_event *p = is_free ? rec_next_of_heap(h, i) : rec_prev_of_heap(h, i);
         unsigned cause = is_free ? HT_EVENT_HEAP_CONTRACT : HT_EVENT_HEAP_EXPAND;
         if (p != NULL && p->type == cause)
             return got;
         fprintf(stderr, "%s:%d: Source SLOWPATH without %s (wanted %u)\n", file, line,
-                is_free ? "a HEAP_CONTRACT right after it" : "a HEAP_EXPAND right before it",
-                want);
+                is_free ? "a HEAP_CONTRACT right after it" : "a HEAP_EXPAND right before it", want);
         harness_failures_++;
         return got;
     }
@@ -178,15 +185,18 @@ typedef struct replay_slot {
 } replay_slot;
 
 typedef struct replay_state {
-    ht_heap_stats st;   /* expected statistics */
-    unsigned n_moved;   /* moved reallocs: their old block's free Source is not in the trace */
+    ht_heap_stats st; /* expected statistics */
+    unsigned n_moved; /* moved reallocs: their old block's free Source is not in the trace */
     uint64_t moved_bytes;
     bool overflow;
 } replay_state;
 
 static replay_slot replay_tab_[REPLAY_CAP];
 
-static inline size_t replay_hash_(uintptr_t a) { return (size_t)((a >> 4) * 0x9E3779B97F4A7C15ull >> 48) & (REPLAY_CAP - 1); }
+static inline size_t replay_hash_(uintptr_t a)
+{
+    return (size_t)((a >> 4) * 0x9E3779B97F4A7C15ull >> 48) & (REPLAY_CAP - 1);
+}
 
 static inline bool replay_put_(uintptr_t a, uint64_t size)
 {
@@ -243,7 +253,8 @@ static inline void replay_heap(ht_heap *h, replay_state *rs)
             break;
         case HT_EVENT_HEAP_ALLOC: {
             uint32_t s = e->alloc.source;
-            if (s > 6) s = 0;
+            if (s > 6)
+                s = 0;
             rs->st.by_source[s].n_alloc++;
             rs->st.by_source[s].bytes_alloc += e->alloc.size;
             if (s != HT_SOURCE_INVALID) {
@@ -256,7 +267,8 @@ static inline void replay_heap(ht_heap *h, replay_state *rs)
         }
         case HT_EVENT_HEAP_FREE: {
             uint32_t s = e->free.source;
-            if (s > 6) s = 0;
+            if (s > 6)
+                s = 0;
             rs->st.by_source[s].n_free++;
             if (s == HT_SOURCE_INVALID) {
                 rs->st.n_invalid++;
@@ -276,7 +288,8 @@ static inline void replay_heap(ht_heap *h, replay_state *rs)
         }
         case HT_EVENT_HEAP_REALLOC: {
             uint32_t s = e->realloc.source;
-            if (s > 6) s = 0;
+            if (s > 6)
+                s = 0;
             rs->st.by_source[s].n_alloc++;
             rs->st.by_source[s].bytes_alloc += e->realloc.new_size;
             if (s == HT_SOURCE_INVALID) {

@@ -5,11 +5,11 @@
 
 #include <stdint.h>
 
-#define MEMORY_FROM_LOOKASIDE 1
-#define MEMORY_FROM_LOWFRAG 2
-#define MEMORY_FROM_MAINPATH 3
-#define MEMORY_FROM_SLOWPATH 4
-#define MEMORY_FROM_INVALID 5
+#define MEMORY_FROM_LOOKASIDE    1
+#define MEMORY_FROM_LOWFRAG      2
+#define MEMORY_FROM_MAINPATH     3
+#define MEMORY_FROM_SLOWPATH     4
+#define MEMORY_FROM_INVALID      5
 #define MEMORY_FROM_SEGMENT_HEAP 6 /* reserved for future use; never emitted */
 
 typedef struct ETW_HEAP_EVENT_ALLOC {

@@ -50,8 +50,7 @@ static ssize_t os_write(int fd, const void *buf, size_t size)
 static const ht_os_ops os_defaults = {os_reserve, os_commit, os_decommit, os_release,
                                       os_map_rw,  os_now_ns, os_write};
 
-ht_os_ops ht__os = {os_reserve, os_commit, os_decommit, os_release,
-                    os_map_rw,  os_now_ns, os_write};
+ht_os_ops ht__os = {os_reserve, os_commit, os_decommit, os_release, os_map_rw, os_now_ns, os_write};
 
 void ht__os_set_ops(const ht_os_ops *ops)
 {

@@ -12,12 +12,12 @@
 #define HT_PAGE_SIZE 4096u
 
 typedef struct ht_os_ops {
-    void *(*reserve)(size_t size);                 /* PROT_NONE, NULL on failure */
-    bool (*commit)(void *addr, size_t size);       /* make read/write */
-    bool (*decommit)(void *addr, size_t size);     /* give pages back, keep them usable */
-    bool (*release)(void *addr, size_t size);      /* unmap */
-    void *(*map_rw)(size_t size);                  /* read/write anonymous, NULL on failure */
-    uint64_t (*now_ns)(void);                      /* CLOCK_MONOTONIC */
+    void *(*reserve)(size_t size);             /* PROT_NONE, NULL on failure */
+    bool (*commit)(void *addr, size_t size);   /* make read/write */
+    bool (*decommit)(void *addr, size_t size); /* give pages back, keep them usable */
+    bool (*release)(void *addr, size_t size);  /* unmap */
+    void *(*map_rw)(size_t size);              /* read/write anonymous, NULL on failure */
+    uint64_t (*now_ns)(void);                  /* CLOCK_MONOTONIC */
     ssize_t (*write)(int fd, const void *buf, size_t size);
 } ht_os_ops;
 

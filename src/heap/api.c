@@ -11,10 +11,10 @@
 
 /* HT_DEBUG >= 3: the whole heap is checked after every operation (tests and fuzzers). */
 #if defined(HT_DEBUG) && HT_DEBUG >= 3
-#define DEBUG_VALIDATE(heap)                                                                   \
-    do {                                                                                       \
-        if (!ht_heap_validate((heap), 0, NULL))                                                \
-            ht__fatal("heaptrail: heap %p failed validation\n", (void *)(heap));               \
+#define DEBUG_VALIDATE(heap)                                                                       \
+    do {                                                                                           \
+        if (!ht_heap_validate((heap), 0, NULL))                                                    \
+            ht__fatal("heaptrail: heap %p failed validation\n", (void *)(heap));                   \
     } while (0)
 #else
 #define DEBUG_VALIDATE(heap) ((void)0)
@@ -148,8 +148,7 @@ static void count_invalid(ht_heap *heap, ht_tcache *tc, bool as_alloc, size_t ne
     if (as_alloc) {
         stat_add(&a->n_alloc[HT_SOURCE_INVALID], 1, tc == NULL);
         stat_add(&a->bytes_alloc[HT_SOURCE_INVALID], new_size, tc == NULL);
-    }
-    else
+    } else
         stat_add(&a->n_free[HT_SOURCE_INVALID], 1, tc == NULL);
 }
 
@@ -172,13 +171,13 @@ static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_
 /* What a live pointer is: filled by classify(). */
 typedef struct blockinfo {
     ht_region *region;
-    ht_run *run;          /* LFH slot */
-    ht_mblock *mb;        /* main-path block */
-    ht_large *large;      /* large block */
-    size_t size;          /* requested */
+    ht_run *run;     /* LFH slot */
+    ht_mblock *mb;   /* main-path block */
+    ht_large *large; /* large block */
+    size_t size;     /* requested */
     size_t usable;
     unsigned source;
-    int cls;              /* small class, or -1 */
+    int cls; /* small class, or -1 */
 } blockinfo;
 
 /* Finds the region of p and checks that p could start a block of heap there: aligned, ours,
@@ -373,8 +372,7 @@ void *ht_heap_alloc_aligned(ht_heap *h, unsigned flags, size_t size, size_t alig
 
 /* Releases the live block described by bi (its live bit already cleared for segments, or
  * its live flag for large blocks). Returns the Source of the free. */
-static unsigned release_block(ht_heap *heap, ht_tcache *tc, void *p, const blockinfo *bi,
-                              ht_op *op)
+static unsigned release_block(ht_heap *heap, ht_tcache *tc, void *p, const blockinfo *bi, ht_op *op)
 {
     if (bi->cls >= 0 && tc != NULL) {
         ht_lookaside *la = &tc->la[bi->cls];

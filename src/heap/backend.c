@@ -226,8 +226,7 @@ size_t ht__main_decommit_locked(ht_heap *heap, size_t target, size_t min_pages, 
     for (unsigned i = HT_N_FREELISTS; i-- > 0 && heap->free_committed > target;) {
         if (heap->fl[i] == NULL)
             continue;
-        for (ht_fblock *f = heap->fl[i]; f != NULL && heap->free_committed > target;
-             f = f->next) {
+        for (ht_fblock *f = heap->fl[i]; f != NULL && heap->free_committed > target; f = f->next) {
             if (op->trace && op->n_pending >= HT_OP_PENDING)
                 return done;
             uintptr_t lo = ht__align_up((uintptr_t)f + sizeof(ht_fblock), HT_PAGE_SIZE);

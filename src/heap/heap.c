@@ -13,18 +13,18 @@
 _Static_assert(sizeof(ht_heap) <= HEAP_SLOT_SIZE, "ht_heap must fit its slot");
 
 pthread_mutex_t ht__registry_lock;
-static uint8_t *g_table;                 /* HT_MAX_HEAPS slots of HEAP_SLOT_SIZE */
+static uint8_t *g_table;                  /* HT_MAX_HEAPS slots of HEAP_SLOT_SIZE */
 static uint8_t g_slot_used[HT_MAX_HEAPS]; /* registry lock */
-static uint64_t g_next_gen = 1;          /* registry lock */
+static uint64_t g_next_gen = 1;           /* registry lock */
 static bool g_init_ok;
 static pthread_once_t g_init_once = PTHREAD_ONCE_INIT;
-static bool g_trace_active;              /* registry lock */
-static bool g_trace_heaps_off;           /* new heaps start disabled */
+static bool g_trace_active;    /* registry lock */
+static bool g_trace_heaps_off; /* new heaps start disabled */
 static ht_heap *g_process_heap;
 static pthread_once_t g_process_once = PTHREAD_ONCE_INIT;
 
-#define CREATE_FLAGS                                                                           \
-    (HT_HEAP_NO_SERIALIZE | HT_HEAP_GENERATE_EXCEPTIONS | HT_HEAP_ENABLE_LFH |                 \
+#define CREATE_FLAGS                                                                               \
+    (HT_HEAP_NO_SERIALIZE | HT_HEAP_GENERATE_EXCEPTIONS | HT_HEAP_ENABLE_LFH |                     \
      HT_HEAP_TERMINATE_ON_CORRUPTION)
 
 static void init(void)

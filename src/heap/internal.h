@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#define HT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define HT_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define HT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /* -- segment.c: the segment map, segments, large blocks -- */
@@ -50,7 +50,7 @@ void ht__lfh_release_empty_locked(ht_heap *heap, ht_op *op, bool all);
 /* -- tcache.c: per-thread lookaside lists and statistics shares -- */
 ht_tcache *ht__tcache_get_slow(ht_heap *heap);
 void ht__tcache_flush(ht_tcache *tc, ht_heap *heap);
-void ht__tcache_detach_all_locked(ht_heap *heap); /* registry lock held */
+void ht__tcache_detach_all_locked(ht_heap *heap);             /* registry lock held */
 void ht__stats_sum_locked(ht_heap *heap, ht_heap_stats *out); /* registry lock held */
 extern __thread ht_tls *ht__tls __attribute__((tls_model("initial-exec")));
 
@@ -61,7 +61,7 @@ void ht__heap_lock(ht_heap *heap);
 void ht__heap_unlock(ht_heap *heap);
 void ht__bin_lock(ht_heap *heap, ht_bin *bin);
 void ht__bin_unlock(ht_heap *heap, ht_bin *bin);
-void ht__heap_lock_all(ht_heap *heap);   /* bins then heap lock (skips what the api holds) */
+void ht__heap_lock_all(ht_heap *heap); /* bins then heap lock (skips what the api holds) */
 void ht__heap_unlock_all(ht_heap *heap);
 void ht__op_emit_pending(ht_heap *heap, ht_op *op);
 void ht__heap_init_once(void);
@@ -94,8 +94,7 @@ static inline size_t ht__granule(const ht_segment *seg, uintptr_t p)
 static inline bool ht__live_test(ht_segment *seg, uintptr_t p)
 {
     size_t g = ht__granule(seg, p);
-    return (atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed) >>
-            (g & 63) & 1u) != 0;
+    return (atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed) >> (g & 63) & 1u) != 0;
 }
 
 /* Sets the bit. shared: other threads may change other bits of the word at the same time
@@ -118,8 +117,8 @@ static inline bool ht__live_clear(ht_segment *seg, uintptr_t p, bool shared)
     size_t g = ht__granule(seg, p);
     uint64_t bit = (uint64_t)1 << (g & 63);
     if (shared)
-        return (atomic_fetch_and_explicit(&seg->live[g >> 6], ~bit, memory_order_relaxed) &
-                bit) != 0;
+        return (atomic_fetch_and_explicit(&seg->live[g >> 6], ~bit, memory_order_relaxed) & bit) !=
+               0;
     uint64_t w = atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed);
     atomic_store_explicit(&seg->live[g >> 6], w & ~bit, memory_order_relaxed);
     return (w & bit) != 0;
@@ -143,7 +142,8 @@ static inline void ht__run_meta_set(ht_run *run, uint32_t i, size_t size, unsign
 {
     size_t slack = run->block_size - size;
     if (run->block_size >= RUN_META_WIDE) {
-        run->meta[2 * i] = (uint16_t)((slack & RUN_META_SLACK) | ((src - 1u) << RUN_META_SRC_SHIFT));
+        run->meta[2 * i] =
+            (uint16_t)((slack & RUN_META_SLACK) | ((src - 1u) << RUN_META_SRC_SHIFT));
         run->meta[2 * i + 1] = (uint16_t)(slack >> RUN_META_SRC_SHIFT);
     } else {
         run->meta[i] = (uint16_t)(slack | ((src - 1u) << RUN_META_SRC_SHIFT));

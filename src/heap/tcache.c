@@ -12,9 +12,9 @@ __thread ht_tls *ht__tls __attribute__((tls_model("initial-exec")));
 
 typedef struct pool {
     ht_spinlock lock;
-    size_t obj_size;       /* bytes per object, multiple of 64 */
-    void *free_list;       /* recycled objects */
-    uint8_t *chunk, *end;  /* bump region of the current chunk */
+    size_t obj_size;      /* bytes per object, multiple of 64 */
+    void *free_list;      /* recycled objects */
+    uint8_t *chunk, *end; /* bump region of the current chunk */
 } pool;
 
 #define POOL_CHUNK ((size_t)256 << 10)

@@ -93,8 +93,8 @@ bool ht__walk_locked(ht_heap *heap, ht_heap_entry *e)
                 fill(e, (void *)l->user, l->size, HT_ENTRY_BUSY | HT_ENTRY_LARGE,
                      HT_SOURCE_SLOWPATH, l, l->r.reserve_size);
             else
-                fill(e, (void *)l->user, ht__large_capacity(l), HT_ENTRY_FREE | HT_ENTRY_LARGE,
-                     0, l, l->r.reserve_size);
+                fill(e, (void *)l->user, ht__large_capacity(l), HT_ENTRY_FREE | HT_ENTRY_LARGE, 0,
+                     l, l->r.reserve_size);
             return true;
         }
         default:
@@ -199,8 +199,7 @@ static bool check_heap(ht_heap *heap)
             return BAD("segment header");
         if (ht__region_of((uintptr_t)seg) != &seg->r)
             return BAD("segment map");
-        if (seg->r.commit_size != HT_SEG_META + seg->area_size ||
-            seg->area_size > HT_SEG_AREA_MAX)
+        if (seg->r.commit_size != HT_SEG_META + seg->area_size || seg->area_size > HT_SEG_AREA_MAX)
             return BAD("segment sizes");
         committed += seg->r.commit_size;
         reserved += seg->r.reserve_size;
@@ -291,8 +290,7 @@ static bool check_heap(ht_heap *heap)
         return BAD("free committed count");
     for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
         for (unsigned c = 0; c < HT_N_CLASSES; c++)
-            if (runs[a][c] != heap->bins[a][c].n_runs ||
-                empties[a][c] != heap->bins[a][c].n_empty)
+            if (runs[a][c] != heap->bins[a][c].n_runs || empties[a][c] != heap->bins[a][c].n_empty)
                 return BAD("bin run counts");
     size_t cache_bytes = 0;
     unsigned n_cache = 0;
@@ -300,8 +298,7 @@ static bool check_heap(ht_heap *heap)
         for (ht_large *l = pass == 0 ? heap->larges : heap->large_cache; l != NULL; l = l->next) {
             if (l->r.magic != HT_REGION_MAGIC || l->r.kind != HT_REGION_LARGE ||
                 l->r.heap != heap || l->user < (uintptr_t)l + sizeof(ht_large) ||
-                l->user > (uintptr_t)l + l->r.commit_size ||
-                l->r.commit_size > l->r.reserve_size)
+                l->user > (uintptr_t)l + l->r.commit_size || l->r.commit_size > l->r.reserve_size)
                 return BAD("large block header");
             if (ht__region_of((uintptr_t)l) != &l->r ||
                 ht__region_of((uintptr_t)l + l->r.reserve_size - 1) != &l->r)

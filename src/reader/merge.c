@@ -60,8 +60,8 @@ static bool cursor_load(ht_reader *r, rd_cursor *c)
         c->scan_off = next;
         if (ch.kind != HT_FMT_KIND_EVENTS || ch.tid != c->tid || ch.n_records == 0)
             continue;
-        const uint8_t *pl = ht__rd_fetch(r, ch.off + HT_FMT_CHUNK_HDR_SIZE, ch.payload_size,
-                                         &c->raw, &c->raw_cap);
+        const uint8_t *pl =
+            ht__rd_fetch(r, ch.off + HT_FMT_CHUNK_HDR_SIZE, ch.payload_size, &c->raw, &c->raw_cap);
         if (pl == NULL)
             goto fail;
         if (r->mem == NULL && ht_fmt_crc32c(pl, ch.payload_size) != ch.payload_crc) {

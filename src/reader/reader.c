@@ -94,8 +94,7 @@ bool ht__rd_chunk_parse(ht_reader *r, const uint8_t *h, uint64_t off, rd_chunk *
     else if (ht_fmt_get32(h + HT_FMT_CH_HEADER_CRC) != ht_fmt_crc32c(h, HT_FMT_CH_HEADER_CRC))
         why = "chunk header checksum mismatch";
     if (why != NULL) {
-        ht__rd_fail(r, HT_READER_BAD_CHUNK, off, "%s at offset %llu", why,
-                    (unsigned long long)off);
+        ht__rd_fail(r, HT_READER_BAD_CHUNK, off, "%s at offset %llu", why, (unsigned long long)off);
         return false;
     }
     c->off = off;
@@ -202,11 +201,11 @@ static int meta_decode(ht_reader *r, const rd_chunk *c, const uint8_t *payload, 
                 return -1;
             }
             rd_stacks *s = &r->stacks;
-            if (apply && (!grow((void **)&s->frames, &s->cap_frames, s->n_frames + n_frames,
-                                sizeof *s->frames) ||
-                          !grow((void **)&s->def_off, &s->cap, (size_t)id, sizeof *s->def_off) ||
-                          !grow((void **)&s->start, &s->cap_start, (size_t)id + 1,
-                                sizeof *s->start)))
+            if (apply &&
+                (!grow((void **)&s->frames, &s->cap_frames, s->n_frames + n_frames,
+                       sizeof *s->frames) ||
+                 !grow((void **)&s->def_off, &s->cap, (size_t)id, sizeof *s->def_off) ||
+                 !grow((void **)&s->start, &s->cap_start, (size_t)id + 1, sizeof *s->start)))
                 return -2;
             for (uint64_t i = 0; i < n_frames; i++) {
                 if (!ht_fmt_get_varint(&p, end, &v))
@@ -234,8 +233,8 @@ static int meta_decode(ht_reader *r, const rd_chunk *c, const uint8_t *payload, 
             }
         } else if (tag == HT_FMT_META_MARKER) {
             if (!ht_fmt_get_varint(&p, end, &ts) || !ht_fmt_get_varint(&p, end, &v) ||
-                !ht_fmt_get_varint(&p, end, &len) || v > 0xFFFFFFFFu ||
-                len > HT_FMT_MAX_MARKER || len > (uint64_t)(end - p))
+                !ht_fmt_get_varint(&p, end, &len) || v > 0xFFFFFFFFu || len > HT_FMT_MAX_MARKER ||
+                len > (uint64_t)(end - p))
                 goto cut;
             if (apply) {
                 if (!grow((void **)&r->markers, &r->cap_markers, r->n_markers + 1,
@@ -394,9 +393,10 @@ static bool chunk_take(ht_reader *r, const rd_chunk *c, const uint8_t *pl)
         goto nomem;
     if (rc < 0) {
         uint64_t at = c->off + HT_FMT_CHUNK_HDR_SIZE + (uint64_t)(bad_at - pl);
-        ht__rd_fail(r, HT_READER_BAD_RECORD, at, "bad record at offset %llu in the %s chunk at %llu: %s",
-                    (unsigned long long)at, c->kind == HT_FMT_KIND_META ? "metadata" : "end",
-                    (unsigned long long)c->off, why);
+        ht__rd_fail(r, HT_READER_BAD_RECORD, at,
+                    "bad record at offset %llu in the %s chunk at %llu: %s", (unsigned long long)at,
+                    c->kind == HT_FMT_KIND_META ? "metadata" : "end", (unsigned long long)c->off,
+                    why);
         return false;
     }
     r->n_meta_chunks++;
@@ -431,8 +431,7 @@ static void scan(ht_reader *r)
         if (left < HT_FMT_CHUNK_HDR_SIZE) {
             ht__rd_fail(r, HT_READER_TRUNCATED, off,
                         "chunk header at offset %llu cut off: %llu of %u bytes",
-                        (unsigned long long)off, (unsigned long long)left,
-                        HT_FMT_CHUNK_HDR_SIZE);
+                        (unsigned long long)off, (unsigned long long)left, HT_FMT_CHUNK_HDR_SIZE);
             break;
         }
         uint8_t hbuf[HT_FMT_CHUNK_HDR_SIZE];
@@ -486,8 +485,8 @@ static ht_reader_status_code header_read(ht_reader *r)
     }
     uint16_t version = ht_fmt_get16(h + 8);
     if (version != HT_FMT_VERSION) {
-        ht__rd_fail(r, HT_READER_BAD_VERSION, 8, "format version %u, this reader knows %u",
-                    version, HT_FMT_VERSION);
+        ht__rd_fail(r, HT_READER_BAD_VERSION, 8, "format version %u, this reader knows %u", version,
+                    HT_FMT_VERSION);
         return r->status;
     }
     uint32_t cmd_size = ht_fmt_get32(h + 20);

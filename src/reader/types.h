@@ -36,13 +36,13 @@ typedef struct rd_cursor {
 
 /* Tables built by the scan from metadata chunks. */
 typedef struct rd_stacks {
-    uint64_t *frames;   /* all frames, stack after stack */
+    uint64_t *frames; /* all frames, stack after stack */
     size_t n_frames, cap_frames;
-    size_t *start;      /* stack id i (1-based) is frames[start[i-1] .. start[i]) */
-    uint64_t *def_off;  /* def_off[i-1]: offset of the chunk defining id i */
-    uint32_t n;         /* ids 1..n are defined */
-    size_t cap;         /* capacity of def_off (n used) */
-    size_t cap_start;   /* capacity of start (n + 1 used) */
+    size_t *start;     /* stack id i (1-based) is frames[start[i-1] .. start[i]) */
+    uint64_t *def_off; /* def_off[i-1]: offset of the chunk defining id i */
+    uint32_t n;        /* ids 1..n are defined */
+    size_t cap;        /* capacity of def_off (n used) */
+    size_t cap_start;  /* capacity of start (n + 1 used) */
 } rd_stacks;
 
 struct ht_reader {

@@ -50,8 +50,7 @@ static uint8_t *addr_put(uint8_t *p, uint64_t *reg, uint64_t address)
 /* -- file header ------------------------------------------------------------------------- */
 
 size_t ht__enc_file_header(uint8_t *buf, size_t cap, uint32_t pid, const char *cmdline,
-                           size_t cmdline_size, uint64_t start_mono_ns,
-                           uint64_t start_realtime_ns)
+                           size_t cmdline_size, uint64_t start_mono_ns, uint64_t start_realtime_ns)
 {
     if (cmdline_size > HT_FMT_MAX_CMDLINE || cap < HT_FMT_FILE_HDR_SIZE + cmdline_size)
         return 0;

@@ -70,8 +70,7 @@ typedef struct ht_enc_thread_total {
 /* Writes the file header (FORMAT.md 3) into buf. Returns its size, or 0 when cap is too
  * small or cmdline_size > 1 MiB. */
 size_t ht__enc_file_header(uint8_t *buf, size_t cap, uint32_t pid, const char *cmdline,
-                           size_t cmdline_size, uint64_t start_mono_ns,
-                           uint64_t start_realtime_ns);
+                           size_t cmdline_size, uint64_t start_mono_ns, uint64_t start_realtime_ns);
 
 /* Encodes raw slots [0, n) of stream s into one event chunk at buf (cap bytes). Encodes as
  * many whole events as fit (a REALLOC and its tail, or a SEQ_SKIP and its event, are never

@@ -26,11 +26,11 @@
 #define HT_FMT_KIND_END    3u
 
 /* [6.1] tag byte */
-#define HT_FMT_TAG_SRC_MASK  0x07u
+#define HT_FMT_TAG_SRC_MASK   0x07u
 #define HT_FMT_TAG_TYPE_SHIFT 3
-#define HT_FMT_TAG_S         0x40u
-#define HT_FMT_TAG_H         0x80u
-#define HT_FMT_SRC_ESCAPE    7u
+#define HT_FMT_TAG_S          0x40u
+#define HT_FMT_TAG_H          0x80u
+#define HT_FMT_SRC_ESCAPE     7u
 
 enum {
     HT_FMT_T_ALLOC = 0,
@@ -49,15 +49,15 @@ enum {
 
 #define HT_FMT_HEAP_TABLE 32u /* [5] heaps[] capacity */
 
-#define HT_FMT_META_MODULE   0x01u /* [7] metadata tags */
-#define HT_FMT_META_STACK    0x02u
-#define HT_FMT_META_UNLOAD   0x03u
-#define HT_FMT_META_MARKER   0x04u
-#define HT_FMT_END_SUMMARY   0x10u /* [8] */
-#define HT_FMT_MAX_PATH      4096u
-#define HT_FMT_MAX_BUILD_ID  64u
-#define HT_FMT_MAX_FRAMES    1024u
-#define HT_FMT_MAX_MARKER    4096u
+#define HT_FMT_META_MODULE  0x01u /* [7] metadata tags */
+#define HT_FMT_META_STACK   0x02u
+#define HT_FMT_META_UNLOAD  0x03u
+#define HT_FMT_META_MARKER  0x04u
+#define HT_FMT_END_SUMMARY  0x10u /* [8] */
+#define HT_FMT_MAX_PATH     4096u
+#define HT_FMT_MAX_BUILD_ID 64u
+#define HT_FMT_MAX_FRAMES   1024u
+#define HT_FMT_MAX_MARKER   4096u
 
 /* Chunk header field offsets [4]. */
 #define HT_FMT_CH_VERSION     4
@@ -191,10 +191,10 @@ static inline int64_t ht_fmt_unzigzag(uint64_t v)
 static inline uint32_t ht_fmt_crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
 {
     /* Byte-at-a-time with a nibble table: slow but tiny; used only without SSE4.2. */
-    static const uint32_t tab[16] = {
-        0x00000000u, 0x105EC76Fu, 0x20BD8EDEu, 0x30E349B1u, 0x417B1DBCu, 0x5125DAD3u,
-        0x61C69362u, 0x7198540Du, 0x82F63B78u, 0x92A8FC17u, 0xA24BB5A6u, 0xB21572C9u,
-        0xC38D26C4u, 0xD3D3E1ABu, 0xE330A81Au, 0xF36E6F75u};
+    static const uint32_t tab[16] = {0x00000000u, 0x105EC76Fu, 0x20BD8EDEu, 0x30E349B1u,
+                                     0x417B1DBCu, 0x5125DAD3u, 0x61C69362u, 0x7198540Du,
+                                     0x82F63B78u, 0x92A8FC17u, 0xA24BB5A6u, 0xB21572C9u,
+                                     0xC38D26C4u, 0xD3D3E1ABu, 0xE330A81Au, 0xF36E6F75u};
     for (size_t i = 0; i < n; i++) {
         crc ^= p[i];
         crc = (crc >> 4) ^ tab[crc & 15];
@@ -204,9 +204,8 @@ static inline uint32_t ht_fmt_crc32c_sw(uint32_t crc, const uint8_t *p, size_t n
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-__attribute__((target("sse4.2"))) static inline uint32_t ht_fmt_crc32c_hw(uint32_t crc,
-                                                                           const uint8_t *p,
-                                                                           size_t n)
+__attribute__((target("sse4.2"))) static inline uint32_t
+ht_fmt_crc32c_hw(uint32_t crc, const uint8_t *p, size_t n)
 {
     uint64_t c = crc;
     while (n >= 8) {

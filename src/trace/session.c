@@ -11,9 +11,9 @@
 #include <stdatomic.h>
 
 typedef struct trace_session {
-    atomic_int active;         /* 1 while events are taken */
-    atomic_int n_inflight;     /* consumer calls in progress */
-    ht_consumer_fn consumer;   /* set before active = 1 */
+    atomic_int active;       /* 1 while events are taken */
+    atomic_int n_inflight;   /* consumer calls in progress */
+    ht_consumer_fn consumer; /* set before active = 1 */
     void *consumer_ctx;
     unsigned stack_depth;
 } trace_session;
