@@ -162,8 +162,7 @@ static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_
         ht__run_meta_set(run, i, size, src);
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;
-        b->aux = (uint32_t)(ht__mb_payload(b) - size);
-        b->source = (uint8_t)src;
+        ht__mb_set_busy(b, size, src);
     }
     ht__live_set(seg, p, heap->serialize);
 }
@@ -223,8 +222,8 @@ static void describe(uintptr_t p, blockinfo *bi)
         ht_mblock *b = (ht_mblock *)p - 1;
         bi->mb = b;
         bi->usable = ht__mb_payload(b);
-        bi->size = bi->usable - b->aux;
-        bi->source = b->source;
+        bi->size = bi->usable - HT_LD(b->aux);
+        bi->source = HT_LD(b->source);
         if (b->flags & MB_SMALL)
             bi->cls = b->cls;
     }
@@ -298,8 +297,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
         if (b == NULL)
             return NULL;
         *src = op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_MAINPATH;
-        b->aux = (uint32_t)(ht__mb_payload(b) - size);
-        b->source = (uint8_t)*src;
+        ht__mb_set_busy(b, size, *src);
         ht__live_set(ht__seg_of(b), (uintptr_t)(b + 1), heap->serialize);
         return b + 1;
     }
@@ -500,8 +498,7 @@ static unsigned realloc_in_place(ht_heap *heap, void *p, blockinfo *bi, size_t s
         bool ok = ht__main_resize_locked(heap, bi->mb, size, op);
         unsigned src = op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_MAINPATH;
         if (ok) {
-            bi->mb->aux = (uint32_t)(ht__mb_payload(bi->mb) - size);
-            bi->mb->source = (uint8_t)src;
+            ht__mb_set_busy(bi->mb, size, src);
         }
         ht__heap_unlock(heap);
         return ok ? src : 0;
