@@ -60,7 +60,7 @@ int main(int argc, char **argv)
         return 2;
     size_t per = n_events / (size_t)n_threads, batch = 8192;
     n_events = per * (size_t)n_threads;
-    ht_event *ev = calloc(per, sizeof *ev);
+    ht_event *ev = calloc(batch, sizeof *ev);
     if (ev == NULL)
         return 1;
     tb_trace t;
@@ -70,24 +70,26 @@ int main(int argc, char **argv)
     for (int th = 0; th < n_threads; th++) {
         s[th] = (ht_enc_stream){.tid = 100 + (uint32_t)th, .next_seq = 1};
     }
-    /* Generate each thread's stream, then write the batches round robin so chunks
-     * interleave in the file as a writer thread would flush them. */
-    ht_event **streams = calloc((size_t)n_threads, sizeof *streams);
-    for (int th = 0; th < n_threads; th++) {
-        streams[th] = calloc(per, sizeof(ht_event));
-        tb_realistic(streams[th], per, s[th].tid, 1 + (uint64_t)th, 1000000, 0x7f0000001000ull);
+    /* Each thread's stream is generated batch by batch and the batches are written round
+     * robin, so chunks interleave in the file as a writer thread would flush them. */
+    uint64_t last_ts[64];
+    for (int th = 0; th < n_threads; th++)
+        last_ts[th] = 1000000;
+    for (size_t at = 0; at < per; at += batch) {
+        size_t k = at + batch <= per ? batch : per - at;
+        for (int th = 0; th < n_threads; th++) {
+            tb_realistic(ev, k, s[th].tid, 1 + (uint64_t)th * 1000003 + at, last_ts[th],
+                         0x7f0000001000ull);
+            for (size_t i = 0; i < k; i++)
+                ev[i].sequence += at;
+            last_ts[th] = ev[k - 1].timestamp_ns;
+            tb_events(&t, &s[th], ev, NULL, k, 65536);
+        }
     }
-    for (size_t at = 0; at < per; at += batch)
-        for (int th = 0; th < n_threads; th++)
-            tb_events(&t, &s[th], streams[th] + at, NULL, at + batch <= per ? batch : per - at,
-                      65536);
     tb_end(&t, 0, NULL, 0);
     double t_enc = now_s() - t0;
     printf("encode events=%zu bytes=%zu bytes_per_event=%.2f encode_s=%.3f (incl. generation)\n",
            n_events, t.size, (double)t.size / (double)n_events, t_enc);
-    for (int th = 0; th < n_threads; th++)
-        free(streams[th]);
-    free(streams);
     free(ev);
 
     int rc = 0;

@@ -375,7 +375,8 @@ static void sd_decode(const uint8_t *d, size_t size, sd_result *res)
     }
     for (int k = 0; k < n_th; k++)
         res->n_lost += th[k].lost;
-    qsort(res->events, res->n_events, sizeof(sd_event), sd_cmp);
+    if (res->n_events > 1)
+        qsort(res->events, res->n_events, sizeof(sd_event), sd_cmp);
 }
 
 #endif

@@ -28,8 +28,7 @@ static int event_equal(const ht_event *a, const ht_event *b)
         return a->realloc.new_address == b->realloc.new_address &&
                a->realloc.old_address == b->realloc.old_address &&
                a->realloc.new_size == b->realloc.new_size &&
-               a->realloc.old_size == b->realloc.old_size &&
-               a->realloc.source == b->realloc.source;
+               a->realloc.old_size == b->realloc.old_size && a->realloc.source == b->realloc.source;
     case HT_EVENT_HEAP_CREATE:
         return a->create.flags == b->create.flags &&
                a->create.reserved_space == b->create.reserved_space &&
@@ -358,7 +357,8 @@ static void test_multi_thread_merge(void)
     }
     ht_enc_thread_total tot[T];
     for (int th = 0; th < T; th++) {
-        tot[th] = (ht_enc_thread_total){s[th].tid, s[th].n_events, s[th].lost_so_far, s[th].n_chunks};
+        tot[th] =
+            (ht_enc_thread_total){s[th].tid, s[th].n_events, s[th].lost_so_far, s[th].n_chunks};
         if (th == 4)
             tot[th].n_lost += 1000; /* lost after the last chunk */
     }
@@ -425,7 +425,10 @@ static void test_metadata_and_lost(void)
     tb_meta_end(&t, &m);
     ht_enc_stream s = {.tid = 99, .next_seq = 1, .lost_so_far = 3};
     tb_lost_chunk(&t, &s); /* a chunk with no events, only the lost count */
-    ht_event e = {.timestamp_ns = 100, .tid = 99, .type = HT_EVENT_HEAP_DESTROY, .sequence = 1,
+    ht_event e = {.timestamp_ns = 100,
+                  .tid = 99,
+                  .type = HT_EVENT_HEAP_DESTROY,
+                  .sequence = 1,
                   .heap_handle = 0xABC};
     tb_events(&t, &s, &e, NULL, 1, 256);
     tb_meta_begin(&t, &m, 256);
@@ -482,9 +485,9 @@ static void test_encoder_edges(void)
     memset(raw, 0, sizeof raw);
     raw[0].type = HT_EVENT_HEAP_ALLOC;
     size_t size = 1;
-    CHECK_EQ_U(ht__enc_chunk(&s, raw, 1, buf, HT_FMT_CHUNK_HDR_SIZE + HT_ENC_EVENT_MAX - 1,
-                             &size, NULL),
-               0);
+    CHECK_EQ_U(
+        ht__enc_chunk(&s, raw, 1, buf, HT_FMT_CHUNK_HDR_SIZE + HT_ENC_EVENT_MAX - 1, &size, NULL),
+        0);
     CHECK_EQ_U(size, 0);
     CHECK_EQ_U(ht__enc_chunk(&s, raw, 0, buf, sizeof buf, &size, NULL), 0);
     /* A REALLOC without its tail, and an unknown type, are skipped and counted. */
@@ -650,7 +653,6 @@ static void test_bytes_per_event(void)
     tb_free(&t);
 }
 
-TEST_MAIN(TEST(test_crc_varint), TEST(test_every_type_single_thread),
-          TEST(test_multi_thread_merge), TEST(test_metadata_and_lost), TEST(test_encoder_edges),
-          TEST(test_cross_check_random), TEST(test_merge_order_monotonic),
-          TEST(test_bytes_per_event))
+TEST_MAIN(TEST(test_crc_varint), TEST(test_every_type_single_thread), TEST(test_multi_thread_merge),
+          TEST(test_metadata_and_lost), TEST(test_encoder_edges), TEST(test_cross_check_random),
+          TEST(test_merge_order_monotonic), TEST(test_bytes_per_event))

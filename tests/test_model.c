@@ -37,17 +37,17 @@
 
 /* ---- configuration ------------------------------------------------------------------------ */
 
-#define NH 5                          /* heaps in the model: 4 private + the process heap */
-#define MAXBLK (1u << 17)             /* model capacity (live blocks over all heaps) */
-#define BYTES_CAP ((uint64_t)160 << 20) /* above this many live bytes: no new big blocks */
-#define DEFAULT_OPS 2500000ull
-#define FULL_EVERY 50000ull
+#define NH           5                     /* heaps in the model: 4 private + the process heap */
+#define MAXBLK       (1u << 17)            /* model capacity (live blocks over all heaps) */
+#define BYTES_CAP    ((uint64_t)160 << 20) /* above this many live bytes: no new big blocks */
+#define DEFAULT_OPS  2000000ull
+#define FULL_EVERY   50000ull
 #define DEFAULT_SEED 20240607ull
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-#define BIT(s) (1u << (s))
-#define SRC_ANY (BIT(1) | BIT(2) | BIT(3) | BIT(4))
+#define KiB      ((size_t)1 << 10)
+#define MiB      ((size_t)1 << 20)
+#define BIT(s)   (1u << (s))
+#define SRC_ANY  (BIT(1) | BIT(2) | BIT(3) | BIT(4))
 #define OPT_KEEP ((size_t)-2) /* heap configuration: leave the option at its default */
 
 /* ---- failure reporting -------------------------------------------------------------------- */
@@ -71,8 +71,8 @@ __attribute__((format(printf, 3, 4))) static void model_fail(int line, const cha
             fprintf(stderr, "test_model: further failures are not printed\n");
         return;
     }
-    fprintf(stderr, "test_model.c:%d: seed=%" PRIu64 " op=%" PRIu64 ": CHECK failed: %s -- ",
-            line, g_seed, g_op, cond);
+    fprintf(stderr, "test_model.c:%d: seed=%" PRIu64 " op=%" PRIu64 ": CHECK failed: %s -- ", line,
+            g_seed, g_op, cond);
     va_list ap;
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
@@ -105,7 +105,10 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl64(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t rnd(void)
 {
@@ -119,7 +122,10 @@ static uint64_t rnd(void)
     return result;
 }
 
-static uint64_t rnd_below(uint64_t n) { return n ? rnd() % n : 0; }
+static uint64_t rnd_below(uint64_t n)
+{
+    return n ? rnd() % n : 0;
+}
 
 static void rnd_seed(uint64_t seed)
 {
@@ -370,16 +376,40 @@ typedef struct mheap {
 } mheap;
 
 static mheap H[NH] = {
-    {.name = "heap0(flags 0, decommit 256K)", .flags = 0, .initial = 0, .o_lookaside = OPT_KEEP,
-     .o_lfh = OPT_KEEP, .o_large = OPT_KEEP, .o_decommit = 256 * KiB},
-    {.name = "heap1(ENABLE_LFH, large 256K)", .flags = HT_HEAP_ENABLE_LFH, .initial = 0,
-     .o_lookaside = OPT_KEEP, .o_lfh = OPT_KEEP, .o_large = 256 * KiB, .o_decommit = OPT_KEEP},
-    {.name = "heap2(NO_SERIALIZE)", .flags = HT_HEAP_NO_SERIALIZE, .initial = 1 * MiB,
-     .o_lookaside = OPT_KEEP, .o_lfh = OPT_KEEP, .o_large = OPT_KEEP, .o_decommit = OPT_KEEP},
-    {.name = "heap3(lookaside 2, lfh 3)", .flags = 0, .initial = 0, .o_lookaside = 2, .o_lfh = 3,
-     .o_large = OPT_KEEP, .o_decommit = OPT_KEEP},
-    {.name = "process", .process = true, .o_lookaside = OPT_KEEP, .o_lfh = OPT_KEEP,
-     .o_large = OPT_KEEP, .o_decommit = OPT_KEEP},
+    {.name = "heap0(flags 0, decommit 256K)",
+     .flags = 0,
+     .initial = 0,
+     .o_lookaside = OPT_KEEP,
+     .o_lfh = OPT_KEEP,
+     .o_large = OPT_KEEP,
+     .o_decommit = 256 * KiB},
+    {.name = "heap1(ENABLE_LFH, large 256K)",
+     .flags = HT_HEAP_ENABLE_LFH,
+     .initial = 0,
+     .o_lookaside = OPT_KEEP,
+     .o_lfh = OPT_KEEP,
+     .o_large = 256 * KiB,
+     .o_decommit = OPT_KEEP},
+    {.name = "heap2(NO_SERIALIZE)",
+     .flags = HT_HEAP_NO_SERIALIZE,
+     .initial = 1 * MiB,
+     .o_lookaside = OPT_KEEP,
+     .o_lfh = OPT_KEEP,
+     .o_large = OPT_KEEP,
+     .o_decommit = OPT_KEEP},
+    {.name = "heap3(lookaside 2, lfh 3)",
+     .flags = 0,
+     .initial = 0,
+     .o_lookaside = 2,
+     .o_lfh = 3,
+     .o_large = OPT_KEEP,
+     .o_decommit = OPT_KEEP},
+    {.name = "process",
+     .process = true,
+     .o_lookaside = OPT_KEEP,
+     .o_lfh = OPT_KEEP,
+     .o_large = OPT_KEEP,
+     .o_decommit = OPT_KEEP},
 };
 static blk *g_live_arr[NH][MAXBLK];
 
@@ -443,7 +473,7 @@ static void consumer(const ht_event *e, void *ctx)
 }
 
 #define EM_BITS 18
-#define EM_CAP (1u << EM_BITS)
+#define EM_CAP  (1u << EM_BITS)
 typedef struct em_ent {
     uintptr_t addr, heap;
     uint64_t size;
@@ -517,14 +547,22 @@ static void em_drop_heap(uintptr_t heap)
 static const char *ev_name(unsigned t)
 {
     switch (t) {
-    case HT_EVENT_HEAP_CREATE: return "CREATE";
-    case HT_EVENT_HEAP_ALLOC: return "ALLOC";
-    case HT_EVENT_HEAP_REALLOC: return "REALLOC";
-    case HT_EVENT_HEAP_DESTROY: return "DESTROY";
-    case HT_EVENT_HEAP_FREE: return "FREE";
-    case HT_EVENT_HEAP_EXPAND: return "EXPAND";
-    case HT_EVENT_HEAP_CONTRACT: return "CONTRACT";
-    default: return "?";
+    case HT_EVENT_HEAP_CREATE:
+        return "CREATE";
+    case HT_EVENT_HEAP_ALLOC:
+        return "ALLOC";
+    case HT_EVENT_HEAP_REALLOC:
+        return "REALLOC";
+    case HT_EVENT_HEAP_DESTROY:
+        return "DESTROY";
+    case HT_EVENT_HEAP_FREE:
+        return "FREE";
+    case HT_EVENT_HEAP_EXPAND:
+        return "EXPAND";
+    case HT_EVENT_HEAP_CONTRACT:
+        return "CONTRACT";
+    default:
+        return "?";
     }
 }
 
@@ -533,8 +571,8 @@ static void ev_apply(const ht_event *e)
 {
     g_ev_total++;
     MCHECK(e->tid == g_tid, "event tid %u, this thread is %u", e->tid, g_tid);
-    MCHECK(e->sequence == g_ev_seq + 1, "event sequence %" PRIu64 " after %" PRIu64,
-           e->sequence, g_ev_seq);
+    MCHECK(e->sequence == g_ev_seq + 1, "event sequence %" PRIu64 " after %" PRIu64, e->sequence,
+           g_ev_seq);
     g_ev_seq = e->sequence;
     MCHECK(e->timestamp_ns >= g_ev_ts, "event timestamps go back");
     g_ev_ts = e->timestamp_ns;
@@ -556,11 +594,11 @@ static void ev_apply(const ht_event *e)
         bool ex = e->type == HT_EVENT_HEAP_EXPAND;
         MCHECK(e->expand.size > 0, "%s of 0 bytes", ev_name(e->type));
         if (m && m->committed_known) {
-            uint64_t want = ex ? m->committed_ev + e->expand.size
-                               : m->committed_ev - e->expand.size;
+            uint64_t want =
+                ex ? m->committed_ev + e->expand.size : m->committed_ev - e->expand.size;
             MCHECK(e->expand.committed_space == want,
-                   "%s: %s size %" PRIu64 " committed %" PRIu64 " -> %" PRIu64
-                   " (expected %" PRIu64 ")",
+                   "%s: %s size %" PRIu64 " committed %" PRIu64 " -> %" PRIu64 " (expected %" PRIu64
+                   ")",
                    m->name, ev_name(e->type), (uint64_t)e->expand.size, m->committed_ev,
                    (uint64_t)e->expand.committed_space, want);
         }
@@ -573,8 +611,7 @@ static void ev_apply(const ht_event *e)
     case HT_EVENT_HEAP_ALLOC: {
         if (e->alloc.source == HT_SOURCE_INVALID)
             break;
-        MCHECK(e->alloc.source >= 1 && e->alloc.source <= 4, "ALLOC source %u",
-               e->alloc.source);
+        MCHECK(e->alloc.source >= 1 && e->alloc.source <= 4, "ALLOC source %u", e->alloc.source);
         if (em_find(e->alloc.address))
             MFAIL("event model: ALLOC of %#lx, which is allocated already (no FREE between)",
                   (unsigned long)e->alloc.address);
@@ -646,7 +683,7 @@ static void ev_take(opev *o, const ht_heap *h)
                    g_op, ev_name(e->type), (unsigned long)e->heap_handle, e->flags,
                    (unsigned long)e->realloc.new_address, (unsigned long)e->realloc.old_address,
                    (uint64_t)e->realloc.new_size, (uint64_t)e->realloc.old_size,
-                   e->type == HT_EVENT_HEAP_ALLOC ? e->alloc.source
+                   e->type == HT_EVENT_HEAP_ALLOC  ? e->alloc.source
                    : e->type == HT_EVENT_HEAP_FREE ? e->free.source
                                                    : e->realloc.source);
         ev_apply(e);
@@ -683,8 +720,8 @@ static bool ev_one(opev *o, const ht_heap *h, unsigned type, const char *what)
     if (!g_tracing)
         return false;
     bool ok = o->nmain == 1 && o->ev.type == type;
-    MCHECK(ok, "%s: expected one %s event, got %d main event(s) (last %s)", what,
-           ev_name(type), o->nmain, o->nmain ? ev_name(o->ev.type) : "-");
+    MCHECK(ok, "%s: expected one %s event, got %d main event(s) (last %s)", what, ev_name(type),
+           o->nmain, o->nmain ? ev_name(o->ev.type) : "-");
     MCHECK(o->nforeign == 0, "%s: EXPAND/CONTRACT events of another heap", what);
     if (ok) {
         MCHECK(o->ev.heap_handle == (uintptr_t)h, "%s: event heap %#lx, op heap %p", what,
@@ -824,8 +861,10 @@ static blk *do_alloc(int hi, size_t size, size_t align, unsigned flags, int via,
     int err = errno;
     if (p == NULL) {
         MFAIL("%s: %s(size %zu, align %zu, flags %#x) failed, errno %d", m->name,
-              via == VIA_ALIGNED ? "alloc_aligned" : via ? "realloc(NULL)" : "alloc", size,
-              align, flags, err);
+              via == VIA_ALIGNED ? "alloc_aligned"
+              : via              ? "realloc(NULL)"
+                                 : "alloc",
+              size, align, flags, err);
         opev o;
         ev_take(&o, m->h);
         return NULL;
@@ -940,8 +979,7 @@ static unsigned do_free(blk *b, unsigned force_mask)
             MCHECK(src == HT_SOURCE_SLOWPATH, "%s: free decommitted (CONTRACT) but Source %u",
                    m->name, src);
         if (b->kind_certain && b->kind != K_LARGE && src == HT_SOURCE_SLOWPATH)
-            MCHECK(o.ncon > 0, "%s: free of a non-large block SLOWPATH without CONTRACT",
-                   m->name);
+            MCHECK(o.ncon > 0, "%s: free of a non-large block SLOWPATH without CONTRACT", m->name);
     }
     if (ok) {
         cov.free_++;
@@ -994,8 +1032,8 @@ static void do_realloc(blk *b, size_t n, unsigned flags)
         }
         MCHECK(ht_heap_validate(m->h, 0, (void *)olda), "%s: block gone after failed realloc",
                m->name);
-        MCHECK(ht_heap_size(m->h, 0, (void *)olda) == old,
-               "%s: size changed by a failed realloc", m->name);
+        MCHECK(ht_heap_size(m->h, 0, (void *)olda) == old, "%s: size changed by a failed realloc",
+               m->name);
         verify_contents(b, "after failed realloc");
         ev_none(m->h, "failed realloc");
         return;
@@ -1015,17 +1053,17 @@ static void do_realloc(blk *b, size_t n, unsigned flags)
                m->name, old, n, u, b->kind, b->align);
     size_t keep = old < n ? old : n;
     size_t bad = pat_bad(p, b->pat, 0, keep);
-    MCHECK(bad == SIZE_MAX, "%s: realloc %zu -> %zu (%s) lost the contents at offset %zu",
-           m->name, old, n, moved ? "moved" : "in place", bad);
+    MCHECK(bad == SIZE_MAX, "%s: realloc %zu -> %zu (%s) lost the contents at offset %zu", m->name,
+           old, n, moved ? "moved" : "in place", bad);
     if ((flags & HT_HEAP_ZERO_MEMORY) && n > old) {
         bad = zero_bad(p, old, n);
-        MCHECK(bad == SIZE_MAX, "%s: ZERO_MEMORY realloc %zu -> %zu: nonzero byte at %zu",
-               m->name, old, n, bad);
+        MCHECK(bad == SIZE_MAX, "%s: ZERO_MEMORY realloc %zu -> %zu: nonzero byte at %zu", m->name,
+               old, n, bad);
     }
     if (moved) {
         MCHECK(a % 16 == 0, "%s: moved block %p not 16-byte aligned", m->name, p);
-        MCHECK(!ht_heap_validate(m->h, 0, (void *)olda), "%s: old block %#lx still valid",
-               m->name, (unsigned long)olda);
+        MCHECK(!ht_heap_validate(m->h, 0, (void *)olda), "%s: old block %#lx still valid", m->name,
+               (unsigned long)olda);
     }
     blk *dup = moved ? t_find(a) : NULL;
     if (dup) {
@@ -1082,12 +1120,12 @@ static void do_realloc(blk *b, size_t n, unsigned flags)
         else if (!b->kind_certain)
             mask = SRC_ANY;
         else
-            mask = okind == K_LARGE ? BIT(4)
+            mask = okind == K_LARGE  ? BIT(4)
                    : okind == K_MAIN ? (BIT(3) | BIT(4))
                                      : (BIT(2) | BIT(3) | BIT(4));
         MCHECK(src < 32 && (BIT(src) & mask),
-               "%s: realloc %zu -> %zu (%s, kind %d -> %d) Source %u, allowed %#x", m->name, old,
-               n, moved ? "moved" : "in place", okind, b->kind, src, mask);
+               "%s: realloc %zu -> %zu (%s, kind %d -> %d) Source %u, allowed %#x", m->name, old, n,
+               moved ? "moved" : "in place", okind, b->kind, src, mask);
         if (moved) {
             b->src = src;
             note_alloc_source(m, b->kind, n, src, true);
@@ -1104,12 +1142,18 @@ static void do_realloc(blk *b, size_t n, unsigned flags)
 static size_t edge_size(const mheap *m)
 {
     switch (rnd_below(10)) {
-    case 0: return 0;
-    case 1: return 16384;
-    case 2: return 16385;
-    case 3: return m->lt - 1;
-    case 4: return m->lt;
-    case 5: return m->lt / 2 + rnd_below(2);
+    case 0:
+        return 0;
+    case 1:
+        return 16384;
+    case 2:
+        return 16385;
+    case 3:
+        return m->lt - 1;
+    case 4:
+        return m->lt;
+    case 5:
+        return m->lt / 2 + rnd_below(2);
     default: {
         size_t s = g_cls[rnd_below(g_ncls)] + (size_t)rnd_below(3);
         return s - 1;
@@ -1146,9 +1190,15 @@ static size_t rand_align(void)
     return (size_t)1 << rnd_below(21);     /* .. 1 MiB */
 }
 
-static bool big_ok(void) { return g_total_bytes < BYTES_CAP; }
+static bool big_ok(void)
+{
+    return g_total_bytes < BYTES_CAP;
+}
 
-static unsigned rand_zero_flag(void) { return rnd_below(100) < 15 ? HT_HEAP_ZERO_MEMORY : 0; }
+static unsigned rand_zero_flag(void)
+{
+    return rnd_below(100) < 15 ? HT_HEAP_ZERO_MEMORY : 0;
+}
 
 /* ---- heap life cycle ---------------------------------------------------------------------- */
 
@@ -1175,8 +1225,8 @@ static void heap_open(int hi)
         for (size_t i = 0; i < sizeof set / sizeof set[0]; i++) {
             if (set[i].val == OPT_KEEP)
                 continue;
-            MCHECK(ht_heap_set_option(m->h, set[i].opt, set[i].val), "%s: set option %d",
-                   m->name, (int)set[i].opt);
+            MCHECK(ht_heap_set_option(m->h, set[i].opt, set[i].val), "%s: set option %d", m->name,
+                   (int)set[i].opt);
             MCHECK(ht_heap_get_option(m->h, set[i].opt, &v) && v == set[i].val,
                    "%s: option %d reads %zu after setting %zu", m->name, (int)set[i].opt, v,
                    set[i].val);
@@ -1327,8 +1377,8 @@ static void check_stats(int hi)
            " / 0",
            m->name, i5->n_free, i5->bytes_free, j5->n_free + m->inv_free);
     MCHECK(i5->n_alloc == j5->n_alloc + m->inv_realloc,
-           "%s: by_source[INVALID] n_alloc %" PRIu64 ", model (invalid reallocs) %" PRIu64,
-           m->name, i5->n_alloc, j5->n_alloc + m->inv_realloc);
+           "%s: by_source[INVALID] n_alloc %" PRIu64 ", model (invalid reallocs) %" PRIu64, m->name,
+           i5->n_alloc, j5->n_alloc + m->inv_realloc);
     MCHECK(i5->bytes_alloc == j5->bytes_alloc + m->inv_realloc_b,
            "%s: by_source[INVALID] bytes_alloc %" PRIu64 ", model (NewSize of invalid "
            "reallocs) %" PRIu64,
@@ -1385,8 +1435,8 @@ static void full_check(int hi, bool contents)
             MCHECK(e.source == 0, "%s: free entry %p source %u", m->name, e.address, e.source);
         uintptr_t a = (uintptr_t)e.address, r = (uintptr_t)e.region;
         MCHECK(r && r <= a && a + e.size <= r + e.region_size,
-               "%s: entry %p+%zu outside its region %p+%zu", m->name, e.address, e.size,
-               e.region, e.region_size);
+               "%s: entry %p+%zu outside its region %p+%zu", m->name, e.address, e.size, e.region,
+               e.region_size);
     }
     int err = errno;
     if (serialized)
@@ -1426,8 +1476,8 @@ static void full_check(int hi, bool contents)
                        "%s: block %#lx size %zu kind %d, walk state %#x", m->name,
                        (unsigned long)w->a, w->sz, b->kind, w->st);
             if (!b->pinned && b->src)
-                MCHECK(w->src == b->src, "%s: walk source %u of block %#lx, served by %u",
-                       m->name, w->src, (unsigned long)w->a, b->src);
+                MCHECK(w->src == b->src, "%s: walk source %u of block %#lx, served by %u", m->name,
+                       w->src, (unsigned long)w->a, b->src);
             j++;
         } else if (shown++ < 5) {
             MFAIL("%s: walk shows busy %#lx (size %zu) the model does not have", m->name,
@@ -1440,8 +1490,7 @@ static void full_check(int hi, bool contents)
                   (unsigned long)g_ms[j].a, g_ms[j].sz);
         j++;
     }
-    MCHECK(nbusy == nm, "%s: walk has %zu busy entries, model %zu live blocks", m->name, nbusy,
-           nm);
+    MCHECK(nbusy == nm, "%s: walk has %zu busy entries, model %zu live blocks", m->name, nbusy, nm);
     if (contents)
         for (uint32_t i = 0; i < m->nlive; i++)
             verify_contents(m->live[i], "full check");
@@ -1496,8 +1545,8 @@ static void op_free(int hi)
     blk *b = pick_block(hi);
     if (!b)
         return;
-    bool follow = g_tracing && b->kind == K_SMALL && b->kind_certain && !b->resized &&
-                  b->req_size <= 16384;
+    bool follow =
+        g_tracing && b->kind == K_SMALL && b->kind_certain && !b->resized && b->req_size <= 16384;
     size_t rs = b->req_size;
     uintptr_t a = b->addr;
     unsigned src = do_free(b, 0);
@@ -1518,14 +1567,26 @@ static void op_realloc(int hi)
         return;
     size_t old = b->size, u = b->usable > old ? b->usable : old, n;
     switch (rnd_below(10)) {
-    case 0: case 1: case 2: case 3: n = rand_size(m, big_ok()); break;
-    case 4: case 5: {
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+        n = rand_size(m, big_ok());
+        break;
+    case 4:
+    case 5: {
         size_t d = (size_t)rnd_below(65);
         n = rnd_below(2) ? old + d : (old > d ? old - d : 0);
         break;
     }
-    case 6: case 7: case 8: n = u / 2 + 1 + (size_t)rnd_below(u - u / 2); break;
-    default: n = (size_t)rnd_below(old + 1); break;
+    case 6:
+    case 7:
+    case 8:
+        n = u / 2 + 1 + (size_t)rnd_below(u - u / 2);
+        break;
+    default:
+        n = (size_t)rnd_below(old + 1);
+        break;
     }
     if (n > 16384 && !big_ok() && n > old)
         n = (size_t)rnd_below(16385);
@@ -1625,8 +1686,8 @@ static void op_invalid(void)
     case 1: {
         errno = 0;
         bool ok = ht_heap_free(m->h, 0, p);
-        MCHECK(!ok && errno == EINVAL, "%s: free of a %s pointer %p returned %d errno %d",
-               m->name, what, p, ok, errno);
+        MCHECK(!ok && errno == EINVAL, "%s: free of a %s pointer %p returned %d errno %d", m->name,
+               what, p, ok, errno);
         m->inv_free++;
         if (ev_one(&o, m->h, HT_EVENT_HEAP_FREE, "invalid free"))
             MCHECK(o.ev.free.source == HT_SOURCE_INVALID && o.ev.free.address == ptr &&
@@ -1702,10 +1763,18 @@ static void op_huge(int hi)
                                        "alloc_aligned(64, 1 << 62)"};
     unsigned k = (unsigned)rnd_below(5);
     switch (k) {
-    case 0: p = ht_heap_alloc(m->h, rand_zero_flag(), SIZE_MAX - rnd_below(64)); break;
-    case 1: p = ht_heap_alloc(m->h, 0, (SIZE_MAX >> 1) + rnd_below(4096)); break;
-    case 2: p = ht_heap_alloc_aligned(m->h, 0, SIZE_MAX - rnd_below(4096), 4096); break;
-    case 3: p = ht_heap_alloc_aligned(m->h, 0, 64, (size_t)1 << 62); break;
+    case 0:
+        p = ht_heap_alloc(m->h, rand_zero_flag(), SIZE_MAX - rnd_below(64));
+        break;
+    case 1:
+        p = ht_heap_alloc(m->h, 0, (SIZE_MAX >> 1) + rnd_below(4096));
+        break;
+    case 2:
+        p = ht_heap_alloc_aligned(m->h, 0, SIZE_MAX - rnd_below(4096), 4096);
+        break;
+    case 3:
+        p = ht_heap_alloc_aligned(m->h, 0, 64, (size_t)1 << 62);
+        break;
     default: {
         blk *b = pick_block(hi);
         if (!b)
@@ -1713,8 +1782,8 @@ static void op_huge(int hi)
         unsigned fl = rnd_below(2) ? HT_HEAP_REALLOC_IN_PLACE_ONLY : 0;
         p = ht_heap_realloc(m->h, fl, (void *)b->addr, SIZE_MAX - rnd_below(64));
         int err = errno;
-        MCHECK(p == NULL && err == ENOMEM, "%s: realloc to ~SIZE_MAX returned %p errno %d",
-               m->name, p, err);
+        MCHECK(p == NULL && err == ENOMEM, "%s: realloc to ~SIZE_MAX returned %p errno %d", m->name,
+               p, err);
         MCHECK(ht_heap_size(m->h, 0, (void *)b->addr) == b->size, "block changed");
         verify_contents(b, "after impossible realloc");
         ev_none(m->h, "failed realloc");
@@ -1722,8 +1791,8 @@ static void op_huge(int hi)
     }
     }
     int err = errno;
-    MCHECK(p == NULL && err == ENOMEM, "%s: impossible %s returned %p errno %d", m->name,
-           what[k], p, err);
+    MCHECK(p == NULL && err == ENOMEM, "%s: impossible %s returned %p errno %d", m->name, what[k],
+           p, err);
     ev_none(m->h, "failed allocation");
 }
 
@@ -1814,8 +1883,7 @@ static void op_untraced(int hi)
         }
         MCHECK(asrc >= 1 && asrc <= 4 && (BIT(asrc) & alloc_mask(m, K_SMALL, size)),
                "%s: untraced alloc counted under source %u", m->name, asrc);
-        MCHECK(fsrc >= 1 && fsrc <= 4, "%s: untraced free counted under source %u", m->name,
-               fsrc);
+        MCHECK(fsrc >= 1 && fsrc <= 4, "%s: untraced free counted under source %u", m->name, fsrc);
         if (asrc >= 1 && asrc <= 4)
             note_alloc_source(m, K_SMALL, size, asrc, false);
         m->a_n++;
@@ -1999,8 +2067,8 @@ static void step(void)
         ht_heap_stats st;
         ht_heap_get_stats(m->h, &st);
         MCHECK(st.committed == m->committed_ev,
-               "%s: stats committed %" PRIu64 " after the op, latest event says %" PRIu64,
-               m->name, st.committed, m->committed_ev);
+               "%s: stats committed %" PRIu64 " after the op, latest event says %" PRIu64, m->name,
+               st.committed, m->committed_ev);
         if (st.committed != m->committed_ev)
             m->committed_ev = st.committed; /* report each divergence once */
     }
@@ -2095,12 +2163,12 @@ static void model_random(void)
            " lookaside LIFO hits, %" PRIu64 " depth probes, %" PRIu64 " untraced, %" PRIu64
            " destroys, %" PRIu64 " compacts, %" PRIu64 " full checks\n",
            cov.alloc, cov.aligned, cov.free_, cov.realloc, cov.realloc_moved, cov.realloc_ip,
-           cov.ipo_fail, cov.must_ip, cov.invalid, cov.lifo, cov.probes, cov.untraced,
-           cov.destroys, cov.compacts, cov.full);
+           cov.ipo_fail, cov.must_ip, cov.invalid, cov.lifo, cov.probes, cov.untraced, cov.destroys,
+           cov.compacts, cov.full);
     printf("test_model: traced sources: alloc 1..4 = %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64
            ", free 1..4 = %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64 "\n",
-           cov.src_alloc[1], cov.src_alloc[2], cov.src_alloc[3], cov.src_alloc[4],
-           cov.src_free[1], cov.src_free[2], cov.src_free[3], cov.src_free[4]);
+           cov.src_alloc[1], cov.src_alloc[2], cov.src_alloc[3], cov.src_alloc[4], cov.src_free[1],
+           cov.src_free[2], cov.src_free[3], cov.src_free[4]);
     if (harness_failures_)
         printf("test_model: FAILED with seed=%" PRIu64 "\n", g_seed);
 }

@@ -11,9 +11,9 @@
 
 #include <unistd.h>
 
-static tb_trace g_trace;   /* the small trace */
-static size_t g_data_off;  /* its first chunk */
-static size_t g_n_events;  /* its events */
+static tb_trace g_trace;  /* the small trace */
+static size_t g_data_off; /* its first chunk */
+static size_t g_n_events; /* its events */
 
 static void build_small_trace(void)
 {
@@ -38,8 +38,8 @@ static void build_small_trace(void)
         s[th] = (ht_enc_stream){.tid = 700 + (uint32_t)th, .next_seq = 1};
     for (int round = 0; round < 2; round++) {
         for (int th = 0; th < T; th++) {
-            tb_realistic(ev, N, s[th].tid, (uint64_t)(th * 10 + round), 1000 + (uint64_t)round * 100000,
-                         0x7f9900000000ull);
+            tb_realistic(ev, N, s[th].tid, (uint64_t)(th * 10 + round),
+                         1000 + (uint64_t)round * 100000, 0x7f9900000000ull);
             for (size_t i = 0; i < N; i++) {
                 ev[i].sequence += (uint64_t)round * N;
                 stk[i] = (uint32_t)(i % 3);
@@ -51,7 +51,8 @@ static void build_small_trace(void)
     }
     ht_enc_thread_total tot[T];
     for (int th = 0; th < T; th++)
-        tot[th] = (ht_enc_thread_total){s[th].tid, s[th].n_events, s[th].lost_so_far, s[th].n_chunks};
+        tot[th] =
+            (ht_enc_thread_total){s[th].tid, s[th].n_events, s[th].lost_so_far, s[th].n_chunks};
     tb_end(t, 1u << 20, tot, T);
 }
 
@@ -164,7 +165,8 @@ static void test_truncate_file(void)
         size_t n = drain(r, NULL, &mism);
         uint64_t off;
         ht_reader_status_code st = ht_reader_status(r, &off, NULL);
-        if (n != want || mism != 0 || (len < g_trace.size && (st != HT_READER_TRUNCATED || off != end_off)))
+        if (n != want || mism != 0 ||
+            (len < g_trace.size && (st != HT_READER_TRUNCATED || off != end_off)))
             fails++;
         ht_reader_close(r);
     }
@@ -214,7 +216,8 @@ static void test_random_flips(void)
         else if (n != want || mism != 0 || off != end_off ||
                  (st != HT_READER_BAD_CHUNK && st != HT_READER_BAD_CHECKSUM)) {
             if (fails++ < 5)
-                fprintf(stderr, "flip at %zu: %zu events (want %zu), %s at %" PRIu64 " (want %zu): %s\n",
+                fprintf(stderr,
+                        "flip at %zu: %zu events (want %zu), %s at %" PRIu64 " (want %zu): %s\n",
                         first, n, want, ht_reader_status_name[st], off, end_off, msg);
         }
         ht_reader_close(r);
@@ -234,7 +237,8 @@ static void fix_crcs(uint8_t *buf, size_t size)
             break;
         ht_fmt_put32(buf + off + HT_FMT_CH_PAYLOAD_CRC,
                      ht_fmt_crc32c(buf + off + HT_FMT_CHUNK_HDR_SIZE, ps));
-        ht_fmt_put32(buf + off + HT_FMT_CH_HEADER_CRC, ht_fmt_crc32c(buf + off, HT_FMT_CH_HEADER_CRC));
+        ht_fmt_put32(buf + off + HT_FMT_CH_HEADER_CRC,
+                     ht_fmt_crc32c(buf + off, HT_FMT_CH_HEADER_CRC));
         off += HT_FMT_CHUNK_HDR_SIZE + ps;
     }
 }

@@ -15,7 +15,8 @@
  * small, LFH, main-path and large blocks: exactly one free succeeds, the other fails with
  * EINVAL, and n_invalid counts the losers.
  *
- * HT_STRESS_SECONDS=<s> sets the length of the cross-thread phase (default 6 s). */
+ * HT_STRESS_SECONDS=<s> sets the length of the cross-thread phase (default 8 s; the
+ * double-free race runs half as long). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* also set by the build */
 #endif
@@ -31,13 +32,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NT 4
-#define NHEAP (2 + NT) /* 0: process heap, 1: shared private heap, 2 + t: thread t's heap */
+#define NT        4
+#define NHEAP     (2 + NT) /* 0: process heap, 1: shared private heap, 2 + t: thread t's heap */
 #define LOCAL_CAP 256
-#define QCAP 512
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-#define GOLD 0x9E3779B97F4A7C15ull
+#define QCAP      512
+#define KiB       ((size_t)1 << 10)
+#define MiB       ((size_t)1 << 20)
+#define GOLD      0x9E3779B97F4A7C15ull
 
 static double now_s(void)
 {
@@ -132,7 +133,7 @@ typedef struct lfnode {
     uint64_t size, heap, stamp, magic;
 } lfnode;
 #define LF_MAGIC 0x4C464E4F44455F31ull
-#define LF_MIN 64 /* blocks this big may travel on the lock-free stacks */
+#define LF_MIN   64 /* blocks this big may travel on the lock-free stacks */
 #define LF_LIMIT 2048u
 
 typedef struct worker {
@@ -158,7 +159,10 @@ static atomic_uint_fast64_t g_ops;
 static atomic_uint_fast64_t a_rounds, a_validate_bad, a_stats_bad, a_walk_bad, a_walks;
 static atomic_uint_fast64_t a_validate_bad_heap[NHEAP];
 
-static uint64_t make_stamp(worker *w) { return ((uint64_t)(w->id + 1) << 56) | ++w->counter; }
+static uint64_t make_stamp(worker *w)
+{
+    return ((uint64_t)(w->id + 1) << 56) | ++w->counter;
+}
 
 static size_t rand_size(uint64_t *rng)
 {
@@ -515,7 +519,7 @@ static void check_walk_equals(ht_heap *h, const char *name, const item *items, s
 
 static void cross_thread(void)
 {
-    double secs = env_seconds("HT_STRESS_SECONDS", 6.0);
+    double secs = env_seconds("HT_STRESS_SECONDS", 8.0);
     ht_heap *ph = ht_process_heap();
     REQUIRE(ph != NULL);
     g_heap[0] = ph;
@@ -598,8 +602,10 @@ static void cross_thread(void)
     CHECK_EQ_U(atomic_load(&a_validate_bad), 0);
     if (atomic_load(&a_validate_bad))
         for (int i = 0; i < NHEAP; i++)
-            fprintf(stderr, "  ht_heap_validate(heap %d, 0, NULL) false %" PRIu64 " times while "
-                    "threads worked\n", i, (uint64_t)atomic_load(&a_validate_bad_heap[i]));
+            fprintf(stderr,
+                    "  ht_heap_validate(heap %d, 0, NULL) false %" PRIu64 " times while "
+                    "threads worked\n",
+                    i, (uint64_t)atomic_load(&a_validate_bad_heap[i]));
     CHECK_EQ_U(atomic_load(&a_stats_bad), 0);
     CHECK_EQ_U(atomic_load(&a_walk_bad), 0);
     CHECK(atomic_load(&a_rounds) > 0);
@@ -776,7 +782,7 @@ static void *racer_main(void *arg)
 
 static void double_free_race(void)
 {
-    double secs = env_seconds("HT_STRESS_SECONDS", 6.0) / 2;
+    double secs = env_seconds("HT_STRESS_SECONDS", 8.0) / 2;
     ht_heap *heaps[3] = {ht_process_heap(), ht_heap_create(0, 0, 0),
                          ht_heap_create(HT_HEAP_ENABLE_LFH, 0, 0)};
     REQUIRE(heaps[1] && heaps[2]);

@@ -151,8 +151,8 @@ static inline uint64_t tb_rand(uint64_t *state) /* splitmix64 */
 /* A realistic stream for one thread: mostly alloc/free pairs of small sizes at nearby
  * addresses (a small LIFO live set), timestamps 50..200 ns apart, one heap, a few reallocs.
  * ev[0..n) filled; sequence from 1. */
-static inline void tb_realistic(ht_event *ev, size_t n, uint32_t tid, uint64_t seed,
-                                uint64_t t0, uint64_t heap)
+static inline void tb_realistic(ht_event *ev, size_t n, uint32_t tid, uint64_t seed, uint64_t t0,
+                                uint64_t heap)
 {
     uint64_t rng = seed;
     uint64_t live[64], live_size[64];

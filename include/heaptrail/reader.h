@@ -28,18 +28,18 @@ typedef struct ht_reader ht_reader; /* opaque */
 
 /* What is wrong with a trace (ht_reader_status_name[code] is its name). */
 typedef enum ht_reader_status_code {
-    HT_READER_OK = 0,           /* nothing wrong (so far) */
-    HT_READER_IO = 1,           /* open/read failed (errno in the message) */
-    HT_READER_NOMEM = 2,        /* out of memory */
-    HT_READER_INVALID_ARG = 3,  /* NULL or out-of-range argument */
-    HT_READER_NOT_A_TRACE = 4,  /* the file does not start with the heaptrail magic */
-    HT_READER_BAD_VERSION = 5,  /* a format version this reader does not know */
-    HT_READER_BAD_HEADER = 6,   /* the file header is damaged */
-    HT_READER_TRUNCATED = 7,    /* the file is cut off (possibly at a chunk boundary) */
-    HT_READER_BAD_CHUNK = 8,    /* a chunk header is damaged (magic, checksum, field) */
-    HT_READER_BAD_CHECKSUM = 9, /* a chunk's payload does not match its checksum */
-    HT_READER_BAD_RECORD = 10,  /* a record does not decode (checksum right: writer bug) */
-    HT_READER_BAD_SEQUENCE = 11, /* a chunk is missing or out of order in its stream */
+    HT_READER_OK = 0,             /* nothing wrong (so far) */
+    HT_READER_IO = 1,             /* open/read failed (errno in the message) */
+    HT_READER_NOMEM = 2,          /* out of memory */
+    HT_READER_INVALID_ARG = 3,    /* NULL or out-of-range argument */
+    HT_READER_NOT_A_TRACE = 4,    /* the file does not start with the heaptrail magic */
+    HT_READER_BAD_VERSION = 5,    /* a format version this reader does not know */
+    HT_READER_BAD_HEADER = 6,     /* the file header is damaged */
+    HT_READER_TRUNCATED = 7,      /* the file is cut off (possibly at a chunk boundary) */
+    HT_READER_BAD_CHUNK = 8,      /* a chunk header is damaged (magic, checksum, field) */
+    HT_READER_BAD_CHECKSUM = 9,   /* a chunk's payload does not match its checksum */
+    HT_READER_BAD_RECORD = 10,    /* a record does not decode (checksum right: writer bug) */
+    HT_READER_BAD_SEQUENCE = 11,  /* a chunk is missing or out of order in its stream */
     HT_READER_TRAILING_DATA = 12, /* bytes after the end-of-trace summary */
     HT_READER_N_STATUS = 13
 } ht_reader_status_code;
@@ -49,18 +49,18 @@ HT_API extern const char *const ht_reader_status_name[HT_READER_N_STATUS];
 
 /* One event: the ht_event (its tid, sequence, and ETW payload) plus its stack. */
 typedef struct ht_reader_event {
-    ht_event event;    /* as the heap produced it (sequence: per-thread, from 1) */
-    uint32_t stack_id; /* 0 = none; else ht_reader_stack(reader, stack_id, …) */
+    ht_event event;     /* as the heap produced it (sequence: per-thread, from 1) */
+    uint32_t stack_id;  /* 0 = none; else ht_reader_stack(reader, stack_id, …) */
     uint32_t reserved_; /* 0 */
 } ht_reader_event;
 
 typedef struct ht_reader_module {
-    uint64_t load_ts_ns;   /* when it was loaded (trace start for modules already there) */
-    uint64_t unload_ts_ns; /* when it was unloaded; 0 = still loaded at the end */
-    uint64_t base;         /* load address */
-    uint64_t size;         /* bytes of address space */
-    const char *path;      /* NUL-terminated copy */
-    uint8_t build_id[64];  /* GNU build-id bytes */
+    uint64_t load_ts_ns;    /* when it was loaded (trace start for modules already there) */
+    uint64_t unload_ts_ns;  /* when it was unloaded; 0 = still loaded at the end */
+    uint64_t base;          /* load address */
+    uint64_t size;          /* bytes of address space */
+    const char *path;       /* NUL-terminated copy */
+    uint8_t build_id[64];   /* GNU build-id bytes */
     uint32_t build_id_size; /* 0 = none */
 } ht_reader_module;
 
@@ -100,8 +100,7 @@ typedef struct ht_reader_trace_info {
  * header) returns that code and *out = NULL. */
 HT_API ht_reader_status_code ht_reader_open(const char *path, ht_reader **out);
 /* The same over size bytes at data, which must stay valid and unchanged until close. */
-HT_API ht_reader_status_code ht_reader_open_memory(const void *data, size_t size,
-                                                   ht_reader **out);
+HT_API ht_reader_status_code ht_reader_open_memory(const void *data, size_t size, ht_reader **out);
 /* Next event in merged order: true and *out filled, or false at the end of the good data
  * (check ht_reader_status). */
 HT_API bool ht_reader_next(ht_reader *reader, ht_reader_event *out);
@@ -110,14 +109,11 @@ HT_API bool ht_reader_next(ht_reader *reader, ht_reader_event *out);
 HT_API bool ht_reader_stack(const ht_reader *reader, uint32_t id, const uint64_t **frames,
                             size_t *n_frames);
 /* Module map, in load order; valid until close. */
-HT_API void ht_reader_modules(const ht_reader *reader, const ht_reader_module **modules,
-                              size_t *n);
+HT_API void ht_reader_modules(const ht_reader *reader, const ht_reader_module **modules, size_t *n);
 /* Markers in file order; valid until close. */
-HT_API void ht_reader_markers(const ht_reader *reader, const ht_reader_marker **markers,
-                              size_t *n);
+HT_API void ht_reader_markers(const ht_reader *reader, const ht_reader_marker **markers, size_t *n);
 /* Threads in order of first appearance; valid until close. */
-HT_API void ht_reader_threads(const ht_reader *reader, const ht_reader_thread **threads,
-                              size_t *n);
+HT_API void ht_reader_threads(const ht_reader *reader, const ht_reader_thread **threads, size_t *n);
 /* Process info and totals (lost events …). */
 HT_API void ht_reader_info(const ht_reader *reader, ht_reader_trace_info *info);
 /* The first damage found so far: code, byte offset (may be NULL), and a one-line message

@@ -511,6 +511,19 @@ static unsigned realloc_in_place(ht_heap *heap, void *p, blockinfo *bi, size_t s
     return ok ? HT_SOURCE_SLOWPATH : 0;
 }
 
+static void *realloc_invalid(ht_heap *heap, ht_tcache *tc, ht_op *op, void *block, size_t size)
+{
+    if ((heap->flags & HT_HEAP_TERMINATE_ON_CORRUPTION) != 0)
+        corruption(heap, block, "realloc");
+    count_invalid(heap, tc, true, size);
+    if (op->trace)
+        emit_realloc(heap, op, NULL, block, size, 0, HT_SOURCE_INVALID, 0);
+    else
+        ht__op_emit_pending(heap, op);
+    errno = EINVAL;
+    return NULL;
+}
+
 void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
 {
     ht_heap *heap = ht__heap_check(h);
@@ -522,15 +535,8 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
     op_init(&op, heap);
     ht_tcache *tc = tcache_get(heap);
     blockinfo bi;
-    if (!classify(heap, (uintptr_t)block, &bi)) {
-        if ((heap->flags & HT_HEAP_TERMINATE_ON_CORRUPTION) != 0)
-            corruption(heap, block, "realloc");
-        count_invalid(heap, tc, true, size);
-        if (op.trace)
-            emit_realloc(heap, &op, NULL, block, size, 0, HT_SOURCE_INVALID, 0);
-        errno = EINVAL;
-        return NULL;
-    }
+    if (!classify(heap, (uintptr_t)block, &bi))
+        return realloc_invalid(heap, tc, &op, block, size);
     if (size > ((size_t)1 << HT_ADDR_BITS))
         return alloc_fail(heap, flags, &op, size);
     size_t old = bi.size;
@@ -550,10 +556,14 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
             return alloc_fail(heap, flags, &op, size);
         memcpy(np, block, old < size ? old : size);
         if (!claim(heap, &bi, (uintptr_t)block)) {
-            /* lost a race with a concurrent free of the same block: undo */
-            ht_heap_free(heap, 0, np);
-            errno = EINVAL;
-            return NULL;
+            /* lost a race with a concurrent free of the same block: give the new block back
+             * unlogged (its allocation was never counted or logged), report INVALID */
+            blockinfo nbi;
+            if (locate(heap, (uintptr_t)np, &nbi) && claim(heap, &nbi, (uintptr_t)np)) {
+                describe((uintptr_t)np, &nbi);
+                release_block(heap, tc, np, &nbi, &op);
+            }
+            return realloc_invalid(heap, tc, &op, block, size);
         }
         stats_alloc(heap, tc, src, size);
         uint64_t ts = op.trace ? ht__trace_now() : 0; /* before the old block is released */

@@ -8,16 +8,41 @@
 
 #include <string.h>
 
+/* A varint, branch-free for up to 8 bytes when 8 bytes remain: the stop byte is found with
+ * a bit scan and the 7-bit groups are packed with three shift-and-mask steps. Varint lengths
+ * are unpredictable (a 1- or 2-byte dts), so this saves a mispredicted branch per field. */
+static inline int get_v(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    if (end - *p >= 8) {
+        uint64_t w;
+        memcpy(&w, *p, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        uint64_t stop = ~w & 0x8080808080808080ull; /* high bit of each final-byte candidate */
+        if (stop != 0) {
+            unsigned bits = (unsigned)__builtin_ctzll(stop) + 1; /* 8 * length */
+            uint64_t x = w & (stop ^ (stop - 1)) & 0x7F7F7F7F7F7F7F7Full;
+            x = ((x & 0x7F007F007F007F00ull) >> 1) | (x & 0x007F007F007F007Full);
+            x = ((x & 0x3FFF00003FFF0000ull) >> 2) | (x & 0x00003FFF00003FFFull);
+            x = ((x & 0x0FFFFFFF00000000ull) >> 4) | (x & 0x000000000FFFFFFFull);
+            *v = x;
+            *p += bits >> 3;
+            return 1;
+        }
+#endif
+    }
+    return ht_fmt_get_varint(p, end, v);
+}
+
 /* An address field: delta against *reg (x16 when even), then *reg = the address. */
 static inline int addr_get(const uint8_t **p, const uint8_t *end, uint64_t *reg, uint64_t *out)
 {
     uint64_t v;
-    if (!ht_fmt_get_varint(p, end, &v))
+    if (!get_v(p, end, &v))
         return 0;
     if ((v & 1) == 0) {
         *reg += (uint64_t)ht_fmt_unzigzag(v >> 1) << 4;
     } else {
-        if (v != 1 || !ht_fmt_get_varint(p, end, &v))
+        if (v != 1 || !get_v(p, end, &v))
             return 0;
         *reg += (uint64_t)ht_fmt_unzigzag(v);
     }
@@ -44,7 +69,7 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
         unsigned t = (tag >> HT_FMT_TAG_TYPE_SHIFT) & 7u;
         uint64_t v;
         if (t == HT_FMT_T_CONTROL) {
-            if (!ht_fmt_get_varint(&p, end, &v)) {
+            if (!get_v(&p, end, &v)) {
                 why = "control record cut off";
                 goto bad;
             }
@@ -67,14 +92,14 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
         }
         ht_reader_event *e = &out[n];
         memset(e, 0, sizeof *e);
-        if (!ht_fmt_get_varint(&p, end, &v))
+        if (!get_v(&p, end, &v))
             goto cut;
         ts += v;
         if (tag & HT_FMT_TAG_H) {
-            if (!ht_fmt_get_varint(&p, end, &v))
+            if (!get_v(&p, end, &v))
                 goto cut;
             if (v == 0) {
-                if (!ht_fmt_get_varint(&p, end, &heap))
+                if (!get_v(&p, end, &heap))
                     goto cut;
                 if (n_heaps < HT_FMT_HEAP_TABLE)
                     heaps[n_heaps++] = heap;
@@ -86,7 +111,7 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
             }
         }
         if (tag & HT_FMT_TAG_S) {
-            if (!ht_fmt_get_varint(&p, end, &v))
+            if (!get_v(&p, end, &v))
                 goto cut;
             if (v == 0 || v > r->stacks.n || r->stacks.def_off[v - 1] >= c->off) {
                 why = "stack id not defined before this chunk";
@@ -96,7 +121,7 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
         }
         uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
         if (source == HT_FMT_SRC_ESCAPE) {
-            if (!ht_fmt_get_varint(&p, end, &source))
+            if (!get_v(&p, end, &source))
                 goto cut;
             if (source > 0xFFFFFFFFu) {
                 why = "Source beyond 32 bits";
@@ -117,7 +142,7 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
         uint64_t a, b, cc, d;
         switch (t) {
         case HT_FMT_T_ALLOC:
-            if (!ht_fmt_get_varint(&p, end, &a) || !addr_get(&p, end, &addr, &b))
+            if (!get_v(&p, end, &a) || !addr_get(&p, end, &addr, &b))
                 goto cut;
             ev->alloc.size = a;
             ev->alloc.address = (uintptr_t)b;
@@ -131,7 +156,7 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
             break;
         case HT_FMT_T_REALLOC:
             if (!addr_get(&p, end, &addr, &a) || !addr_get(&p, end, &addr, &b) ||
-                !ht_fmt_get_varint(&p, end, &cc) || !ht_fmt_get_varint(&p, end, &d))
+                !get_v(&p, end, &cc) || !get_v(&p, end, &d))
                 goto cut;
             ev->realloc.new_address = (uintptr_t)a;
             ev->realloc.old_address = (uintptr_t)b;
@@ -140,8 +165,7 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
             ev->realloc.source = (uint32_t)source;
             break;
         case HT_FMT_T_CREATE:
-            if (!ht_fmt_get_varint(&p, end, &a) || !ht_fmt_get_varint(&p, end, &b) ||
-                !ht_fmt_get_varint(&p, end, &cc))
+            if (!get_v(&p, end, &a) || !get_v(&p, end, &b) || !get_v(&p, end, &cc))
                 goto cut;
             if (a > 0xFFFFFFFFu) {
                 why = "CREATE Flags beyond 32 bits";
@@ -154,8 +178,7 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
         case HT_FMT_T_DESTROY:
             break;
         default: /* EXPAND, CONTRACT */
-            if (!addr_get(&p, end, &addr, &a) || !ht_fmt_get_varint(&p, end, &b) ||
-                !ht_fmt_get_varint(&p, end, &cc))
+            if (!addr_get(&p, end, &addr, &a) || !get_v(&p, end, &b) || !get_v(&p, end, &cc))
                 goto cut;
             ev->expand.address = (uintptr_t)a;
             ev->expand.size = b;

@@ -8,34 +8,52 @@
 
 #include <stdlib.h>
 
-/* True when cursor a's head event sorts before b's. */
-static inline bool head_less(const rd_cursor *a, const rd_cursor *b)
+/* True when head a sorts before head b. */
+static inline bool head_less(const rd_head *a, const rd_head *b)
 {
-    const ht_event *x = &a->ev[a->pos].event, *y = &b->ev[b->pos].event;
-    if (x->timestamp_ns != y->timestamp_ns)
-        return x->timestamp_ns < y->timestamp_ns;
-    if (x->sequence != y->sequence)
-        return x->sequence < y->sequence;
-    return x->tid < y->tid;
+    if (a->ts != b->ts)
+        return a->ts < b->ts;
+    if (a->seq != b->seq)
+        return a->seq < b->seq;
+    return a->tid < b->tid;
+}
+
+#define HEAD_LINEAR 8 /* threads up to which the merge scans instead of using the heap */
+
+/* head_less without branches (bitwise, so the compiler emits setcc/cmov). */
+static inline bool head_less_nobranch(const rd_head *a, const rd_head *b)
+{
+    return (a->ts < b->ts) |
+           ((a->ts == b->ts) & ((a->seq < b->seq) | ((a->seq == b->seq) & (a->tid < b->tid))));
+}
+
+/* Copies cursor c's current event's key into h. */
+static inline void head_set(rd_head *h, rd_cursor *c)
+{
+    const ht_event *e = &c->ev[c->pos].event;
+    h->ts = e->timestamp_ns;
+    h->seq = e->sequence;
+    h->tid = c->tid;
+    h->cursor = c;
 }
 
 static void sift_down(ht_reader *r, size_t i)
 {
-    rd_cursor **h = r->heap;
+    rd_head *h = r->heap;
     size_t n = r->n_heap;
-    rd_cursor *c = h[i];
+    rd_head x = h[i];
     for (;;) {
         size_t k = 2 * i + 1;
         if (k >= n)
             break;
-        if (k + 1 < n && head_less(h[k + 1], h[k]))
+        if (k + 1 < n && head_less(&h[k + 1], &h[k]))
             k++;
-        if (!head_less(h[k], c))
+        if (!head_less(&h[k], &x))
             break;
         h[i] = h[k];
         i = k;
     }
-    h[i] = c;
+    h[i] = x;
 }
 
 /* Finds, loads and decodes cursor c's next event chunk with at least one event. False at the
@@ -114,7 +132,7 @@ void ht__rd_merge_start(ht_reader *r)
         rd_cursor *c = &r->cursors[i];
         if (c->first_off == UINT64_MAX || !cursor_load(r, c))
             continue;
-        r->heap[r->n_heap++] = c;
+        head_set(&r->heap[r->n_heap++], c);
     }
     for (size_t i = r->n_heap / 2; i-- > 0;)
         sift_down(r, i);
@@ -126,16 +144,27 @@ bool ht_reader_next(ht_reader *r, ht_reader_event *out)
         ht__rd_merge_start(r);
     if (r->failed || r->n_heap == 0)
         return false;
-    rd_cursor *c = r->heap[0];
+    /* Up to HEAD_LINEAR threads: a branch-free scan for the minimum (which thread comes next
+     * is a coin toss, so a heap's compares would mispredict); beyond: the binary heap. The
+     * scan needs no order in heap[], so switching from heap to scan as threads end is safe. */
+    rd_head *h = r->heap;
+    size_t i = 0;
+    if (r->n_heap <= HEAD_LINEAR) {
+        for (size_t k = 1; k < r->n_heap; k++)
+            i = head_less_nobranch(&h[k], &h[i]) ? k : i;
+    }
+    rd_cursor *c = h[i].cursor;
     *out = c->ev[c->pos++];
     if (c->pos == c->n_ev && !cursor_load(r, c)) {
         if (r->failed) {
             r->n_heap = 0;
             return true; /* this event came from a good chunk; the next call says stop */
         }
-        r->heap[0] = r->heap[--r->n_heap];
+        h[i] = h[--r->n_heap];
+    } else {
+        head_set(&h[i], c);
     }
-    if (r->n_heap > 1)
+    if (r->n_heap > HEAD_LINEAR)
         sift_down(r, 0);
     return true;
 }

@@ -34,6 +34,15 @@ typedef struct rd_cursor {
     size_t raw_cap;      /* capacity of raw */
 } rd_cursor;
 
+/* A merge-heap entry: the key of a cursor's head event, cached so that the heap compares
+ * without touching the event arrays. */
+typedef struct rd_head {
+    uint64_t ts;       /* head event's timestamp */
+    uint64_t seq;      /* its sequence number */
+    uint32_t tid;      /* its thread (final tie-break) */
+    rd_cursor *cursor; /* whose head it is */
+} rd_head;
+
 /* Tables built by the scan from metadata chunks. */
 typedef struct rd_stacks {
     uint64_t *frames; /* all frames, stack after stack */
@@ -72,7 +81,7 @@ struct ht_reader {
     rd_stacks stacks;
     uint64_t n_meta_chunks; /* chunks of the tid-0 stream seen */
 
-    rd_cursor **heap; /* merge heap */
+    rd_head *heap; /* merge heap: heap[0] is the next event's cursor */
     size_t n_heap;
     bool merge_started;
 
