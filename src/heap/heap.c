@@ -27,13 +27,58 @@ static pthread_once_t g_process_once = PTHREAD_ONCE_INIT;
     (HT_HEAP_NO_SERIALIZE | HT_HEAP_GENERATE_EXCEPTIONS | HT_HEAP_ENABLE_LFH |                     \
      HT_HEAP_TERMINATE_ON_CORRUPTION)
 
-static void init(void)
+/* fork: hold every lock across it so the child never inherits one held by a thread that
+ * does not exist there (registry first, then each heap's bins and heap lock). */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&ht__registry_lock);
+    for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
+        ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
+        if (g_slot_used[i] && atomic_load(&heap->magic) == HT_HEAP_MAGIC)
+            ht__heap_lock_all(heap);
+    }
+}
+
+static void fork_release(void)
+{
+    for (unsigned i = HT_MAX_HEAPS; i-- > 0;) {
+        ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
+        if (g_slot_used[i] && atomic_load(&heap->magic) == HT_HEAP_MAGIC)
+            ht__heap_unlock_all(heap);
+    }
+    pthread_mutex_unlock(&ht__registry_lock);
+}
+
+static void recursive_mutex_init(pthread_mutex_t *m)
 {
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
     pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&ht__registry_lock, &a);
+    pthread_mutex_init(m, &a);
     pthread_mutexattr_destroy(&a);
+}
+
+/* The child is single-threaded and its thread has a new id, which recursive mutexes would
+ * not accept as their owner: make every lock anew, free. */
+static void fork_child(void)
+{
+    for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
+        ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
+        if (!g_slot_used[i] || atomic_load(&heap->magic) != HT_HEAP_MAGIC)
+            continue;
+        recursive_mutex_init(&heap->lock);
+        for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
+            for (unsigned c = 0; c < HT_N_CLASSES; c++)
+                atomic_store(&heap->bins[a][c].lock.held, 0);
+        atomic_store(&heap->api_owner, 0);
+        heap->api_depth = 0;
+    }
+    recursive_mutex_init(&ht__registry_lock);
+}
+
+static void init(void)
+{
+    recursive_mutex_init(&ht__registry_lock);
     size_t bytes = HT_MAX_HEAPS * HEAP_SLOT_SIZE;
     g_table = ht__os.reserve(bytes);
     if (g_table == NULL)
@@ -43,6 +88,7 @@ static void init(void)
         g_table = NULL;
         return;
     }
+    pthread_atfork(fork_prepare, fork_release, fork_child);
     g_init_ok = true;
 }
 
@@ -327,11 +373,7 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
         if (heap->max_commit < maximum_size)
             heap->max_commit = SIZE_MAX;
     }
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&heap->lock, &a);
-    pthread_mutexattr_destroy(&a);
+    recursive_mutex_init(&heap->lock);
 
     ht_op op = {false, false, 0, {{0}}};
     size_t initial = initial_size;
