@@ -14,7 +14,7 @@ CTEST        ?= ctest
 CLANG_FORMAT ?= clang-format
 
 # Debian packages, per target.
-DEPS_PKGS   := build-essential cmake pkg-config
+DEPS_PKGS   := build-essential cmake pkg-config libunwind-dev
 BENCH_PKGS  := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 time
 FORMAT_PKGS := clang-format
 

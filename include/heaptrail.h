@@ -206,20 +206,54 @@ typedef struct ht_trace_config {
                                 made inside the consumer are not traced */
     unsigned stack_depth;    /* 0 = no stacks */
     unsigned flags;          /* HT_TRACE_* */
+    /* The file recorder (path != NULL); zero means default. */
+    size_t buffer_size;   /* bytes per packet: each thread's buffer is cut into packets that go
+                             to the writer thread whole; 0 = 64 KiB; else 4 KiB..16 MiB, rounded
+                             up to 4 KiB */
+    unsigned n_buffers;   /* packets per thread buffer; 0 = 8; else 2..4096 */
+    unsigned loss_policy; /* HT_TRACE_LOSS_DROP (0, default) or HT_TRACE_LOSS_BLOCK */
 } ht_trace_config;
 
 #define HT_TRACE_NO_RUNDOWN 0x0001u /* do not emit the live heaps and blocks at start */
 #define HT_TRACE_HEAPS_OFF  0x0002u /* start with every heap disabled (ht_trace_enable_heap) */
 
-/* Starts the one tracing session: -EBUSY if one runs, -EINVAL for a bad config,
- * -ENOTSUP for what this build cannot do yet (a file path: the recorder). Unless
- * HT_TRACE_NO_RUNDOWN, first emits HEAP_CREATE for every live heap and HEAP_ALLOC for every
- * live block, flagged HT_EVENT_RUNDOWN, on the calling thread. */
+/* ht_trace_config.loss_policy: what a thread does when all its packets wait for the writer.
+ *   DROP   the event is dropped and counted (the file says how many, per thread, and where:
+ *          sequence numbers keep counting, so a reader sees the gap). Rundown events always
+ *          wait instead.
+ *   BLOCK  the thread waits for the writer (nothing is lost; the application slows down). */
+#define HT_TRACE_LOSS_DROP  0u
+#define HT_TRACE_LOSS_BLOCK 1u
+
+/* Starts the one tracing session: -EBUSY if one runs, -EINVAL for a bad config (neither
+ * path nor consumer, an option out of range). With a path, the trace file is created
+ * (mode 0600, O_EXCL|O_NOFOLLOW: -EEXIST if it exists, never overwritten; other open or
+ * write failures as -errno), its header written and a writer thread started; the session is
+ * then stopped and flushed at process exit, and on SIGSEGV, SIGABRT, SIGBUS, SIGILL and
+ * SIGFPE what can be is flushed before the signal takes its course (previous handlers are
+ * called). Unless HT_TRACE_NO_RUNDOWN, first emits HEAP_CREATE for every live heap and
+ * HEAP_ALLOC for every live block, flagged HT_EVENT_RUNDOWN, on the calling thread. */
 HT_API int ht_trace_start(const ht_trace_config *config);
-/* Stops the session; when it returns no consumer call is in progress or will be made. */
+/* Stops the session; when it returns no consumer call is in progress or will be made, and
+ * the trace file is complete (every thread's events, the end summary) and closed. Returns 0,
+ * -EINVAL if no session runs, or -errno of the first failed write to the file. */
 HT_API int ht_trace_stop(void);
 /* Switches tracing of one heap (default on); returns the previous setting. */
 HT_API bool ht_trace_enable_heap(ht_heap *heap, bool on);
+
+/* The file recorder's counters, for the running session or, after stop, the last one. */
+typedef struct ht_trace_stats {
+    uint64_t n_events;      /* events encoded into the file */
+    uint64_t n_lost;        /* events dropped: no free packet (DROP policy), or a failed write */
+    uint64_t n_packets;     /* packets the writer took */
+    uint64_t n_chunks;      /* chunks written (events, lost-count, end) */
+    uint64_t file_size;     /* bytes written, file header included */
+    uint64_t n_threads;     /* thread buffers registered */
+    uint64_t writer_cpu_ns; /* CPU time of the writer thread (filled in at stop) */
+} ht_trace_stats;
+/* Fills *out (all zero when no file session ever ran). Returns 0, or -EINVAL for NULL.
+ * During a session the figures are recent values; after stop they are exact. */
+HT_API int ht_trace_get_stats(ht_trace_stats *out);
 
 #ifdef __cplusplus
 }

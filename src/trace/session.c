@@ -1,18 +1,24 @@
-/* session.c — the one tracing session: its configuration, the in-process consumer, and the
- * in-flight count that lets stop wait for consumer calls to finish. Per-thread state (tid,
- * sequence, the in-consumer guard) lives in initial-exec TLS. Never calls malloc. */
+/* session.c — the one tracing session: its configuration, its sinks (the in-process
+ * consumer and/or the file recorder of buffer.c/writer.c/recorder.c), and the in-flight count
+ * that lets stop wait for consumer calls to finish. Per-thread state (tid, sequence, the
+ * in-consumer guard) lives in initial-exec TLS. Never calls malloc. */
 #include "trace/trace.h"
 
 #include "common/os.h"
+#include "trace/internal.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 
+#define SINK_CONSUMER 1u /* config->consumer */
+#define SINK_FILE     2u /* config->path: the recorder */
+
 typedef struct trace_session {
-    atomic_int active;       /* 1 while events are taken */
+    atomic_int active;       /* 1 while the session runs */
     atomic_int n_inflight;   /* consumer calls in progress */
+    atomic_uint sinks;       /* SINK_* of the running session, set before active = 1 */
     ht_consumer_fn consumer; /* set before active = 1 */
     void *consumer_ctx;
     unsigned stack_depth;
@@ -56,18 +62,26 @@ bool ht__trace_in_consumer(void)
 
 int ht__trace_session_start(const ht_trace_config *config)
 {
-    if (config->path != NULL)
-        return -ENOTSUP; /* the file recorder is not built yet */
-    if (config->consumer == NULL)
+    if (config->consumer == NULL && config->path == NULL)
         return -EINVAL;
-    int expected = 0;
     if (atomic_load(&g_session.active) != 0)
         return -EBUSY;
+    if (config->path != NULL) {
+        int rc = ht__rec_start(config);
+        if (rc != 0)
+            return rc;
+    }
     g_session.consumer = config->consumer;
     g_session.consumer_ctx = config->consumer_ctx;
     g_session.stack_depth = config->stack_depth;
-    if (!atomic_compare_exchange_strong(&g_session.active, &expected, 1))
+    atomic_store(&g_session.sinks, (config->consumer != NULL ? SINK_CONSUMER : 0u) |
+                                       (config->path != NULL ? SINK_FILE : 0u));
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&g_session.active, &expected, 1)) {
+        if (config->path != NULL)
+            ht__rec_stop();
         return -EBUSY;
+    }
     return 0;
 }
 
@@ -76,24 +90,35 @@ int ht__trace_session_stop(void)
     int expected = 1;
     if (!atomic_compare_exchange_strong(&g_session.active, &expected, 0))
         return -EINVAL;
+    int rc = 0;
+    if ((atomic_load(&g_session.sinks) & SINK_FILE) != 0)
+        rc = ht__rec_stop();
     /* A consumer that stops the session from inside itself counts itself in flight. */
     int self = t_in_consumer != 0 ? 1 : 0;
     while (atomic_load(&g_session.n_inflight) > self)
         sched_yield();
-    return 0;
+    atomic_store(&g_session.sinks, 0);
+    return rc;
 }
 
 void ht__trace_emit(ht_event *ev)
 {
     if (t_in_consumer != 0)
         return;
-    atomic_fetch_add(&g_session.n_inflight, 1);
-    if (atomic_load(&g_session.active) != 0) {
-        ev->tid = ht__trace_tid();
-        ev->sequence = ++t_seq;
-        t_in_consumer = 1;
-        g_session.consumer(ev, g_session.consumer_ctx);
-        t_in_consumer = 0;
+    unsigned sinks = atomic_load_explicit(&g_session.sinks, memory_order_relaxed);
+    if (sinks == 0)
+        return;
+    ev->tid = ht__trace_tid();
+    ev->sequence = ++t_seq;
+    if ((sinks & SINK_FILE) != 0)
+        ht__buf_emit(ev); /* checks and waits on its own, without the shared counter */
+    if ((sinks & SINK_CONSUMER) != 0) {
+        atomic_fetch_add(&g_session.n_inflight, 1);
+        if (atomic_load(&g_session.active) != 0) {
+            t_in_consumer = 1;
+            g_session.consumer(ev, g_session.consumer_ctx);
+            t_in_consumer = 0;
+        }
+        atomic_fetch_sub(&g_session.n_inflight, 1);
     }
-    atomic_fetch_sub(&g_session.n_inflight, 1);
 }

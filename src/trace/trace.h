@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* -- session.c -- */
-/* Starts the session's sinks (consumer now; file later). 0 or -errno. */
+/* Starts the session's sinks (consumer and/or file recorder). 0 or -errno. */
 int ht__trace_session_start(const ht_trace_config *config);
 /* Stops taking events and waits until no consumer call is in progress. 0 or -errno. */
 int ht__trace_session_stop(void);

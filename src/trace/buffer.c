@@ -1,0 +1,291 @@
+/* buffer.c — the recorder's hot path: each thread writes fixed-size raw slots into its own
+ * mmap'ed buffer (reserve -> fill -> commit), seals full packets for the writer with a
+ * release store, and drops-and-counts (or waits) when every packet is taken. Also the
+ * thread-exit flush and the stop-side quiescence wait. Never mallocs, never takes a lock,
+ * never encodes; the fast path makes no system call. Rare cases live in *_slow functions. */
+#include "trace/internal.h"
+
+#include "common/os.h"
+#include "trace/trace.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TLS_IE      __attribute__((tls_model("initial-exec")))
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+static __thread ht_tbuf *t_buf TLS_IE; /* this thread's buffer, valid when t_gen is live */
+static __thread uint64_t t_gen TLS_IE; /* generation t_buf belongs to; 0 = none */
+
+static pthread_key_t g_exit_key;
+static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
+static int g_key_rc;
+
+/* -- slot filling ------------------------------------------------------------------------ */
+
+/* Fills the event's slot(s) at e (1, or 2 for REALLOC); returns the slot after them. */
+static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev)
+{
+    e->ts_ns = ev->timestamp_ns;
+    e->heap = ev->heap_handle;
+    /* HOOK(stacks): e->stack_id = ht__rec.stack_depth != 0 ? ht__stack_capture(depth) : 0,
+     * once src/trace/stack.c lands (the writer must then drain new stacks into a metadata
+     * chunk before the event chunk that uses them). */
+    e->stack_id = 0;
+    e->flags = ev->flags;
+    e->type = (uint8_t)ev->type;
+    e->source = 0;
+    e->c = 0;
+    switch (ev->type) {
+    case HT_EVENT_HEAP_ALLOC:
+        e->a = ev->alloc.address;
+        e->b = ev->alloc.size;
+        e->source = (uint8_t)ev->alloc.source;
+        return e + 1;
+    case HT_EVENT_HEAP_FREE:
+        e->a = ev->free.address;
+        e->b = 0;
+        e->source = (uint8_t)ev->free.source;
+        return e + 1;
+    case HT_EVENT_HEAP_REALLOC:
+        e->a = ev->realloc.new_address;
+        e->b = ev->realloc.old_address;
+        e->c = ev->realloc.new_size;
+        e->source = (uint8_t)ev->realloc.source;
+        memset(&e[1], 0, sizeof e[1]);
+        e[1].type = HT_RAW_REALLOC_TAIL;
+        e[1].a = ev->realloc.old_size;
+        return e + 2;
+    case HT_EVENT_HEAP_CREATE:
+        e->a = ev->create.reserved_space;
+        e->b = ev->create.committed_space;
+        e->c = ev->create.flags;
+        return e + 1;
+    case HT_EVENT_HEAP_DESTROY:
+        e->a = 0;
+        e->b = 0;
+        return e + 1;
+    default: /* EXPAND, CONTRACT */
+        e->a = ev->expand.address;
+        e->b = ev->expand.size;
+        e->c = ev->expand.committed_space;
+        return e + 1;
+    }
+}
+
+/* -- writer wake-up ---------------------------------------------------------------------- */
+
+void ht__buf_wake_writer(void)
+{
+    atomic_thread_fence(memory_order_seq_cst); /* the sealed head before the idle flag */
+    if (atomic_load_explicit(&ht__rec.writer_idle, memory_order_relaxed) != 0) {
+        atomic_fetch_add(&ht__rec.wake, 1);
+        syscall(SYS_futex, &ht__rec.wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    }
+}
+
+/* -- packets ----------------------------------------------------------------------------- */
+
+void ht__buf_seal(ht_tbuf *b)
+{
+    if (b->pos == NULL)
+        return;
+    uint64_t head = atomic_load_explicit(&b->head, memory_order_relaxed);
+    ht_packet *pk = ht__packet_at(b, head);
+    uint32_t n = (uint32_t)(b->pos - (ht_raw_event *)(pk + 1));
+    b->pos = NULL;
+    b->end = NULL;
+    if (n == 0)
+        return; /* nothing written: the packet stays this thread's next one */
+    pk->n_slots = n;
+    atomic_store_explicit(&b->head, head + 1, memory_order_release);
+}
+
+/* Seals the full packet and takes the next one: returns its first slot, or NULL when the
+ * event is to be dropped (DROP policy and no free packet, or the session is stopping).
+ * must: wait even under DROP (rundown events). */
+static ht_raw_event *buf_reserve_slow(ht_tbuf *b, uint64_t gen, bool must)
+{
+    if (b->pos != NULL) {
+        ht__buf_seal(b);
+        /* A wake-up costs the writer a context switch (a few µs on these VMs): let packets
+         * gather until half the ring waits (the writer also polls every few ms). */
+        uint64_t waiting = atomic_load_explicit(&b->head, memory_order_relaxed) -
+                           atomic_load_explicit(&b->tail, memory_order_relaxed);
+        if (2 * waiting >= ht__rec.n_packets)
+            ht__buf_wake_writer();
+    }
+    for (unsigned spins = 0;; spins++) {
+        uint64_t head = atomic_load_explicit(&b->head, memory_order_relaxed);
+        uint64_t tail = atomic_load_explicit(&b->tail, memory_order_acquire);
+        if (head - tail < ht__rec.n_packets) {
+            ht_packet *pk = ht__packet_at(b, head);
+            pk->n_slots = 0;
+            pk->n_lost = atomic_load_explicit(&b->n_lost, memory_order_relaxed);
+            b->pos = (ht_raw_event *)(pk + 1);
+            b->end = b->pos + ht__rec.slots_per_packet;
+            return b->pos;
+        }
+        if (!must && ht__rec.loss_policy == HT_TRACE_LOSS_DROP)
+            return NULL;
+        if (atomic_load(&ht__rec.live_gen) != gen)
+            return NULL; /* stop is waiting for this thread: give the event up (counted) */
+        ht__buf_wake_writer();
+        if (spins < 16) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, 50 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+/* -- registration and thread exit -------------------------------------------------------- */
+
+static void buf_thread_exit(void *arg)
+{
+    ht_tbuf *b = arg;
+    uint64_t gen = atomic_load(&ht__rec.live_gen);
+    if (b == NULL || b != t_buf || gen == 0 || t_gen != gen)
+        return;
+    atomic_store(&b->busy, 1);
+    if (atomic_load(&ht__rec.live_gen) == gen) {
+        ht__buf_seal(b);
+        atomic_store_explicit(&b->exited, 1, memory_order_release);
+        ht__buf_wake_writer();
+    }
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
+}
+
+static void key_create(void)
+{
+    g_key_rc = -pthread_key_create(&g_exit_key, buf_thread_exit);
+}
+
+int ht__buf_init_once(void)
+{
+    pthread_once(&g_key_once, key_create);
+    return g_key_rc;
+}
+
+/* Registers a buffer for this thread in session gen; NULL when none can be had (the
+ * session's thread limit, or no memory): the caller drops the event. */
+static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
+{
+    uint64_t idx = atomic_fetch_add(&ht__rec.n_bufs, 1);
+    if (idx - ht__rec.first_buf >= HT_REC_MAX_THREADS)
+        return NULL;
+    ht_tbuf *b = &ht__rec.bufs[idx % HT_REC_MAX_THREADS];
+    uint8_t *mem = ht__os.map_rw((size_t)ht__rec.n_packets * ht__rec.packet_size);
+    b->pos = NULL;
+    b->end = NULL;
+    b->next_seq = ev->sequence;
+    atomic_store_explicit(&b->head, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->n_lost, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->busy, 0, memory_order_relaxed);
+    b->tid = ev->tid;
+    b->packets = mem;
+    b->first_seq = ev->sequence;
+    atomic_store_explicit(&b->exited, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->tail, 0, memory_order_relaxed);
+    b->stream = 0;
+    b->n_events = 0;
+    /* Published even without memory, so the writer and stop skip it by packets == NULL. */
+    atomic_store_explicit(&b->gen, gen, memory_order_release);
+    if (mem == NULL)
+        return NULL;
+    pthread_setspecific(g_exit_key, b);
+    return b;
+}
+
+/* The first event of a thread in this session (or any event when no session records). */
+static void buf_emit_slow(const ht_event *ev)
+{
+    atomic_fetch_add(&ht__rec.n_slow, 1);
+    uint64_t gen = atomic_load(&ht__rec.live_gen);
+    ht_tbuf *b = NULL;
+    if (gen != 0 && !ht__rec.forked_child && t_gen != gen) {
+        b = buf_register(gen, ev);
+        t_buf = b;
+        t_gen = b != NULL ? gen : 0;
+    }
+    atomic_fetch_sub(&ht__rec.n_slow, 1);
+    if (b != NULL)
+        ht__buf_emit(ev); /* re-checks the generation: at most one more trip here */
+}
+
+/* -- the hot path ------------------------------------------------------------------------ */
+
+void ht__buf_emit(const ht_event *ev)
+{
+    uint64_t gen = t_gen;
+    ht_tbuf *b = t_buf;
+    if (UNLIKELY(gen == 0 ||
+                 atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen)) {
+        buf_emit_slow(ev);
+        return;
+    }
+    /* Asymmetric Dekker with stop: busy = 1 before the generation check here, membarrier
+     * (or, without it, a real fence here) between live_gen = 0 and the busy scan there. */
+    if (UNLIKELY(ht__rec.strong_fence)) {
+        atomic_exchange(&b->busy, 1);
+    } else {
+        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+    }
+    if (UNLIKELY(atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen))
+        goto out;
+
+    uint64_t skip = ev->sequence > b->next_seq ? ev->sequence - b->next_seq : 0;
+    size_t need = 1u + (skip != 0 ? 1u : 0u) + (ev->type == HT_EVENT_HEAP_REALLOC ? 1u : 0u);
+    ht_raw_event *p = b->pos;
+    if (UNLIKELY((uintptr_t)b->end - (uintptr_t)p < need * sizeof(ht_raw_event))) {
+        p = buf_reserve_slow(b, gen, (ev->flags & HT_EVENT_RUNDOWN) != 0);
+        if (p == NULL) {
+            atomic_store_explicit(&b->n_lost,
+                                  atomic_load_explicit(&b->n_lost, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
+            goto out;
+        }
+    }
+    if (skip != 0) {
+        memset(p, 0, sizeof *p);
+        p->type = HT_RAW_SEQ_SKIP;
+        p->a = skip;
+        p++;
+    }
+    b->pos = slot_fill(p, ev); /* commit: the slots are in before pos moves past them */
+    b->next_seq = ev->sequence + 1;
+out:
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
+}
+
+ht_tbuf *ht__buf_self(void)
+{
+    uint64_t gen = atomic_load(&ht__rec.live_gen);
+    return gen != 0 && t_gen == gen ? t_buf : NULL;
+}
+
+/* -- stop side --------------------------------------------------------------------------- */
+
+void ht__buf_quiesce(void)
+{
+    while (atomic_load(&ht__rec.n_slow) != 0)
+        sched_yield();
+    if (!ht__rec.strong_fence)
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    uint64_t end = ht__rec_bufs_end();
+    for (uint64_t i = ht__rec.first_buf; i < end; i++) {
+        ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];
+        if (atomic_load_explicit(&b->gen, memory_order_acquire) != ht__rec.gen)
+            continue;
+        while (atomic_load_explicit(&b->busy, memory_order_acquire) != 0)
+            sched_yield();
+    }
+}

@@ -1,0 +1,67 @@
+/* internal.h — cross-file prototypes of the file recorder (buffer.c, writer.c, recorder.c),
+ * grouped by the file that defines them. Stack capture has its own header (stack.h); the
+ * heap-facing entry points are in trace.h. Never included by src/heap. */
+#ifndef HT_TRACE_INTERNAL_H
+#define HT_TRACE_INTERNAL_H
+
+#include "trace/types.h"
+
+#include <heaptrail.h>
+
+extern ht_recorder ht__rec;
+
+/* Packet index (any, taken modulo n_packets) of thread buffer b. */
+static inline ht_packet *ht__packet_at(const ht_tbuf *b, uint64_t index)
+{
+    return (ht_packet *)(b->packets + (size_t)(index % ht__rec.n_packets) * ht__rec.packet_size);
+}
+
+/* The session's buffers are bufs[i % HT_REC_MAX_THREADS] for i in [first_buf, this). */
+static inline uint64_t ht__rec_bufs_end(void)
+{
+    uint64_t end = atomic_load_explicit(&ht__rec.n_bufs, memory_order_acquire);
+    if (end - ht__rec.first_buf > HT_REC_MAX_THREADS)
+        end = ht__rec.first_buf + HT_REC_MAX_THREADS;
+    return end;
+}
+
+/* -- buffer.c: the hot path and the thread buffers -- */
+/* Writes ev (tid and sequence stamped) into this thread's buffer, or drops and counts it.
+ * No locks, no syscalls on the fast path; the first event of a thread registers its
+ * buffer (slow path). Returns at once when no file session records. */
+void ht__buf_emit(const ht_event *ev);
+/* Seals b's partial packet (if it holds slots) so the writer takes it. Only the owner, or
+ * another thread once the owner is quiescent (stop, after the busy wait). */
+void ht__buf_seal(ht_tbuf *b);
+/* This thread's buffer in the running session, or NULL. Async-signal-safe. */
+ht_tbuf *ht__buf_self(void);
+/* Creates the thread-exit key once. 0 or -errno. */
+int ht__buf_init_once(void);
+/* Waits until no thread is inside the hot path or registering (after live_gen = 0). */
+void ht__buf_quiesce(void);
+/* Wakes the writer if it sleeps. */
+void ht__buf_wake_writer(void);
+
+/* -- writer.c: the writer thread, streams, chunk output -- */
+/* Maps the writer's buffers and starts the thread. 0 or -errno. */
+int ht__writer_start(void);
+/* Asks the writer for the last drain (every sealed packet), lost chunks and the end summary,
+ * joins it and unmaps its buffers. */
+void ht__writer_finish(void);
+/* The crash path: takes the file from the writer (bounded wait), writes this thread's
+ * partial packet and every sealed packet, then lost-count chunks; never releases the file.
+ * No malloc, no locks; async-signal-safe. */
+void ht__writer_crash_flush(ht_tbuf *self);
+/* Writes size bytes at p to the trace file, retrying partial writes. False (io_error set)
+ * on failure. Async-signal-safe. */
+bool ht__writer_write(const void *p, size_t size);
+
+/* -- recorder.c: the file session -- */
+/* Starts recording to config->path. 0 or -errno (-EEXIST: the file exists). */
+int ht__rec_start(const ht_trace_config *config);
+/* Stops recording, flushes every thread, writes the summary, closes the file. 0 or -errno. */
+int ht__rec_stop(void);
+/* True while a file session is open (between a successful start and its stop). */
+bool ht__rec_open(void);
+
+#endif

@@ -1,0 +1,138 @@
+/* types.h — the file recorder's structs and constants: per-thread buffers cut into packets,
+ * the writer's per-thread streams, and the one recorder state. Holds data only; the code is
+ * in buffer.c (hot path), writer.c (writer thread) and recorder.c (session, signals). Nothing
+ * here may need malloc: every array lives in memory mapped through src/common/os.h.
+ *
+ * Glossary (docs/architecture.md):
+ *   slot        one ht_raw_event (48 bytes), the unit the hot path writes; an event takes 1
+ *               slot (REALLOC: 2), plus 1 SEQ_SKIP slot after lost events
+ *   packet      a fixed-size piece of a thread buffer: a ht_packet header, then slots. The
+ *               owner fills one packet at a time and *seals* it (release store of head); the
+ *               writer takes only sealed packets, whole, and gives them back (release store
+ *               of tail). One packet becomes one chunk in the file (more if it does not fit)
+ *   thread buffer  a thread's ring of n_packets packets plus its control block (ht_tbuf):
+ *               single producer (the owner), single consumer (the writer)
+ *   lost        an event dropped because no packet was free (or a write failed); counted
+ *               per thread, carried into the chunks' lost_so_far and the end summary
+ *   stream      the writer's encoder state for one thread id (chunk numbers, sequence)
+ *   generation  a session number; a thread's cached buffer counts only for its generation
+ */
+#ifndef HT_TRACE_TYPES_H
+#define HT_TRACE_TYPES_H
+
+#include "trace/encode.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HT_REC_PACKET_SIZE_DEFAULT (64u << 10)
+#define HT_REC_PACKET_SIZE_MIN     (4u << 10)
+#define HT_REC_PACKET_SIZE_MAX     (16u << 20)
+#define HT_REC_N_PACKETS_DEFAULT   8u
+#define HT_REC_N_PACKETS_MIN       2u
+#define HT_REC_N_PACKETS_MAX       4096u
+#define HT_REC_MAX_THREADS         65536u /* thread buffers per session (control blocks) */
+#define HT_REC_SLOT_MAX            3u     /* slots one event may need: SEQ_SKIP, event, tail */
+
+/* The header at the start of every packet; the slots follow it. */
+typedef struct ht_packet {
+    uint32_t n_slots;   /* slots filled; set by whoever seals the packet */
+    uint32_t reserved_; /* 0 */
+    uint64_t n_lost;    /* the thread's lost count when the packet was taken = lost before its
+                           last event (drops happen only between packets) */
+    uint64_t pad_[6];   /* the slots start 64-byte aligned */
+} ht_packet;
+
+_Static_assert(sizeof(ht_packet) == 64, "ht_packet is one cache line");
+
+/* One thread's buffer. Owner-written fields and writer-written fields sit on separate cache
+ * lines. Invariants: tail <= head <= tail + n_packets; the owner writes only into packet
+ * head % n_packets, and only while it holds one (pos != NULL); the writer reads only
+ * packets [tail, head). */
+typedef struct ht_tbuf {
+    /* -- owner (the thread), hot -- */
+    ht_raw_event *pos;       /* next free slot of the packet being filled; NULL = none */
+    ht_raw_event *end;       /* end of that packet's slots; NULL with pos */
+    uint64_t next_seq;       /* sequence number the next written event should have */
+    _Atomic uint64_t head;   /* packets sealed (release) */
+    _Atomic uint64_t n_lost; /* events dropped (owner stores; others load) */
+    atomic_int busy;         /* 1 while the owner is inside the hot path (stop waits for 0) */
+    uint32_t tid;            /* kernel thread id of the owner */
+    _Atomic uint64_t gen;    /* session generation the buffer belongs to; stored (release)
+                                last at registration, so gen == session's => fields valid */
+    uint8_t *packets;        /* n_packets * packet_size bytes, mapped at registration */
+    uint64_t first_seq;      /* sequence number of the first event offered to the buffer */
+    atomic_int exited;       /* the owner ran its thread-exit flush */
+    uint32_t pad0_;
+    uint8_t pad1_[128 - 80];
+    /* -- writer -- */
+    _Atomic uint64_t tail; /* packets given back (release) */
+    uint32_t stream;       /* index + 1 of the writer's stream for tid; 0 = not yet */
+    uint32_t pad2_;
+    uint64_t n_events; /* events the writer took from this buffer */
+    uint8_t pad3_[128 - 24];
+} ht_tbuf;
+
+_Static_assert(sizeof(ht_tbuf) == 256, "ht_tbuf layout");
+
+/* The writer's encoder state for one thread id (a tid the kernel reuses within a session
+ * continues the same stream, so chunk numbers stay continuous in the file). */
+typedef struct ht_wstream {
+    ht_enc_stream enc;  /* chunk numbers, sequence, events, lost_so_far */
+    uint64_t lost_base; /* lost events of earlier buffers with this tid */
+    ht_tbuf *cur;       /* the buffer currently feeding the stream */
+} ht_wstream;
+
+/* The recorder: one per process. Fields above `config` are read on the hot path. */
+typedef struct ht_recorder {
+    _Atomic uint64_t live_gen; /* the session's generation while recording, else 0 */
+    int strong_fence;          /* 1: the hot path needs a real fence (no membarrier) */
+    uint32_t slots_per_packet; /* (packet_size - 64) / 48 */
+    size_t packet_size;        /* bytes per packet, multiple of 4 KiB */
+    unsigned n_packets;        /* packets per thread buffer */
+    unsigned loss_policy;      /* HT_TRACE_LOSS_* */
+    unsigned stack_depth;      /* 0 = no stacks (HOOK: stack capture) */
+
+    /* -- session (set at start, read-only while recording) -- */
+    _Alignas(64) uint64_t gen; /* generation of the current or last session */
+    ht_tbuf *bufs;             /* HT_REC_MAX_THREADS control blocks, mapped once, kept */
+    _Atomic uint64_t n_bufs;   /* registrations ever; this session's are [first_buf, n_bufs) */
+    uint64_t first_buf;        /* n_bufs when the session started */
+    atomic_int n_slow;         /* threads inside the registration slow path */
+    int fd;                    /* the trace file; -1 = none */
+    pthread_t writer;          /* the writer thread */
+    bool writer_running;       /* writer was created and not yet joined */
+    bool forked_child;         /* this is a child forked during the session: never write */
+    _Atomic uint32_t wake;     /* futex word the writer sleeps on */
+    atomic_int writer_idle;    /* 1 while the writer sleeps */
+    atomic_int finishing;      /* stop asks the writer for the last drain and the summary */
+    atomic_int io_owner;       /* tid using fd and the streams (writer or crash path); 0 free */
+    atomic_int crashed;        /* a fatal signal flushed: the writer must not write again */
+    atomic_int io_error;       /* first errno of a failed write; 0 = none */
+    uint32_t writer_tid;       /* the writer's kernel thread id */
+
+    /* -- writer (owned by whoever holds io_owner) -- */
+    uint8_t *out;         /* encoding buffer */
+    size_t out_cap;       /* bytes at out */
+    size_t out_used;      /* bytes encoded, not yet written */
+    ht_wstream *streams;  /* HT_REC_MAX_THREADS entries, mapped per session */
+    uint32_t *stream_ix;  /* open-addressing tid -> index + 1, 2 * HT_REC_MAX_THREADS */
+    uint32_t n_streams;   /* streams in use */
+    uint64_t meta_seq;    /* next chunk number of the tid-0 stream (metadata, end) */
+    uint64_t n_lost_io;   /* events lost to failed writes */
+    uint64_t n_bad_slots; /* malformed slots the encoder skipped (a bug if ever nonzero) */
+
+    /* -- counters (ht_trace_get_stats) -- */
+    _Atomic uint64_t n_events;  /* events encoded */
+    _Atomic uint64_t n_taken;   /* packets taken */
+    _Atomic uint64_t n_chunks;  /* chunks written */
+    _Atomic uint64_t file_size; /* bytes written */
+    uint64_t final_lost;        /* n_lost of the last stopped session */
+    uint64_t writer_cpu_ns;     /* writer CPU time, set by the writer as it ends */
+    bool ran;                   /* a file session has run in this process */
+} ht_recorder;
+
+#endif

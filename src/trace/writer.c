@@ -1,0 +1,385 @@
+/* writer.c — the writer thread: takes sealed packets from every thread buffer (whole, in
+ * registration order), encodes them into chunks with ht__enc_* and writes them with
+ * ht__os.write, whole chunks only; at stop, the lost-count chunks and the end summary; on a
+ * fatal signal, the same flush from the crashing thread. Owns the per-tid streams and the
+ * encoding buffer (whoever holds io_owner uses them). Never mallocs, never touches a slot
+ * the owner may still write, never writes part of a chunk on purpose. */
+#include "trace/internal.h"
+
+#include "common/os.h"
+#include "trace/format.h"
+#include "trace/trace.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_MIN_SIZE ((size_t)1 << 20)
+
+static size_t stream_ix_size(void)
+{
+    return (size_t)2 * HT_REC_MAX_THREADS * sizeof(uint32_t);
+}
+
+static size_t streams_size(void)
+{
+    return (size_t)HT_REC_MAX_THREADS * sizeof(ht_wstream);
+}
+
+/* -- file output ------------------------------------------------------------------------- */
+
+bool ht__writer_write(const void *p, size_t size)
+{
+    const uint8_t *q = p;
+    while (size > 0) {
+        ssize_t n = ht__os.write(ht__rec.fd, q, size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int expected = 0;
+            atomic_compare_exchange_strong(&ht__rec.io_error, &expected, n < 0 ? errno : EIO);
+            return false;
+        }
+        q += n;
+        size -= (size_t)n;
+        atomic_fetch_add_explicit(&ht__rec.file_size, (uint64_t)n, memory_order_relaxed);
+    }
+    return true;
+}
+
+static uint64_t g_out_events; /* events encoded into out, not yet written */
+
+/* Writes the encoded chunks; on failure their events count as lost. */
+static bool out_flush(void)
+{
+    bool ok = true;
+    if (ht__rec.out_used > 0 && atomic_load(&ht__rec.io_error) == 0)
+        ok = ht__writer_write(ht__rec.out, ht__rec.out_used);
+    else if (ht__rec.out_used > 0)
+        ok = false;
+    if (!ok)
+        ht__rec.n_lost_io += g_out_events;
+    ht__rec.out_used = 0;
+    g_out_events = 0;
+    return ok;
+}
+
+/* -- streams ----------------------------------------------------------------------------- */
+
+/* The stream for b's tid; a buffer whose tid an earlier buffer of this session had (the
+ * kernel reused it) continues that stream, carrying its lost count. */
+static ht_wstream *stream_for(ht_tbuf *b)
+{
+    if (b->stream != 0)
+        return &ht__rec.streams[b->stream - 1];
+    uint32_t mask = 2 * HT_REC_MAX_THREADS - 1;
+    uint32_t h = (b->tid * 0x9E3779B1u) & mask;
+    while (ht__rec.stream_ix[h] != 0) {
+        ht_wstream *s = &ht__rec.streams[ht__rec.stream_ix[h] - 1];
+        if (s->enc.tid == b->tid) {
+            if (s->cur != b) {
+                s->lost_base += atomic_load(&s->cur->n_lost);
+                s->cur = b;
+            }
+            b->stream = ht__rec.stream_ix[h];
+            return s;
+        }
+        h = (h + 1) & mask;
+    }
+    /* At most HT_REC_MAX_THREADS buffers per session, so there is always room. */
+    ht_wstream *s = &ht__rec.streams[ht__rec.n_streams++];
+    memset(s, 0, sizeof *s);
+    s->enc.tid = b->tid;
+    s->enc.next_seq = b->first_seq;
+    s->cur = b;
+    ht__rec.stream_ix[h] = ht__rec.n_streams;
+    b->stream = ht__rec.n_streams;
+    return s;
+}
+
+/* -- encoding ---------------------------------------------------------------------------- */
+
+static uint64_t count_events(const ht_raw_event *slots, size_t n)
+{
+    uint64_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += slots[i].type != HT_RAW_SEQ_SKIP && slots[i].type != HT_RAW_REALLOC_TAIL;
+    return k;
+}
+
+static void encode_packet(ht_wstream *s, ht_tbuf *b, const ht_packet *pk)
+{
+    const ht_raw_event *slots = (const ht_raw_event *)(pk + 1);
+    size_t n = pk->n_slots <= ht__rec.slots_per_packet ? pk->n_slots : ht__rec.slots_per_packet;
+    uint64_t lost = s->lost_base + pk->n_lost;
+    if (lost > s->enc.lost_so_far)
+        s->enc.lost_so_far = lost;
+    if (atomic_load(&ht__rec.io_error) != 0) {
+        ht__rec.n_lost_io += count_events(slots, n);
+        return;
+    }
+    while (n > 0) {
+        if (ht__rec.out_cap - ht__rec.out_used < HT_FMT_CHUNK_HDR_SIZE + HT_ENC_EVENT_MAX &&
+            !out_flush()) {
+            ht__rec.n_lost_io += count_events(slots, n);
+            return;
+        }
+        size_t chunk_size = 0, n_bad = 0;
+        uint64_t before = s->enc.n_events;
+        size_t used = ht__enc_chunk(&s->enc, slots, n, ht__rec.out + ht__rec.out_used,
+                                    ht__rec.out_cap - ht__rec.out_used, &chunk_size, &n_bad);
+        uint64_t k = s->enc.n_events - before;
+        ht__rec.out_used += chunk_size;
+        ht__rec.n_bad_slots += n_bad;
+        g_out_events += k;
+        b->n_events += k;
+        atomic_fetch_add_explicit(&ht__rec.n_events, k, memory_order_relaxed);
+        if (chunk_size != 0)
+            atomic_fetch_add_explicit(&ht__rec.n_chunks, 1, memory_order_relaxed);
+        if (used == 0)
+            break; /* cannot happen: cap was checked */
+        slots += used;
+        n -= used;
+    }
+}
+
+/* Encodes and writes b's sealed packets [tail, head) and gives them back. The caller holds
+ * io_owner. Returns true when there was something. */
+static bool drain_buf(ht_tbuf *b, bool crash)
+{
+    if (b->packets == NULL)
+        return false;
+    uint64_t tail = atomic_load_explicit(&b->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&b->head, memory_order_acquire);
+    if (tail == head)
+        return false;
+    bool exited = atomic_load_explicit(&b->exited, memory_order_acquire) != 0;
+    ht_wstream *s = stream_for(b);
+    for (uint64_t i = tail; i < head; i++)
+        encode_packet(s, b, ht__packet_at(b, i));
+    out_flush();
+    if (exited && !crash) {
+        /* The thread is gone: give the pages back (they fault in again if it still emits
+         * from a later destructor). Before the tail store, so the owner cannot be in them. */
+        uint64_t n = head - tail < ht__rec.n_packets ? head - tail : ht__rec.n_packets;
+        for (uint64_t i = tail; i < tail + n; i++)
+            ht__os.decommit(ht__packet_at(b, i), ht__rec.packet_size);
+    }
+    atomic_fetch_add_explicit(&ht__rec.n_taken, head - tail, memory_order_relaxed);
+    atomic_store_explicit(&b->tail, head, memory_order_release);
+    return true;
+}
+
+static bool io_acquire(int me)
+{
+    int expected = 0;
+    return atomic_compare_exchange_strong(&ht__rec.io_owner, &expected, me);
+}
+
+static void io_release(void)
+{
+    atomic_store(&ht__rec.io_owner, 0);
+}
+
+/* One pass over the session's buffers in registration order. */
+static bool drain_pass(int me)
+{
+    bool worked = false;
+    uint64_t end = ht__rec_bufs_end();
+    for (uint64_t i = ht__rec.first_buf; i < end; i++) {
+        ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];
+        if (atomic_load_explicit(&b->gen, memory_order_acquire) != ht__rec.gen)
+            continue; /* still registering (or a failed registration) */
+        if (atomic_load(&ht__rec.crashed) != 0 || !io_acquire(me))
+            return worked;
+        worked |= drain_buf(b, false);
+        io_release();
+    }
+    return worked;
+}
+
+/* Lost-count chunks for streams whose thread lost events after its last chunk. */
+static void write_lost_chunks(void)
+{
+    for (uint32_t i = 0; i < ht__rec.n_streams; i++) {
+        ht_wstream *s = &ht__rec.streams[i];
+        uint64_t lost = s->lost_base + atomic_load(&s->cur->n_lost);
+        if (lost <= s->enc.lost_so_far)
+            continue;
+        s->enc.lost_so_far = lost;
+        if (ht__rec.out_cap - ht__rec.out_used < HT_FMT_CHUNK_HDR_SIZE)
+            out_flush();
+        size_t k = ht__enc_lost_chunk(&s->enc, ht__rec.out + ht__rec.out_used,
+                                      ht__rec.out_cap - ht__rec.out_used);
+        ht__rec.out_used += k;
+        if (k != 0)
+            atomic_fetch_add_explicit(&ht__rec.n_chunks, 1, memory_order_relaxed);
+    }
+    out_flush();
+}
+
+static void write_end_summary(void)
+{
+    size_t n = ht__rec.n_streams;
+    size_t totals_size = (n + 1) * sizeof(ht_enc_thread_total);
+    size_t cap = HT_FMT_CHUNK_HDR_SIZE + 1 + 2 * HT_FMT_VARINT_MAX + n * 4 * HT_FMT_VARINT_MAX;
+    size_t map_size = (totals_size + cap + HT_PAGE_SIZE - 1) & ~(size_t)(HT_PAGE_SIZE - 1);
+    uint8_t *mem = ht__os.map_rw(map_size);
+    if (mem == NULL) {
+        atomic_store(&ht__rec.io_error, ENOMEM);
+        return;
+    }
+    ht_enc_thread_total *t = (ht_enc_thread_total *)mem;
+    for (size_t i = 0; i < n; i++) {
+        const ht_wstream *s = &ht__rec.streams[i];
+        t[i].tid = s->enc.tid;
+        t[i].n_events = s->enc.n_events;
+        t[i].n_lost = s->lost_base + atomic_load(&s->cur->n_lost);
+        t[i].n_chunks = s->enc.n_chunks;
+    }
+    uint8_t *buf = mem + totals_size;
+    size_t size = ht__enc_end(buf, cap, ht__rec.meta_seq, ht__trace_now(), t, n);
+    if (size != 0 && atomic_load(&ht__rec.io_error) == 0 && ht__writer_write(buf, size)) {
+        ht__rec.meta_seq++;
+        atomic_fetch_add_explicit(&ht__rec.n_chunks, 1, memory_order_relaxed);
+    }
+    ht__os.release(mem, map_size);
+}
+
+/* -- the thread -------------------------------------------------------------------------- */
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t val, long timeout_ns)
+{
+    struct timespec ts = {0, timeout_ns};
+    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    int me = (int)ht__trace_tid();
+    ht__rec.writer_tid = (uint32_t)me;
+    for (;;) {
+        if (atomic_load(&ht__rec.crashed) != 0)
+            return NULL; /* the crash path owns the file now */
+        bool finishing = atomic_load(&ht__rec.finishing) != 0;
+        atomic_store(&ht__rec.writer_idle, 1); /* producers that seal from here on wake us */
+        uint32_t w = atomic_load(&ht__rec.wake);
+        bool worked = drain_pass(me);
+        if (finishing)
+            break; /* every packet was sealed before finishing was set: that was the last */
+        if (!worked)
+            futex_wait(&ht__rec.wake, w, 5 * 1000 * 1000);
+        atomic_store(&ht__rec.writer_idle, 0);
+    }
+    atomic_store(&ht__rec.writer_idle, 0);
+    if (io_acquire(me)) {
+        write_lost_chunks();
+        write_end_summary();
+        io_release();
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0)
+        ht__rec.writer_cpu_ns = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000u +
+                                (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000u;
+    return NULL;
+}
+
+int ht__writer_start(void)
+{
+    ht__rec.out_cap =
+        3 * ht__rec.packet_size > OUT_MIN_SIZE ? 3 * ht__rec.packet_size : OUT_MIN_SIZE;
+    ht__rec.out = ht__os.map_rw(ht__rec.out_cap);
+    ht__rec.streams = ht__os.map_rw(streams_size());
+    ht__rec.stream_ix = ht__os.map_rw(stream_ix_size());
+    if (ht__rec.out == NULL || ht__rec.streams == NULL || ht__rec.stream_ix == NULL)
+        goto fail_unmap;
+    ht__rec.out_used = 0;
+    ht__rec.n_streams = 0;
+    ht__rec.meta_seq = 0;
+    g_out_events = 0;
+    atomic_store(&ht__rec.finishing, 0);
+    atomic_store(&ht__rec.writer_idle, 0);
+    atomic_store(&ht__rec.io_owner, 0);
+
+    /* The writer takes no asynchronous signal meant for the application. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGABRT);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&ht__rec.writer, NULL, writer_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        goto fail_unmap;
+    ht__rec.writer_running = true;
+    return 0;
+
+fail_unmap:
+    if (ht__rec.out != NULL)
+        ht__os.release(ht__rec.out, ht__rec.out_cap);
+    if (ht__rec.streams != NULL)
+        ht__os.release(ht__rec.streams, streams_size());
+    if (ht__rec.stream_ix != NULL)
+        ht__os.release(ht__rec.stream_ix, stream_ix_size());
+    ht__rec.out = NULL;
+    ht__rec.streams = NULL;
+    ht__rec.stream_ix = NULL;
+    return -ENOMEM;
+}
+
+void ht__writer_finish(void)
+{
+    if (ht__rec.writer_running) {
+        atomic_store(&ht__rec.finishing, 1);
+        atomic_fetch_add(&ht__rec.wake, 1);
+        syscall(SYS_futex, &ht__rec.wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        pthread_join(ht__rec.writer, NULL);
+        ht__rec.writer_running = false;
+    }
+    ht__os.release(ht__rec.out, ht__rec.out_cap);
+    ht__os.release(ht__rec.streams, streams_size());
+    ht__os.release(ht__rec.stream_ix, stream_ix_size());
+    ht__rec.out = NULL;
+    ht__rec.streams = NULL;
+    ht__rec.stream_ix = NULL;
+}
+
+/* -- the crash path ---------------------------------------------------------------------- */
+
+void ht__writer_crash_flush(ht_tbuf *self)
+{
+    int me = (int)ht__trace_tid();
+    if (atomic_load(&ht__rec.io_owner) == me)
+        return; /* this thread crashed while writing: the streams are half-updated */
+    bool got = false;
+    for (int i = 0; i < 2000 && !got; i++) { /* the writer holds it for one buffer at most */
+        got = io_acquire(me);
+        if (!got) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (!got)
+        return;
+    atomic_store(&ht__rec.crashed, 1); /* never released: the writer stays out */
+    if (self != NULL)
+        ht__buf_seal(self);
+    uint64_t end = ht__rec_bufs_end();
+    for (uint64_t i = ht__rec.first_buf; i < end; i++) {
+        ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];
+        if (atomic_load_explicit(&b->gen, memory_order_acquire) == ht__rec.gen)
+            drain_buf(b, true);
+    }
+    write_lost_chunks();
+    /* No end summary: other threads' partial packets are not flushed, so the file is
+     * honestly "cut off" for them (the reader reports it as truncated at a chunk boundary). */
+}
