@@ -104,6 +104,64 @@ bool ht__walk_locked(ht_heap *heap, ht_heap_entry *e)
     }
 }
 
+/* The public walk keeps a check value in the high half of cursor_[3], so a cursor the caller
+ * did not get from the previous call (garbage, or from another heap) is refused, not followed. */
+static uint32_t cursor_mac(const ht_heap *heap, const ht_heap_entry *e)
+{
+    uint64_t h = heap->gen * 0x9e3779b97f4a7c15u;
+    for (int i = 0; i < 3; i++)
+        h = (h ^ e->cursor_[i]) * 0xff51afd7ed558ccdu;
+    h = (h ^ (e->cursor_[3] & 0xffffffffu)) * 0xc4ceb9fe1a85ec53u;
+    return (uint32_t)(h >> 32);
+}
+
+static bool in_list(const void *x, const void *head, size_t next_off)
+{
+    for (const uint8_t *p = head; p != NULL; p = *(const uint8_t *const *)(p + next_off))
+        if (p == x)
+            return true;
+    return false;
+}
+
+/* A cursor that passed the check value may still be stale if the heap changed between calls
+ * without ht_heap_lock: make sure it still points at something the walk can follow. */
+static bool cursor_ok(ht_heap *heap, const ht_heap_entry *e)
+{
+    if ((uint32_t)(e->cursor_[3] >> 32) != cursor_mac(heap, e))
+        return false;
+    switch (e->cursor_[0]) {
+    case 0: {
+        const ht_segment *seg = (const ht_segment *)e->cursor_[1];
+        if (seg == NULL)
+            return true;
+        if (!in_list(seg, heap->segs, offsetof(ht_segment, next)))
+            return false;
+        if (e->cursor_[2] == 0)
+            return true;
+        uintptr_t lo = (uintptr_t)seg + HT_SEG_META;
+        uintptr_t end = lo + seg->area_size;
+        const ht_mblock *b = (const ht_mblock *)e->cursor_[2];
+        if (e->cursor_[2] < lo || e->cursor_[2] + sizeof(ht_mblock) > end ||
+            (e->cursor_[2] & (HT_GRANULE - 1)) != 0 || b->tag != HT_MB_TAG || b->size16 == 0 ||
+            e->cursor_[2] + ht__mb_size(b) > end)
+            return false;
+        if ((e->cursor_[3] & 0xffffffffu) != 0)
+            return (b->flags & MB_RUN) != 0 && ((const ht_run *)(b + 1))->magic == HT_RUN_MAGIC;
+        return true;
+    }
+    case 1:
+        return e->cursor_[1] == 0 ||
+               in_list((const void *)e->cursor_[1], heap->larges, offsetof(ht_large, next));
+    case 2:
+        return e->cursor_[1] == 0 ||
+               in_list((const void *)e->cursor_[1], heap->large_cache, offsetof(ht_large, next));
+    case 3:
+        return true;
+    default:
+        return false;
+    }
+}
+
 bool ht_heap_walk(ht_heap *h, ht_heap_entry *entry)
 {
     ht_heap *heap = ht__heap_check(h);
@@ -114,7 +172,15 @@ bool ht_heap_walk(ht_heap *h, ht_heap_entry *entry)
         return false;
     }
     ht__heap_lock_all(heap);
-    bool ok = ht__walk_locked(heap, entry);
+    bool ok = false;
+    if (entry->address != NULL && !cursor_ok(heap, entry)) {
+        errno = EINVAL;
+    } else {
+        entry->cursor_[3] &= 0xffffffffu;
+        ok = ht__walk_locked(heap, entry);
+        entry->cursor_[3] =
+            (entry->cursor_[3] & 0xffffffffu) | ((uint64_t)cursor_mac(heap, entry) << 32);
+    }
     ht__heap_unlock_all(heap);
     return ok;
 }
