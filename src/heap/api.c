@@ -157,13 +157,17 @@ static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_
                               unsigned src)
 {
     ht_run *run = ht__run_of(seg, p);
+    size_t usable;
     if (run != NULL) {
         uint32_t i = ht__run_index(run, p);
         ht__run_meta_set(run, i, size, src);
+        usable = run->block_size;
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;
         ht__mb_set_busy(b, size, src);
+        usable = ht__mb_payload(b);
     }
+    HT_UNPOISON((void *)p, usable); /* up to the usable size, as malloc_usable_size allows */
     ht__live_set(seg, p, heap->serialize);
 }
 
@@ -298,6 +302,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
             return NULL;
         *src = op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_MAINPATH;
         ht__mb_set_busy(b, size, *src);
+        HT_UNPOISON(b + 1, ht__mb_payload(b));
         ht__live_set(ht__seg_of(b), (uintptr_t)(b + 1), heap->serialize);
         return b + 1;
     }
@@ -307,6 +312,7 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
     if (l == NULL)
         return NULL;
     *src = HT_SOURCE_SLOWPATH;
+    HT_UNPOISON((void *)l->user, ht__large_capacity(l));
     return (void *)l->user;
 }
 
@@ -375,6 +381,8 @@ static unsigned release_block(ht_heap *heap, ht_tcache *tc, void *p, const block
     if (bi->cls >= 0 && tc != NULL) {
         ht_lookaside *la = &tc->la[bi->cls];
         if (la->count < heap->la_depth[bi->cls]) {
+            HT_UNPOISON(p, sizeof(void *));
+            HT_POISON((uint8_t *)p + sizeof(void *), bi->usable - sizeof(void *));
             *(void **)p = la->head;
             la->head = p;
             la->count++;
@@ -382,14 +390,18 @@ static unsigned release_block(ht_heap *heap, ht_tcache *tc, void *p, const block
         }
     }
     if (bi->run != NULL) {
+        HT_UNPOISON(p, sizeof(void *));
+        HT_POISON((uint8_t *)p + sizeof(void *), bi->usable - sizeof(void *));
         ht__lfh_free(heap, bi->run, p, op);
         return op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_LOWFRAG;
     }
     ht__heap_lock(heap);
     if (bi->mb != NULL)
         ht__main_free_locked(heap, bi->mb, op);
-    else
+    else {
+        HT_POISON(p, bi->usable);
         ht__large_free_locked(heap, bi->large, op);
+    }
     ht__heap_unlock(heap);
     return op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_MAINPATH;
 }
@@ -499,6 +511,7 @@ static unsigned realloc_in_place(ht_heap *heap, void *p, blockinfo *bi, size_t s
         unsigned src = op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_MAINPATH;
         if (ok) {
             ht__mb_set_busy(bi->mb, size, src);
+            HT_UNPOISON(p, ht__mb_payload(bi->mb));
         }
         ht__heap_unlock(heap);
         return ok ? src : 0;
@@ -507,6 +520,9 @@ static unsigned realloc_in_place(ht_heap *heap, void *p, blockinfo *bi, size_t s
         return 0;
     ht__heap_lock(heap);
     bool ok = ht__large_resize_locked(heap, bi->large, size, op);
+    if (ok) {
+        HT_UNPOISON(p, ht__large_capacity(bi->large));
+    }
     ht__heap_unlock(heap);
     return ok ? HT_SOURCE_SLOWPATH : 0;
 }

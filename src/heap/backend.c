@@ -66,6 +66,7 @@ static void set_next_prev(ht_mblock *b)
 
 static void init_block(ht_mblock *b, uint32_t prev16, size_t size, uint8_t flags)
 {
+    HT_UNPOISON(b, sizeof(ht_fblock));
     b->prev_size16 = prev16;
     b->size16 = (uint32_t)(size >> 4);
     b->aux = 0;
@@ -163,6 +164,7 @@ ht_mblock *ht__main_alloc_locked(ht_heap *heap, size_t payload, size_t align, ht
 
 void ht__main_free_locked(ht_heap *heap, ht_mblock *b, ht_op *op)
 {
+    HT_UNPOISON(b, sizeof(ht_fblock)); /* header and free-list links */
     size_t size = ht__mb_size(b);
     heap->free_committed += size;
     b->flags = 0;
@@ -186,6 +188,7 @@ void ht__main_free_locked(ht_heap *heap, ht_mblock *b, ht_op *op)
     }
     set_next_prev(b);
     ht__main_insert_free_locked(heap, (ht_fblock *)b);
+    HT_POISON((uint8_t *)b + sizeof(ht_fblock), ht__mb_size(b) - sizeof(ht_fblock));
     if (heap->free_committed > heap->decommit_threshold)
         ht__main_decommit_locked(heap, heap->decommit_threshold / 2, 16, op);
 }

@@ -9,6 +9,17 @@
 
 #include <string.h>
 
+/* ASan builds: the heap tells ASan which bytes of its own memory are blocks' requested bytes,
+ * so a test that overruns a block into its slack or touches a freed block is caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define HT_POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define HT_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define HT_POISON(p, n)   ((void)(p), (void)(n))
+#define HT_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define HT_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define HT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 

@@ -61,6 +61,7 @@ static ht_run *run_new(ht_heap *heap, ht_bin *bin, unsigned cls, ht_op *op)
         return NULL;
     }
     b->flags |= MB_RUN;
+    HT_UNPOISON(b + 1, bytes);
     b->aux = 0;
     b->source = 0;
     ht_run *run = (ht_run *)(b + 1);

@@ -203,6 +203,7 @@ void ht__segment_release(ht_heap *heap, ht_segment *seg, ht_op *op)
     heap->committed -= committed;
     heap->committed_area -= seg->area_size;
     heap->reserved -= HT_SEG_SIZE;
+    HT_UNPOISON(seg, HT_SEG_SIZE); /* the address range may be mapped again by anyone */
     ht__os.release(seg, HT_SEG_SIZE);
     if (op != NULL)
         ht__op_contract(heap, op, (uintptr_t)seg, committed);
@@ -244,7 +245,9 @@ void ht__large_release(ht_heap *heap, ht_large *large, ht_op *op)
     heap->committed_area -= commit;
     heap->reserved -= large->r.reserve_size;
     uintptr_t base = (uintptr_t)large;
-    ht__os.release(large, large->r.reserve_size);
+    size_t reserve = large->r.reserve_size;
+    HT_UNPOISON(large, reserve);
+    ht__os.release(large, reserve);
     if (op != NULL)
         ht__op_contract(heap, op, base, commit);
 }
