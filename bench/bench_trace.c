@@ -2,9 +2,12 @@
  * heap (free a random slot, allocate 16..256 B into it: two events per operation), untraced
  * and traced to a file without stacks (BLOCK: nothing dropped; DROP: the default), in
  * interleaved rounds; prints ns/event, overhead and slowdown against untraced, bytes/event
- * on disk, the writer thread's CPU time, and events lost.
+ * on disk, the writer thread's CPU time, and events lost. With --stacks N, one more mode:
+ * traced (BLOCK) with N-frame stacks, through the unwinder --unwind names (fp, dwarf; default
+ * auto), set as HEAPTRAIL_UNWIND.
  *
- *   bench_trace [OPS [ROUNDS [DIR]]]      defaults: 5000000 operations, 3 rounds, /tmp
+ *   bench_trace [--stacks N] [--unwind fp|dwarf] [OPS [ROUNDS [DIR]]]
+ *                                         defaults: 5000000 operations, 3 rounds, /tmp
  * Report on stdout; exit 0, or 1 when a run fails. Writes and removes DIR/ht-bench-*.trace. */
 #include <heaptrail.h>
 
@@ -33,7 +36,9 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* mode 0: untraced; 1: file, BLOCK; 2: file, DROP. */
+static unsigned g_stacks; /* --stacks */
+
+/* mode 0: untraced; 1: file, BLOCK; 2: file, DROP; 3: file, BLOCK, stacks. */
 static int run(int mode, uint64_t ops, const char *dir, int round, result *out)
 {
     ht_heap *h = ht_heap_create(0, 0, 0);
@@ -51,7 +56,8 @@ static int run(int mode, uint64_t ops, const char *dir, int round, result *out)
         memset(&cfg, 0, sizeof cfg);
         cfg.path = path;
         cfg.flags = HT_TRACE_NO_RUNDOWN;
-        cfg.loss_policy = mode == 1 ? HT_TRACE_LOSS_BLOCK : HT_TRACE_LOSS_DROP;
+        cfg.loss_policy = mode == 2 ? HT_TRACE_LOSS_DROP : HT_TRACE_LOSS_BLOCK;
+        cfg.stack_depth = mode == 3 ? g_stacks : 0;
         int rc = ht_trace_start(&cfg);
         if (rc != 0) {
             fprintf(stderr, "bench_trace: ht_trace_start(%s): %s\n", path, strerror(-rc));
@@ -96,34 +102,54 @@ static int cmp_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    uint64_t ops = argc > 1 ? strtoull(argv[1], NULL, 10) : 5000000;
-    int rounds = argc > 2 ? atoi(argv[2]) : 3;
-    const char *dir = argc > 3 ? argv[3] : "/tmp";
-    if (ops == 0 || rounds <= 0 || rounds > 50) {
-        fprintf(stderr, "usage: bench_trace [OPS [ROUNDS [DIR]]]\n");
+    const char *pos[3] = {NULL, NULL, NULL};
+    int n_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--stacks") == 0 && i + 1 < argc) {
+            g_stacks = (unsigned)atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--unwind") == 0 && i + 1 < argc) {
+            setenv("HEAPTRAIL_UNWIND", argv[++i], 1);
+        } else if (n_pos < 3 && argv[i][0] != '-') {
+            pos[n_pos++] = argv[i];
+        } else {
+            n_pos = -1;
+            break;
+        }
+    }
+    uint64_t ops = pos[0] != NULL ? strtoull(pos[0], NULL, 10) : 5000000;
+    int rounds = pos[1] != NULL ? atoi(pos[1]) : 3;
+    const char *dir = pos[2] != NULL ? pos[2] : "/tmp";
+    if (n_pos < 0 || ops == 0 || rounds <= 0 || rounds > 50) {
+        fprintf(stderr,
+                "usage: bench_trace [--stacks N] [--unwind fp|dwarf] [OPS [ROUNDS [DIR]]]\n");
         return 2;
     }
-    static const char *const names[3] = {"untraced", "file, BLOCK", "file, DROP"};
-    double ns[3][50];
-    result last[3];
+    const char *unwind = getenv("HEAPTRAIL_UNWIND");
+    char stacks_name[40];
+    snprintf(stacks_name, sizeof stacks_name, "stacks %u %s", g_stacks,
+             unwind != NULL ? unwind : "auto");
+    const char *const names[4] = {"untraced", "file, BLOCK", "file, DROP", stacks_name};
+    int n_modes = g_stacks != 0 ? 4 : 3;
+    double ns[4][50];
+    result last[4];
     for (int r = 0; r < rounds; r++) {
-        for (int m = 0; m < 3; m++) {
+        for (int m = 0; m < n_modes; m++) {
             if (run(m, ops, dir, r, &last[m]) != 0)
                 return 1;
             ns[m][r] = last[m].ns_per_event;
         }
     }
-    double med[3];
-    for (int m = 0; m < 3; m++) {
+    double med[4];
+    for (int m = 0; m < n_modes; m++) {
         qsort(ns[m], (size_t)rounds, sizeof(double), cmp_double);
         med[m] = ns[m][rounds / 2];
     }
     printf("bench_trace: %" PRIu64 " ops (%" PRIu64 " events) per run, %d rounds, medians\n", ops,
            2 * ops, rounds);
-    printf("%-12s %10s %12s %9s %11s %14s %10s\n", "mode", "ns/event", "overhead ns", "slowdown",
+    printf("%-16s %10s %12s %9s %11s %14s %10s\n", "mode", "ns/event", "overhead ns", "slowdown",
            "bytes/event", "writer cpu ms", "lost");
-    for (int m = 0; m < 3; m++) {
-        printf("%-12s %10.2f %12.2f %8.2fx", names[m], med[m], med[m] - med[0], med[m] / med[0]);
+    for (int m = 0; m < n_modes; m++) {
+        printf("%-16s %10.2f %12.2f %8.2fx", names[m], med[m], med[m] - med[0], med[m] / med[0]);
         if (m == 0)
             printf(" %11s %14s %10s\n", "-", "-", "-");
         else

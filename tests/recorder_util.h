@@ -81,6 +81,14 @@ static inline uint64_t ru_event_hash(const ht_event *e)
     return h;
 }
 
+/* The stack depth the recorder tests trace with: HT_TEST_STACK_DEPTH (CTest runs
+ * test_recorder again with 8), else 0. */
+static inline unsigned ru_stack_depth(void)
+{
+    const char *s = getenv("HT_TEST_STACK_DEPTH");
+    return s != NULL ? (unsigned)atoi(s) : 0u;
+}
+
 /* Ground truth: every event the consumer saw, under a mutex. */
 typedef struct ru_truth {
     pthread_mutex_t lock;

@@ -80,6 +80,7 @@ static void roundtrip_single(void)
     ht_trace_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.path = path;
+    cfg.stack_depth = ru_stack_depth();
     cfg.consumer = ru_truth_consumer;
     cfg.consumer_ctx = &t;
     REQUIRE(ht_trace_start(&cfg) == 0);
@@ -148,6 +149,7 @@ static void roundtrip_threads(void)
     ht_trace_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.path = path;
+    cfg.stack_depth = ru_stack_depth();
     cfg.consumer = ru_truth_consumer;
     cfg.consumer_ctx = &t;
     cfg.buffer_size = 8192; /* many packets, many chunks */
@@ -200,6 +202,7 @@ static void run_tiny_pool(unsigned policy, const char *name, ht_trace_stats *st,
     ht_trace_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.path = path;
+    cfg.stack_depth = ru_stack_depth();
     cfg.consumer = counting_consumer;
     cfg.buffer_size = 4096;
     cfg.n_buffers = 2;
@@ -320,6 +323,7 @@ static void causal_order(void)
     ht_trace_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.path = path;
+    cfg.stack_depth = ru_stack_depth();
     cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
     REQUIRE(ht_trace_start(&cfg) == 0);
     pthread_t th[4];
@@ -398,6 +402,7 @@ static void rundown_equals_walk(void)
     ht_trace_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.path = path;
+    cfg.stack_depth = ru_stack_depth();
     cfg.buffer_size = 4096; /* rundown waits for packets even under DROP */
     cfg.n_buffers = 2;
     REQUIRE(ht_trace_start(&cfg) == 0);
@@ -445,6 +450,7 @@ static void existing_file_kept(void)
     ht_trace_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.path = path;
+    cfg.stack_depth = ru_stack_depth();
     CHECK_EQ_U(ht_trace_start(&cfg), (uint64_t)-EEXIST);
     CHECK(symlink(path, link) == 0);
     cfg.path = link;
@@ -480,6 +486,7 @@ static void sigkill_cut_at_chunk(void)
         ht_trace_config cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.path = path;
+        cfg.stack_depth = ru_stack_depth();
         cfg.buffer_size = 4096;
         cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
         if (ht_trace_start(&cfg) != 0)
@@ -530,6 +537,7 @@ static void sigsegv_flushed(void)
         ht_trace_config cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.path = path;
+        cfg.stack_depth = ru_stack_depth();
         cfg.buffer_size = 4096;
         cfg.n_buffers = 64;
         cfg.flags = HT_TRACE_NO_RUNDOWN;
@@ -537,7 +545,8 @@ static void sigsegv_flushed(void)
             _exit(3);
         for (unsigned i = 0; i < n_allocs; i++)
             (void)ht_heap_alloc(h, 0, 32 + i % 200);
-        *(volatile int *)(uintptr_t)8 = 1; /* dies here */
+        volatile uintptr_t bad = 8; /* volatile: a real fault, not something gcc can fold */
+        *(volatile int *)bad = 1;   /* dies here */
         _exit(4);
     }
     int status;

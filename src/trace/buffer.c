@@ -6,6 +6,7 @@
 #include "trace/internal.h"
 
 #include "common/os.h"
+#include "trace/stack.h"
 #include "trace/trace.h"
 
 #include <errno.h>
@@ -22,6 +23,7 @@
 
 static __thread ht_tbuf *t_buf TLS_IE; /* this thread's buffer, valid when t_gen is live */
 static __thread uint64_t t_gen TLS_IE; /* generation t_buf belongs to; 0 = none */
+static __thread int t_in_stack TLS_IE; /* 1 while this thread captures a stack */
 
 static pthread_key_t g_exit_key;
 static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
@@ -30,14 +32,11 @@ static int g_key_rc;
 /* -- slot filling ------------------------------------------------------------------------ */
 
 /* Fills the event's slot(s) at e (1, or 2 for REALLOC); returns the slot after them. */
-static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev)
+static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev, uint32_t stack_id)
 {
     e->ts_ns = ev->timestamp_ns;
     e->heap = ev->heap_handle;
-    /* HOOK(stacks): e->stack_id = ht__rec.stack_depth != 0 ? ht__stack_capture(depth) : 0,
-     * once src/trace/stack.c lands (the writer must then drain new stacks into a metadata
-     * chunk before the event chunk that uses them). */
-    e->stack_id = 0;
+    e->stack_id = stack_id;
     e->flags = ev->flags;
     e->type = (uint8_t)ev->type;
     e->source = 0;
@@ -77,6 +76,20 @@ static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev)
         e->c = ev->expand.committed_space;
         return e + 1;
     }
+}
+
+/* The event's stack id (0: none). Rundown events describe blocks allocated before the
+ * session, so the stack of ht_trace_start's caller would mislead: they get none. The guard
+ * keeps a capture that re-enters the heap (an unwinder that mallocs through an interposed
+ * malloc) from recursing: ht__buf_emit drops such inner events. A full table records none. */
+__attribute__((noinline)) static uint32_t event_stack(const ht_event *ev)
+{
+    if ((ev->flags & HT_EVENT_RUNDOWN) != 0 || t_in_stack != 0)
+        return HT_STACK_ID_NONE;
+    t_in_stack = 1;
+    uint32_t id = ht__callsite_capture(ht__rec.stack_depth);
+    t_in_stack = 0;
+    return id == HT_STACK_ID_FULL ? HT_STACK_ID_NONE : id;
 }
 
 /* -- writer wake-up ---------------------------------------------------------------------- */
@@ -231,6 +244,14 @@ void ht__buf_emit(const ht_event *ev)
         buf_emit_slow(ev);
         return;
     }
+    if (UNLIKELY(t_in_stack != 0)) {
+        /* The unwinder re-entered the heap under this thread's own event: drop it (counted;
+         * its sequence number becomes a gap) rather than write inside the outer one. */
+        atomic_store_explicit(&b->n_lost,
+                              atomic_load_explicit(&b->n_lost, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        return;
+    }
     /* Asymmetric Dekker with stop: busy = 1 before the generation check here, membarrier
      * (or, without it, a real fence here) between live_gen = 0 and the busy scan there. */
     if (UNLIKELY(ht__rec.strong_fence)) {
@@ -242,6 +263,8 @@ void ht__buf_emit(const ht_event *ev)
     if (UNLIKELY(atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen))
         goto out;
 
+    /* Captured while busy = 1: stop waits for it before the stack table goes away. */
+    uint32_t stack_id = ht__rec.stack_depth != 0 ? event_stack(ev) : 0;
     uint64_t skip = ev->sequence > b->next_seq ? ev->sequence - b->next_seq : 0;
     size_t need = 1u + (skip != 0 ? 1u : 0u) + (ev->type == HT_EVENT_HEAP_REALLOC ? 1u : 0u);
     ht_raw_event *p = b->pos;
@@ -260,7 +283,7 @@ void ht__buf_emit(const ht_event *ev)
         p->a = skip;
         p++;
     }
-    b->pos = slot_fill(p, ev); /* commit: the slots are in before pos moves past them */
+    b->pos = slot_fill(p, ev, stack_id); /* commit: the slots are in before pos moves past them */
     b->next_seq = ev->sequence + 1;
 out:
     atomic_store_explicit(&b->busy, 0, memory_order_release);

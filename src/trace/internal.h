@@ -56,6 +56,14 @@ void ht__writer_crash_flush(ht_tbuf *self);
  * on failure. Async-signal-safe. */
 bool ht__writer_write(const void *p, size_t size);
 
+/* -- callsite.c: stacks for recorded events -- */
+/* Looks up the public entry points' code ranges (once; outside malloc). */
+void ht__callsite_init(void);
+/* Captures and interns the stack of the caller of ht_heap_* (heaptrail's own frames
+ * dropped), depth frames at most. HT_STACK_ID_NONE on failure, HT_STACK_ID_FULL when the
+ * table is full. Hot path: no malloc, no lock. */
+uint32_t ht__callsite_capture(unsigned depth);
+
 /* -- recorder.c: the file session -- */
 /* Starts recording to config->path. 0 or -errno (-EEXIST: the file exists). */
 int ht__rec_start(const ht_trace_config *config);

@@ -7,6 +7,7 @@
 
 #include "common/os.h"
 #include "trace/format.h"
+#include "trace/stack.h"
 #include "trace/trace.h"
 
 #include <errno.h>
@@ -196,6 +197,32 @@ static int options_check(const ht_trace_config *c, size_t *packet_size, unsigned
     return 0;
 }
 
+/* Stacks on (stack_depth > 0): the unwinder named by HEAPTRAIL_UNWIND (fp, dwarf, auto;
+ * unset = auto), the interning table, and the entry-point ranges callsite.c strips at. */
+static int stacks_start(unsigned depth)
+{
+    int kind = ht__unwind_kind_from_name(getenv("HEAPTRAIL_UNWIND"));
+    if (kind < 0)
+        return -EINVAL;
+    ht_stack_config sc;
+    memset(&sc, 0, sizeof sc);
+    sc.unwind = (ht_unwind_kind)kind;
+    sc.depth = depth;
+    int rc = ht__stack_init(&sc);
+    if (rc == 0)
+        ht__callsite_init();
+    return rc;
+}
+
+static void stacks_stop(void)
+{
+    if (ht__rec.stack_depth == 0)
+        return;
+    ht__stack_fini();
+    ht__modules_fini();
+    ht__rec.stack_depth = 0;
+}
+
 int ht__rec_start(const ht_trace_config *config)
 {
     size_t packet_size;
@@ -219,7 +246,8 @@ int ht__rec_start(const ht_trace_config *config)
     ht__rec.n_packets = n_packets;
     ht__rec.slots_per_packet = (uint32_t)((packet_size - sizeof(ht_packet)) / sizeof(ht_raw_event));
     ht__rec.loss_policy = config->loss_policy;
-    ht__rec.stack_depth = config->stack_depth;
+    ht__rec.stack_depth =
+        config->stack_depth < HT_STACK_MAX_DEPTH ? config->stack_depth : HT_STACK_MAX_DEPTH;
     atomic_store(&ht__rec.io_error, 0);
     atomic_store(&ht__rec.crashed, 0);
     atomic_store(&ht__rec.n_events, 0);
@@ -232,14 +260,24 @@ int ht__rec_start(const ht_trace_config *config)
     ht__rec.writer_cpu_ns = 0;
     ht__rec.ran = true;
 
-    rc = header_write(ht__trace_now());
+    ht__rec.start_ns = ht__trace_now();
+    rc = header_write(ht__rec.start_ns);
     if (rc != 0)
         goto fail_close;
+    if (ht__rec.stack_depth != 0) {
+        rc = stacks_start(ht__rec.stack_depth);
+        if (rc != 0) {
+            ht__rec.stack_depth = 0;
+            goto fail_close;
+        }
+    }
     ht__rec.gen++; /* before the writer exists: it reads both */
     ht__rec.first_buf = atomic_load(&ht__rec.n_bufs);
     rc = ht__writer_start();
-    if (rc != 0)
+    if (rc != 0) {
+        stacks_stop();
         goto fail_close;
+    }
     handlers_install();
     atomic_store(&ht__rec.live_gen, ht__rec.gen); /* recording from here */
     return 0;
@@ -273,6 +311,7 @@ int ht__rec_stop(void)
         close(ht__rec.fd);
         ht__rec.fd = -1;
         ht__rec.writer_running = false;
+        stacks_stop(); /* the only thread here, and live_gen is 0: no capture in flight */
         return 0;
     }
     atomic_store(&ht__rec.live_gen, 0);
@@ -285,6 +324,7 @@ int ht__rec_stop(void)
             ht__buf_seal(b);
     }
     ht__writer_finish();
+    stacks_stop(); /* no capture in flight (quiesced), no drain (the writer is gone) */
     handlers_remove();
     ht__rec.final_lost = lost_sum();
     int rc = -atomic_load(&ht__rec.io_error);

@@ -94,7 +94,7 @@ typedef struct ht_recorder {
     size_t packet_size;        /* bytes per packet, multiple of 4 KiB */
     unsigned n_packets;        /* packets per thread buffer */
     unsigned loss_policy;      /* HT_TRACE_LOSS_* */
-    unsigned stack_depth;      /* 0 = no stacks (HOOK: stack capture) */
+    unsigned stack_depth;      /* frames per event stack; 0 = no stacks */
 
     /* -- session (set at start, read-only while recording) -- */
     _Alignas(64) uint64_t gen; /* generation of the current or last session */
@@ -113,6 +113,7 @@ typedef struct ht_recorder {
     atomic_int crashed;        /* a fatal signal flushed: the writer must not write again */
     atomic_int io_error;       /* first errno of a failed write; 0 = none */
     uint32_t writer_tid;       /* the writer's kernel thread id */
+    uint64_t start_ns;         /* the file header's start_mono_ns */
 
     /* -- writer (owned by whoever holds io_owner) -- */
     uint8_t *out;         /* encoding buffer */
@@ -124,6 +125,8 @@ typedef struct ht_recorder {
     uint64_t meta_seq;    /* next chunk number of the tid-0 stream (metadata, end) */
     uint64_t n_lost_io;   /* events lost to failed writes */
     uint64_t n_bad_slots; /* malformed slots the encoder skipped (a bug if ever nonzero) */
+    uint32_t stack_hi;    /* highest stack id defined in the file (ht__stack_drain) */
+    bool modules_done;    /* the module snapshot is written; later changes are polled */
 
     /* -- counters (ht_trace_get_stats) -- */
     _Atomic uint64_t n_events;  /* events encoded */

@@ -1,16 +1,20 @@
 /* writer.c — the writer thread: takes sealed packets from every thread buffer (whole, in
  * registration order), encodes them into chunks with ht__enc_* and writes them with
  * ht__os.write, whole chunks only; at stop, the lost-count chunks and the end summary; on a
- * fatal signal, the same flush from the crashing thread. Owns the per-tid streams and the
- * encoding buffer (whoever holds io_owner uses them). Never mallocs, never touches a slot
+ * fatal signal, the same flush from the crashing thread. With stacks on, also the metadata:
+ * the module snapshot and its load/unload changes (polled at each wake-up), and each new
+ * stack's definition, written before the first event chunk that uses it. Owns the per-tid streams
+ * and the encoding buffer (whoever holds io_owner uses them). Never mallocs, never touches a slot
  * the owner may still write, never writes part of a chunk on purpose. */
 #include "trace/internal.h"
 
 #include "common/os.h"
 #include "trace/format.h"
+#include "trace/stack.h"
 #include "trace/trace.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <string.h>
@@ -102,6 +106,115 @@ static ht_wstream *stream_for(ht_tbuf *b)
     return s;
 }
 
+/* -- metadata: stacks and modules ------------------------------------------------------- */
+
+/* The metadata chunk being built at out + out_used (whoever holds io_owner). It is always
+ * closed before anything else is encoded into out, so chunks stay in file order. */
+static ht_enc_meta g_meta;
+static bool g_meta_open;
+
+#define META_ROOM ((size_t)16 << 10) /* > the largest record: a 256-frame stack, a module */
+
+static void meta_close(void)
+{
+    if (!g_meta_open)
+        return;
+    g_meta_open = false;
+    if (g_meta.n_records == 0)
+        return; /* nothing added: the space is simply reused */
+    ht__rec.out_used += ht__enc_meta_end(&g_meta);
+    ht__rec.meta_seq++;
+    atomic_fetch_add_explicit(&ht__rec.n_chunks, 1, memory_order_relaxed);
+}
+
+static void meta_open(void)
+{
+    if (g_meta_open)
+        return;
+    if (ht__rec.out_cap - ht__rec.out_used < META_ROOM)
+        out_flush();
+    ht__enc_meta_begin(&g_meta, ht__rec.out + ht__rec.out_used, ht__rec.out_cap - ht__rec.out_used,
+                       ht__rec.meta_seq);
+    g_meta_open = true;
+}
+
+/* Runs add until it fits, starting a new chunk (after a flush) once. */
+#define META_ADD(add)                                                                              \
+    do {                                                                                           \
+        meta_open();                                                                               \
+        if (add)                                                                                   \
+            return true;                                                                           \
+        meta_close();                                                                              \
+        out_flush();                                                                               \
+        meta_open();                                                                               \
+        return (add);                                                                              \
+    } while (0)
+
+static bool meta_stack_cb(uint32_t id, const uint64_t *frames, size_t n, void *ctx)
+{
+    (void)ctx;
+    META_ADD(ht__enc_meta_stack(&g_meta, id, frames, n));
+}
+
+static bool meta_module(ht_module_change change, const ht_module *m, uint64_t ts)
+{
+    if (change == HT_MODULE_LOAD)
+        META_ADD(ht__enc_meta_module(&g_meta, ts, m->base, m->size, m->path, m->path_size,
+                                     m->build_id, m->build_id_size));
+    META_ADD(ht__enc_meta_unload(&g_meta, ts, m->base));
+}
+
+static void meta_module_cb(ht_module_change change, const ht_module *m, void *ctx)
+{
+    meta_module(change, m, *(const uint64_t *)ctx);
+}
+
+/* Defines every stack up to need (at least), waiting briefly for ids another thread is
+ * still publishing. Returns the highest id now defined. The caller holds io_owner. */
+static uint32_t stacks_define(uint32_t need)
+{
+    for (unsigned spins = 0;; spins++) {
+        ht__rec.stack_hi = ht__stack_drain(meta_stack_cb, NULL);
+        if (ht__rec.stack_hi >= need || spins >= 1000)
+            break;
+        sched_yield();
+    }
+    meta_close();
+    return ht__rec.stack_hi;
+}
+
+/* The module snapshot the first time, then the changes since (writer thread only: the
+ * loader's lock is taken). The caller holds io_owner. */
+static void modules_write(void)
+{
+    if (!ht__rec.modules_done) {
+        ht__rec.modules_done = true;
+        ht__modules_snapshot(meta_module_cb, &ht__rec.start_ns);
+    } else {
+        uint64_t ts = ht__trace_now();
+        ht__modules_poll(meta_module_cb, &ts);
+    }
+    meta_close();
+}
+
+/* Makes sure every stack id the packet's slots use is defined earlier in the file. An id
+ * that cannot be defined (a thread stuck between interning and publishing) is cleared:
+ * the event is written without its stack rather than with an undefined one. */
+static void packet_stacks(ht_raw_event *slots, size_t n)
+{
+    uint32_t max = 0;
+    for (size_t i = 0; i < n; i++)
+        max = slots[i].stack_id > max ? slots[i].stack_id : max;
+    if (max <= ht__rec.stack_hi)
+        return;
+    uint32_t hi = stacks_define(max);
+    if (max <= hi)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (slots[i].stack_id > hi)
+            slots[i].stack_id = 0;
+}
+
 /* -- encoding ---------------------------------------------------------------------------- */
 
 static uint64_t count_events(const ht_raw_event *slots, size_t n)
@@ -112,9 +225,9 @@ static uint64_t count_events(const ht_raw_event *slots, size_t n)
     return k;
 }
 
-static void encode_packet(ht_wstream *s, ht_tbuf *b, const ht_packet *pk)
+static void encode_packet(ht_wstream *s, ht_tbuf *b, ht_packet *pk)
 {
-    const ht_raw_event *slots = (const ht_raw_event *)(pk + 1);
+    ht_raw_event *slots = (ht_raw_event *)(pk + 1);
     size_t n = pk->n_slots <= ht__rec.slots_per_packet ? pk->n_slots : ht__rec.slots_per_packet;
     uint64_t lost = s->lost_base + pk->n_lost;
     if (lost > s->enc.lost_so_far)
@@ -123,6 +236,8 @@ static void encode_packet(ht_wstream *s, ht_tbuf *b, const ht_packet *pk)
         ht__rec.n_lost_io += count_events(slots, n);
         return;
     }
+    if (ht__rec.stack_depth != 0)
+        packet_stacks(slots, n); /* the sealed packet is the writer's until the tail store */
     while (n > 0) {
         if (ht__rec.out_cap - ht__rec.out_used < HT_FMT_CHUNK_HDR_SIZE + HT_ENC_EVENT_MAX &&
             !out_flush()) {
@@ -270,6 +385,11 @@ static void *writer_main(void *arg)
         bool finishing = atomic_load(&ht__rec.finishing) != 0;
         atomic_store(&ht__rec.writer_idle, 1); /* producers that seal from here on wake us */
         uint32_t w = atomic_load(&ht__rec.wake);
+        if (ht__rec.stack_depth != 0 && atomic_load(&ht__rec.crashed) == 0 && io_acquire(me)) {
+            modules_write(); /* before the events: a new module's stacks follow it */
+            out_flush();
+            io_release();
+        }
         bool worked = drain_pass(me);
         if (finishing)
             break; /* every packet was sealed before finishing was set: that was the last */
@@ -302,6 +422,9 @@ int ht__writer_start(void)
     ht__rec.out_used = 0;
     ht__rec.n_streams = 0;
     ht__rec.meta_seq = 0;
+    ht__rec.stack_hi = 0;
+    ht__rec.modules_done = false;
+    g_meta_open = false;
     g_out_events = 0;
     atomic_store(&ht__rec.finishing, 0);
     atomic_store(&ht__rec.writer_idle, 0);

@@ -1,0 +1,199 @@
+/* callsite.c — the recorder's stack capture: runs the session's unwinder from the hot path,
+ * drops heaptrail's own frames (everything up to and including the innermost-but-outermost
+ * frame inside a public entry point such as ht_heap_alloc), and interns the rest, so the
+ * first frame of a recorded stack is the return address into the caller of ht_heap_*.
+ * Entry-point address ranges come from the .eh_frame_hdr search table of the object that
+ * holds them (function start .. next function start), looked up once at init. Capture never
+ * mallocs and takes no lock; init runs at session start, outside malloc. */
+#include "trace/internal.h"
+
+#include "trace/stack.h"
+
+#include <heaptrail.h>
+#include <link.h>
+#include <string.h>
+
+/* Frames captured beyond the asked depth to make room for heaptrail's own (buffer, session,
+ * heap internals, the entry point: about 4..8 in practice). */
+#define CALLSITE_EXTRA 12u
+#define N_ENTRY_MAX    32u
+
+typedef struct range {
+    uintptr_t lo, hi;
+} range;
+
+static range g_entry[N_ENTRY_MAX]; /* public entry points' code, [lo, hi) */
+static unsigned g_n_entry;
+static range g_span; /* the hull of g_entry: a quick filter */
+
+/* -- .eh_frame_hdr lookup (init only) ------------------------------------------------------- */
+
+/* Reads one DWARF EH pointer of encoding enc at *p (absptr/udata/sdata 4 or 8; absolute,
+ * pc-relative or data-relative to base). False for anything else. */
+static bool read_encoded(const uint8_t **p, uint8_t enc, uintptr_t data_base, uintptr_t *out)
+{
+    const uint8_t *q = *p;
+    uintptr_t v;
+    switch (enc & 0x0f) {
+    case 0x00: /* absptr */
+    case 0x04: /* udata8 */
+    case 0x0c: /* sdata8 */ {
+        uint64_t x;
+        memcpy(&x, q, 8);
+        v = (uintptr_t)x;
+        *p = q + 8;
+        break;
+    }
+    case 0x03: /* udata4 */ {
+        uint32_t x;
+        memcpy(&x, q, 4);
+        v = x;
+        *p = q + 4;
+        break;
+    }
+    case 0x0b: /* sdata4 */ {
+        int32_t x;
+        memcpy(&x, q, 4);
+        v = (uintptr_t)(intptr_t)x;
+        *p = q + 4;
+        break;
+    }
+    default:
+        return false;
+    }
+    switch (enc & 0x70) {
+    case 0x00:
+        break;
+    case 0x10: /* pcrel */
+        v += (uintptr_t)q;
+        break;
+    case 0x30: /* datarel */
+        v += data_base;
+        break;
+    default:
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+typedef struct find_ctx {
+    uintptr_t addr;
+    range found;
+    bool ok;
+} find_ctx;
+
+/* The function containing ctx->addr in this object, from its sorted FDE table. */
+static int find_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    find_ctx *c = arg;
+    const ElfW(Phdr) *load = NULL, *eh = NULL;
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && c->addr >= start && c->addr - start < ph->p_memsz)
+            load = ph;
+        else if (ph->p_type == PT_GNU_EH_FRAME)
+            eh = ph;
+    }
+    if (load == NULL)
+        return 0;
+    if (eh == NULL)
+        return 1;
+    const uint8_t *hdr = (const uint8_t *)(info->dlpi_addr + eh->p_vaddr);
+    if (hdr[0] != 1 || hdr[3] != 0x3b) /* version 1, table: datarel sdata4 */
+        return 1;
+    const uint8_t *p = hdr + 4;
+    uintptr_t eh_frame, count;
+    if (!read_encoded(&p, hdr[1], (uintptr_t)hdr, &eh_frame) ||
+        !read_encoded(&p, hdr[2], (uintptr_t)hdr, &count) || count == 0)
+        return 1;
+    const int32_t *table = (const int32_t *)(const void *)p; /* pairs: start, fde */
+    size_t lo = 0, hi = count;                               /* last start <= addr */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)hdr + (uintptr_t)(intptr_t)table[2 * mid] <= c->addr)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    uintptr_t start = (uintptr_t)hdr + (uintptr_t)(intptr_t)table[2 * lo];
+    if (start > c->addr)
+        return 1;
+    uintptr_t end = lo + 1 < count ? (uintptr_t)hdr + (uintptr_t)(intptr_t)table[2 * lo + 2]
+                                   : info->dlpi_addr + load->p_vaddr + load->p_memsz;
+    c->found.lo = start;
+    c->found.hi = end;
+    c->ok = true;
+    return 1;
+}
+
+static void entry_add(uintptr_t fn)
+{
+    find_ctx c = {.addr = fn};
+    dl_iterate_phdr(find_cb, &c);
+    if (!c.ok || g_n_entry == N_ENTRY_MAX)
+        return;
+    g_entry[g_n_entry++] = c.found;
+    if (g_n_entry == 1 || c.found.lo < g_span.lo)
+        g_span.lo = c.found.lo;
+    if (g_n_entry == 1 || c.found.hi > g_span.hi)
+        g_span.hi = c.found.hi;
+}
+
+#define ENTRY(fn) entry_add((uintptr_t)(fn))
+
+void ht__callsite_init(void)
+{
+    if (g_n_entry != 0)
+        return; /* the code does not move */
+    ENTRY(ht_heap_create);
+    ENTRY(ht_heap_destroy);
+    ENTRY(ht_process_heap);
+    ENTRY(ht_heap_alloc);
+    ENTRY(ht_heap_alloc_aligned);
+    ENTRY(ht_heap_realloc);
+    ENTRY(ht_heap_free);
+    ENTRY(ht_heap_size);
+    ENTRY(ht_heap_validate);
+    ENTRY(ht_heap_walk);
+    ENTRY(ht_heap_compact);
+    ENTRY(ht_heap_lock);
+    ENTRY(ht_heap_unlock);
+    ENTRY(ht_heap_set_option);
+    ENTRY(ht_trace_start);
+    ENTRY(ht_trace_stop);
+    ENTRY(ht_trace_enable_heap);
+}
+
+/* -- the hot path --------------------------------------------------------------------------- */
+
+static inline bool in_entry(uintptr_t pc)
+{
+    if (pc < g_span.lo || pc >= g_span.hi)
+        return false;
+    for (unsigned i = 0; i < g_n_entry; i++)
+        if (pc >= g_entry[i].lo && pc < g_entry[i].hi)
+            return true;
+    return false;
+}
+
+__attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
+{
+    const ht_unwinder *u = ht__stack_unwinder();
+    if (u == NULL || depth == 0)
+        return HT_STACK_ID_NONE;
+    if (depth > HT_STACK_MAX_DEPTH)
+        depth = HT_STACK_MAX_DEPTH;
+    uint64_t frames[HT_STACK_MAX_DEPTH + CALLSITE_EXTRA];
+    size_t n = u->capture(frames, depth + CALLSITE_EXTRA, 0);
+    size_t first = 0, scan = n < CALLSITE_EXTRA ? n : CALLSITE_EXTRA;
+    for (size_t i = 0; i < scan; i++)
+        if (in_entry((uintptr_t)frames[i] - 1))
+            first = i + 1;
+    if (first >= n)
+        return HT_STACK_ID_NONE;
+    size_t k = n - first < depth ? n - first : depth;
+    return ht__stack_intern(frames + first, k);
+}
