@@ -15,7 +15,8 @@ CLANG_FORMAT ?= clang-format
 
 # Debian packages, per target.
 DEPS_PKGS   := build-essential cmake pkg-config libunwind-dev
-BENCH_PKGS  := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 time
+BENCH_PKGS  := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 time heaptrack lttng-tools \
+               liblttng-ust1
 FORMAT_PKGS := clang-format
 
 # Sources that clang-format owns.
@@ -115,6 +116,7 @@ bench: bench-deps
 	$(call preset_build,release)
 	@test -f bench/run.sh || { echo "bench: bench/run.sh is missing" >&2; exit 1; }
 	bash bench/run.sh
+	bash bench/run_trace.sh
 
 install: deps
 	$(call preset_build,release,-DCMAKE_INSTALL_PREFIX=$(PREFIX))
