@@ -378,7 +378,9 @@ void *ht_heap_alloc_aligned(ht_heap *h, unsigned flags, size_t size, size_t alig
  * its live flag for large blocks). Returns the Source of the free. */
 static unsigned release_block(ht_heap *heap, ht_tcache *tc, void *p, const blockinfo *bi, ht_op *op)
 {
-    if (bi->cls >= 0 && tc != NULL) {
+    /* an LFH block of another affinity slot goes home to its run instead: parked here it
+     * would be reused by this thread and keep two cores writing one run's metadata */
+    if (bi->cls >= 0 && tc != NULL && (bi->run == NULL || bi->run->affinity == ht__tls->affinity)) {
         ht_lookaside *la = &tc->la[bi->cls];
         if (la->count < heap->la_depth[bi->cls]) {
             HT_UNPOISON(p, sizeof(void *));

@@ -175,8 +175,7 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
         tls = pool_get(&g_tls_pool);
         if (tls == NULL)
             return NULL;
-        static atomic_uint next_affinity;
-        tls->affinity = atomic_fetch_add(&next_affinity, 1) % HT_LFH_AFFINITY;
+        tls->affinity = ht__trace_tid() % HT_LFH_AFFINITY; /* documented: tid mod 4 */
         ht__tls = tls;
         pthread_setspecific(g_key, tls);
     }
