@@ -3,7 +3,8 @@
  * give back exactly the consumer's events (every type, rundown and INVALID included, one and
  * many threads); loss accounting under DROP, nothing lost under BLOCK, causal order of
  * reused addresses, rundown = heap walk, no overwrite of an existing file, and files of
- * processes killed by SIGKILL or dying of SIGSEGV. Owns only its temporary files. */
+ * processes killed by SIGKILL or dying of SIGSEGV (with other threads mid-packet: the file
+ * reads back complete). Owns only its temporary files. */
 #include "harness.h"
 #include "recorder_util.h"
 
@@ -11,6 +12,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 /* -- comparing a file with the truth ----------------------------------------------------- */
@@ -558,6 +561,8 @@ static void sigsegv_flushed(void)
     ru_file f;
     ru_file_read(path, &f);
     CHECK_EQ_U(f.open_status, HT_READER_OK);
+    CHECK_EQ_U(f.status, HT_READER_OK);
+    CHECK(f.info.complete); /* the handler wrote the end summary */
     uint64_t allocs = 0;
     for (size_t i = 0; i < f.n; i++)
         allocs += f.ev[i].heap_handle == (uintptr_t)h && f.ev[i].type == HT_EVENT_HEAP_ALLOC;
@@ -567,6 +572,142 @@ static void sigsegv_flushed(void)
     unlink(path);
 }
 
+/* Three workers allocate in a loop and publish, in shared memory, how many ht_heap_alloc
+ * calls have returned; the main thread reads those counts and faults. The file must read back
+ * complete, holding for each worker at least every allocation it had published by then (all
+ * committed before the crash; the workers go on during the handler, later ones may be in).
+ * The child is this program run again (fork + exec, HT_TEST_CRASH_CHILD=<trace path>), not a
+ * plain fork: TSan keeps the parent's view of the heap's locks across fork and would flag the
+ * workers' first lock; the shared memory is a file both map MAP_SHARED. */
+#define CRASH_WORKERS 3
+
+typedef struct crash_shared {
+    _Atomic uint32_t tid[CRASH_WORKERS];
+    _Atomic uint64_t done[CRASH_WORKERS];
+    uint64_t at_crash[CRASH_WORKERS]; /* done as the main thread read it just before faulting */
+    uint64_t heap;                    /* the workers' heap handle */
+} crash_shared;
+
+typedef struct crash_worker {
+    crash_shared *sh;
+    ht_heap *h;
+    pthread_barrier_t *barrier;
+    int ix;
+} crash_worker;
+
+static void *crash_worker_main(void *arg)
+{
+    crash_worker *w = arg;
+    atomic_store(&w->sh->tid[w->ix], (uint32_t)syscall(SYS_gettid));
+    for (uint64_t i = 1;; i++) {
+        (void)ht_heap_alloc(w->h, 0, 16 + i % 300);
+        atomic_store(&w->sh->done[w->ix], i); /* right after the call returned */
+        if (i == 1000)
+            pthread_barrier_wait(w->barrier);
+    }
+    return NULL;
+}
+
+static crash_shared *crash_shared_map(const char *shm_path, int flags)
+{
+    int fd = open(shm_path, O_RDWR | O_CLOEXEC | flags, 0600);
+    if (fd < 0 || ftruncate(fd, sizeof(crash_shared)) != 0)
+        return NULL;
+    void *p = mmap(NULL, sizeof(crash_shared), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* The child, before main: trace, start the workers, fault. Exit 3/4/5: setup failed. */
+__attribute__((constructor)) static void crash_child(void)
+{
+    const char *path = getenv("HT_TEST_CRASH_CHILD");
+    if (path == NULL)
+        return;
+    char shm_path[300];
+    snprintf(shm_path, sizeof shm_path, "%s.shm", path);
+    crash_shared *sh = crash_shared_map(shm_path, 0);
+    if (sh == NULL)
+        _exit(5);
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    sh->heap = (uintptr_t)h;
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.path = path;
+    cfg.stack_depth = ru_stack_depth();
+    cfg.buffer_size = 4096;
+    cfg.n_buffers = 4;
+    cfg.loss_policy = HT_TRACE_LOSS_BLOCK; /* nothing lost: every published call is in */
+    cfg.flags = HT_TRACE_NO_RUNDOWN;
+    if (ht_trace_start(&cfg) != 0)
+        _exit(3);
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, CRASH_WORKERS + 1);
+    crash_worker w[CRASH_WORKERS];
+    pthread_t th[CRASH_WORKERS];
+    for (int i = 0; i < CRASH_WORKERS; i++) {
+        w[i] = (crash_worker){sh, h, &barrier, i};
+        if (pthread_create(&th[i], NULL, crash_worker_main, &w[i]) != 0)
+            _exit(5);
+    }
+    pthread_barrier_wait(&barrier);
+    usleep(2000); /* the workers are mid-packet now */
+    /* The workers keep running while the handler flushes: what they publish after this may
+     * or may not be in the file; what they published before it must be. */
+    for (int i = 0; i < CRASH_WORKERS; i++)
+        sh->at_crash[i] = atomic_load(&sh->done[i]);
+    volatile uintptr_t bad = 8; /* volatile: a real fault, not something gcc can fold */
+    *(volatile int *)bad = 1;   /* dies here */
+    _exit(4);
+}
+
+static void sigsegv_threads_complete(void)
+{
+    char path[256], shm_path[300];
+    ru_path(path, sizeof path, "sigsegv_mt");
+    snprintf(shm_path, sizeof shm_path, "%s.shm", path);
+    unlink(shm_path);
+    crash_shared *sh = crash_shared_map(shm_path, O_CREAT | O_EXCL);
+    REQUIRE(sh != NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        setenv("HT_TEST_CRASH_CHILD", path, 1);
+        execl("/proc/self/exe", "test_recorder", (char *)NULL);
+        _exit(6);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    /* SIGSEGV, or a sanitizer's report and exit code after our handler chained to it. */
+    CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV) ||
+          (WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 3 &&
+           WEXITSTATUS(status) != 4 && WEXITSTATUS(status) != 5 && WEXITSTATUS(status) != 6));
+    ru_file f;
+    ru_file_read(path, &f);
+    CHECK_EQ_U(f.open_status, HT_READER_OK);
+    CHECK_EQ_U(f.status, HT_READER_OK);
+    CHECK(f.info.complete);
+    CHECK_EQ_U(f.n, f.info.n_events);
+    for (int k = 0; k < CRASH_WORKERS; k++) {
+        uint32_t tid = atomic_load(&sh->tid[k]);
+        uint64_t done = sh->at_crash[k];
+        uint64_t allocs = 0;
+        for (size_t i = 0; i < f.n; i++)
+            allocs += f.ev[i].tid == tid && f.ev[i].heap_handle == sh->heap &&
+                      f.ev[i].type == HT_EVENT_HEAP_ALLOC;
+        CHECK(done >= 1000);
+        if (allocs + 1 < done)
+            fprintf(stderr, "worker %d (tid %u): %" PRIu64 " events, %" PRIu64 " published\n", k,
+                    tid, allocs, done);
+        CHECK(allocs + 1 >= done);
+    }
+    ru_file_free(&f);
+    munmap(sh, sizeof *sh);
+    unlink(shm_path);
+    unlink(path);
+}
+
 TEST_MAIN(TEST(roundtrip_single), TEST(roundtrip_threads), TEST(loss_drop_counted),
           TEST(loss_block_none), TEST(causal_order), TEST(rundown_equals_walk),
-          TEST(existing_file_kept), TEST(sigkill_cut_at_chunk), TEST(sigsegv_flushed))
+          TEST(existing_file_kept), TEST(sigkill_cut_at_chunk), TEST(sigsegv_flushed),
+          TEST(sigsegv_threads_complete))

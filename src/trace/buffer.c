@@ -141,6 +141,7 @@ static ht_raw_event *buf_reserve_slow(ht_tbuf *b, uint64_t gen, bool must)
             ht_packet *pk = ht__packet_at(b, head);
             pk->n_slots = 0;
             pk->n_lost = atomic_load_explicit(&b->n_lost, memory_order_relaxed);
+            b->cur = pk; /* n_committed is 0: fresh pages, or zeroed when the writer gave it back */
             b->pos = (ht_raw_event *)(pk + 1);
             b->end = b->pos + ht__rec.slots_per_packet;
             return b->pos;
@@ -198,6 +199,7 @@ static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
     uint8_t *mem = ht__os.map_rw((size_t)ht__rec.n_packets * ht__rec.packet_size);
     b->pos = NULL;
     b->end = NULL;
+    b->cur = NULL;
     b->next_seq = ev->sequence;
     atomic_store_explicit(&b->head, 0, memory_order_relaxed);
     atomic_store_explicit(&b->n_lost, 0, memory_order_relaxed);
@@ -283,8 +285,14 @@ void ht__buf_emit(const ht_event *ev)
         p->a = skip;
         p++;
     }
-    b->pos = slot_fill(p, ev, stack_id); /* commit: the slots are in before pos moves past them */
+    p = slot_fill(p, ev, stack_id);
+    b->pos = p;
     b->next_seq = ev->sequence + 1;
+    /* Commit: the record's slots are in before the count moves past them (one store, release;
+     * a plain mov on x86). The crash path copies the first n_committed slots of another
+     * thread's current packet. */
+    atomic_store_explicit(&b->cur->n_committed, (uint32_t)(p - (ht_raw_event *)(b->cur + 1)),
+                          memory_order_release);
 out:
     atomic_store_explicit(&b->busy, 0, memory_order_release);
 }

@@ -48,9 +48,11 @@ int ht__writer_start(void);
 /* Asks the writer for the last drain (every sealed packet), lost chunks and the end summary,
  * joins it and unmaps its buffers. */
 void ht__writer_finish(void);
-/* The crash path: takes the file from the writer (bounded wait), writes this thread's
- * partial packet and every sealed packet, then lost-count chunks; never releases the file.
- * No malloc, no locks; async-signal-safe. */
+/* The crash path: takes the file from the writer (bounded wait: io_owner, a CAS flag, about
+ * 2 s; without it nothing is written), writes this thread's partial packet, every sealed
+ * packet and every other thread's committed records of its current packet, then lost-count
+ * chunks and the end summary; never releases the file. No malloc, no locks;
+ * async-signal-safe. */
 void ht__writer_crash_flush(ht_tbuf *self);
 /* Writes size bytes at p to the trace file, retrying partial writes. False (io_error set)
  * on failure. Async-signal-safe. */

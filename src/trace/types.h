@@ -37,13 +37,16 @@
 #define HT_REC_MAX_THREADS         65536u /* thread buffers per session (control blocks) */
 #define HT_REC_SLOT_MAX            3u     /* slots one event may need: SEQ_SKIP, event, tail */
 
-/* The header at the start of every packet; the slots follow it. */
+/* The header at the start of every packet; the slots follow it. n_committed: slots whose
+ * records are complete while the packet is its owner's current one, release-stored by the
+ * owner after each record (the crash path reads it, acquire); the writer zeroes it before it
+ * gives the packet back, so a packet never shows a count of an earlier round. */
 typedef struct ht_packet {
-    uint32_t n_slots;   /* slots filled; set by whoever seals the packet */
-    uint32_t reserved_; /* 0 */
-    uint64_t n_lost;    /* the thread's lost count when the packet was taken = lost before its
-                           last event (drops happen only between packets) */
-    uint64_t pad_[6];   /* the slots start 64-byte aligned */
+    uint32_t n_slots;             /* slots filled; set by whoever seals the packet */
+    _Atomic uint32_t n_committed; /* slots committed so far (see above) */
+    uint64_t n_lost;  /* the thread's lost count when the packet was taken = lost before its
+                         last event (drops happen only between packets) */
+    uint64_t pad_[6]; /* the slots start 64-byte aligned */
 } ht_packet;
 
 _Static_assert(sizeof(ht_packet) == 64, "ht_packet is one cache line");
@@ -67,7 +70,8 @@ typedef struct ht_tbuf {
     uint64_t first_seq;      /* sequence number of the first event offered to the buffer */
     atomic_int exited;       /* the owner ran its thread-exit flush */
     uint32_t pad0_;
-    uint8_t pad1_[128 - 80];
+    ht_packet *cur; /* the packet pos points into (n_committed); valid with pos */
+    uint8_t pad1_[128 - 88];
     /* -- writer -- */
     _Atomic uint64_t tail; /* packets given back (release) */
     uint32_t stream;       /* index + 1 of the writer's stream for tid; 0 = not yet */

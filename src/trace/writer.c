@@ -1,7 +1,8 @@
 /* writer.c — the writer thread: takes sealed packets from every thread buffer (whole, in
  * registration order), encodes them into chunks with ht__enc_* and writes them with
  * ht__os.write, whole chunks only; at stop, the lost-count chunks and the end summary; on a
- * fatal signal, the same flush from the crashing thread. With stacks on, also the metadata:
+ * fatal signal, the same flush from the crashing thread, plus the committed records of every
+ * other thread's current packet (ht_packet.n_committed). With stacks on, also the metadata:
  * the module snapshot and its load/unload changes (polled at each wake-up), and each new
  * stack's definition, written before the first event chunk that uses it. Owns the per-tid streams
  * and the encoding buffer (whoever holds io_owner uses them). Never mallocs, never touches a slot
@@ -225,10 +226,12 @@ static uint64_t count_events(const ht_raw_event *slots, size_t n)
     return k;
 }
 
-static void encode_packet(ht_wstream *s, ht_tbuf *b, ht_packet *pk)
+/* Encodes the first n_slots slots of pk (all of a sealed packet; the committed ones of a
+ * current packet on the crash path). */
+static void encode_packet(ht_wstream *s, ht_tbuf *b, ht_packet *pk, uint32_t n_slots)
 {
     ht_raw_event *slots = (ht_raw_event *)(pk + 1);
-    size_t n = pk->n_slots <= ht__rec.slots_per_packet ? pk->n_slots : ht__rec.slots_per_packet;
+    size_t n = n_slots <= ht__rec.slots_per_packet ? n_slots : ht__rec.slots_per_packet;
     uint64_t lost = s->lost_base + pk->n_lost;
     if (lost > s->enc.lost_so_far)
         s->enc.lost_so_far = lost;
@@ -275,8 +278,12 @@ static bool drain_buf(ht_tbuf *b, bool crash)
         return false;
     bool exited = atomic_load_explicit(&b->exited, memory_order_acquire) != 0;
     ht_wstream *s = stream_for(b);
-    for (uint64_t i = tail; i < head; i++)
-        encode_packet(s, b, ht__packet_at(b, i));
+    for (uint64_t i = tail; i < head; i++) {
+        ht_packet *pk = ht__packet_at(b, i);
+        encode_packet(s, b, pk, pk->n_slots);
+        /* Given back below: its next round starts with no committed record. */
+        atomic_store_explicit(&pk->n_committed, 0, memory_order_relaxed);
+    }
     out_flush();
     if (exited && !crash) {
         /* The thread is gone: give the pages back (they fault in again if it still emits
@@ -354,7 +361,9 @@ static void write_end_summary(void)
         const ht_wstream *s = &ht__rec.streams[i];
         t[i].tid = s->enc.tid;
         t[i].n_events = s->enc.n_events;
-        t[i].n_lost = s->lost_base + atomic_load(&s->cur->n_lost);
+        /* As written by write_lost_chunks just before (on the crash path the owner may lose
+         * more meanwhile: the file stays consistent with its last chunk). */
+        t[i].n_lost = s->enc.lost_so_far;
         t[i].n_chunks = s->enc.n_chunks;
     }
     uint8_t *buf = mem + totals_size;
@@ -478,6 +487,32 @@ void ht__writer_finish(void)
 
 /* -- the crash path ---------------------------------------------------------------------- */
 
+/* Another thread's buffer on the crash path (its owner may still run): every sealed packet,
+ * then the records of its current packet committed by now (n_committed, acquire). Never
+ * gives that packet back (no tail store past it), so its committed slots stay as read. */
+static void crash_drain_buf(ht_tbuf *b)
+{
+    if (b->packets == NULL)
+        return;
+    for (int tries = 0; tries < 8; tries++) {
+        drain_buf(b, true);
+        uint64_t h = atomic_load_explicit(&b->head, memory_order_acquire);
+        if (h != atomic_load_explicit(&b->tail, memory_order_relaxed))
+            continue; /* sealed meanwhile: drain those first */
+        /* Packet h is the owner's current one (or its next, then with 0). Its memory last
+         * held packet h - n_packets, drained and zeroed, so a count here is this round's. */
+        ht_packet *pk = ht__packet_at(b, h);
+        uint32_t n = atomic_load_explicit(&pk->n_committed, memory_order_acquire);
+        if (atomic_load_explicit(&b->head, memory_order_acquire) != h)
+            continue; /* sealed while read: take it whole instead */
+        if (n != 0) {
+            encode_packet(stream_for(b), b, pk, n);
+            out_flush();
+        }
+        return;
+    }
+}
+
 void ht__writer_crash_flush(ht_tbuf *self)
 {
     int me = (int)ht__trace_tid();
@@ -499,10 +534,13 @@ void ht__writer_crash_flush(ht_tbuf *self)
     uint64_t end = ht__rec_bufs_end();
     for (uint64_t i = ht__rec.first_buf; i < end; i++) {
         ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];
-        if (atomic_load_explicit(&b->gen, memory_order_acquire) == ht__rec.gen)
+        if (atomic_load_explicit(&b->gen, memory_order_acquire) != ht__rec.gen)
+            continue;
+        if (b == self)
             drain_buf(b, true);
+        else
+            crash_drain_buf(b);
     }
     write_lost_chunks();
-    /* No end summary: other threads' partial packets are not flushed, so the file is
-     * honestly "cut off" for them (the reader reports it as truncated at a chunk boundary). */
+    write_end_summary(); /* totals of what this file holds: the reader sees it complete */
 }
