@@ -286,7 +286,7 @@ int main(int argc, char **argv)
     ht_heap_get_stats(ht_process_heap(), &base_process);
     ht_trace_config cfg = {0};
     cfg.path = argv[1];
-    cfg.stack_depth = 16;
+    cfg.stack_depth = getenv("GEN_GOLDEN_NO_STACKS") ? 0 : 16; /* (a corpus seed without stacks) */
     cfg.consumer = consume;
     cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
     int rc = ht_trace_start(&cfg);
