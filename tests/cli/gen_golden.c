@@ -8,11 +8,12 @@
  *     block (slow_path_block), a moving realloc (grow_block), a double free (double_free_*),
  *     8 blocks allocated on one thread and freed on another (cross_alloc / cross_free), a
  *     private heap B destroyed with 7 live blocks (doomed_alloc).
- * Every allocation call sits on a line marked with a comment SITE:<name>, so the test finds
- * its line with grep. The consumer copy of every event goes to a second file, as JSON lines
- * in `heaptrail dump --format json`'s layout without stack_id, for the dump round trip.
- *   usage: gen_golden TRACE_FILE EVENTS_FILE
- * Built -O0 -g with frame pointers, no inlining, no sibling calls (see CMakeLists.txt). */
+ * Every heap call of interest is a statement of one line marked with a comment SITE:<name>,
+ * so the test finds its line with grep (a call inside a statement that spans lines would be
+ * attributed to the statement's first line). The consumer copy of every event goes to a second
+ * file, as JSON lines in `heaptrail dump --format json`'s layout without stack_id, for the dump
+ * round trip. usage: gen_golden TRACE_FILE EVENTS_FILE Built -O0 -g with frame pointers, no
+ * inlining, no sibling calls (see CMakeLists.txt). */
 #include <heaptrail.h>
 
 #include <inttypes.h>
@@ -108,12 +109,14 @@ static void *cross_blocks[N_CROSS];
 
 static void *pre_trace_block(void)
 {
-    return xalloc(ht_process_heap(), 77, ht_heap_alloc(ht_process_heap(), 0, 77)); /* SITE:pre */
+    void *p = ht_heap_alloc(ht_process_heap(), 0, 77); /* SITE:pre */
+    return xalloc(ht_process_heap(), 77, p);
 }
 
 static void leak_small(void)
 {
-    xalloc(ht_process_heap(), 48, ht_heap_alloc(ht_process_heap(), 0, 48)); /* SITE:leak_small */
+    void *p = ht_heap_alloc(ht_process_heap(), 0, 48); /* SITE:leak_small */
+    xalloc(ht_process_heap(), 48, p);
 }
 
 static void leak_big(void)
@@ -124,8 +127,8 @@ static void leak_big(void)
 static void make_temporaries(void)
 {
     for (int i = 0; i < 100; i++) {
-        void *p =
-            xalloc(ht_process_heap(), 32, ht_heap_alloc(ht_process_heap(), 0, 32)); /* SITE:temp */
+        void *p = ht_heap_alloc(ht_process_heap(), 0, 32); /* SITE:temp */
+        xalloc(ht_process_heap(), 32, p);
         m_free(p, 1);
         ht_heap_free(ht_process_heap(), 0, p);
     }
@@ -133,9 +136,10 @@ static void make_temporaries(void)
 
 static void batch_alloc(void **out, int n)
 {
-    for (int i = 0; i < n; i++)
-        out[i] =
-            xalloc(ht_process_heap(), 64, ht_heap_alloc(ht_process_heap(), 0, 64)); /* SITE:batch */
+    for (int i = 0; i < n; i++) {
+        out[i] = ht_heap_alloc(ht_process_heap(), 0, 64); /* SITE:batch */
+        xalloc(ht_process_heap(), 64, out[i]);
+    }
 }
 
 static void build_peak(void **out, int n)
@@ -146,8 +150,8 @@ static void build_peak(void **out, int n)
 
 static void *slow_path_block(void)
 {
-    return xalloc(ht_process_heap(), 2u << 20,
-                  ht_heap_alloc(ht_process_heap(), 0, 2u << 20)); /* SITE:slow */
+    void *p = ht_heap_alloc(ht_process_heap(), 0, 2u << 20); /* SITE:slow */
+    return xalloc(ht_process_heap(), 2u << 20, p);
 }
 
 static void *grow_block(void *p, size_t size)
@@ -161,8 +165,8 @@ static void *grow_block(void *p, size_t size)
 
 static void *double_free_alloc(void)
 {
-    return xalloc(ht_process_heap(), 24,
-                  ht_heap_alloc(ht_process_heap(), 0, 24)); /* SITE:df_alloc */
+    void *p = ht_heap_alloc(ht_process_heap(), 0, 24); /* SITE:df_alloc */
+    return xalloc(ht_process_heap(), 24, p);
 }
 
 static void double_free_first(void *p)
@@ -188,10 +192,10 @@ static void *cross_alloc(void *arg)
     (void)arg;
     cur_thread = 1;
     tids[0] = (uint32_t)syscall(SYS_gettid);
-    for (int i = 0; i < N_CROSS; i++)
-        cross_blocks[i] =
-            xalloc(ht_process_heap(), CROSS_SIZE,
-                   ht_heap_alloc(ht_process_heap(), 0, CROSS_SIZE)); /* SITE:cross_alloc */
+    for (int i = 0; i < N_CROSS; i++) {
+        void *p = ht_heap_alloc(ht_process_heap(), 0, CROSS_SIZE); /* SITE:cross_alloc */
+        cross_blocks[i] = xalloc(ht_process_heap(), CROSS_SIZE, p);
+    }
     return NULL;
 }
 
