@@ -6,6 +6,7 @@
 #include "harness.h"
 
 #include "analysis/internal.h"
+#include "trace_build.h"
 
 #include <heaptrail.h>
 
@@ -287,6 +288,83 @@ static void test_dump_extremes(void)
     }
 }
 
+/* A trace with lost events (built with the real encoder): the report says how many, that
+ * figures are not exact, the committed-bytes bound on the peak, and the lost free and lost
+ * alloc it could detect. */
+static void test_lost_events_report(void)
+{
+    tb_trace t;
+    tb_init(&t, 42, "prog\0arg", 8, 1000, 5000);
+    ht_enc_stream s = {.tid = 7, .next_seq = 1};
+    ht_event ev[4];
+    memset(ev, 0, sizeof ev);
+    ev[0].timestamp_ns = 1100;
+    ev[0].tid = 7;
+    ev[0].type = HT_EVENT_HEAP_CREATE;
+    ev[0].heap_handle = 0x5000;
+    ev[0].create.committed_space = 65536;
+    ev[0].create.reserved_space = 1 << 20;
+    ev[0].sequence = 1;
+    ev[1].timestamp_ns = 1200;
+    ev[1].tid = 7;
+    ev[1].type = HT_EVENT_HEAP_ALLOC;
+    ev[1].heap_handle = 0x5000;
+    ev[1].alloc.address = 0x9000;
+    ev[1].alloc.size = 100;
+    ev[1].alloc.source = 3;
+    ev[1].sequence = 2;
+    tb_events(&t, &s, ev, NULL, 2, 4096);
+    s.lost_so_far = 3; /* three events dropped here: their sequence numbers are skipped */
+    memset(ev, 0, sizeof ev);
+    ev[0].timestamp_ns = 1300;
+    ev[0].tid = 7;
+    ev[0].type = HT_EVENT_HEAP_FREE;
+    ev[0].heap_handle = 0x5000;
+    ev[0].free.address = 0x7000; /* its allocation was lost */
+    ev[0].free.source = 3;
+    ev[0].sequence = 6;
+    ev[1] = ev[0];
+    ev[1].timestamp_ns = 1400;
+    ev[1].type = HT_EVENT_HEAP_ALLOC;
+    ev[1].alloc.address = 0x9000; /* 0x9000's free was lost */
+    ev[1].alloc.size = 40;
+    ev[1].alloc.source = 3;
+    ev[1].sequence = 7;
+    tb_events(&t, &s, ev, NULL, 2, 4096);
+    ht_enc_thread_total tot = {.tid = 7, .n_events = 4, .n_lost = 3, .n_chunks = s.n_chunks};
+    tb_end(&t, 2000, &tot, 1);
+    ht_reader *rd;
+    REQUIRE(ht_reader_open_memory(t.data, t.size, &rd) == HT_READER_OK);
+    ht_reader_trace_info info;
+    ht_reader_info(rd, &info);
+    CHECK_EQ_U(info.n_lost, 3);
+    ht_analysis *an = ht__an_create(NULL, info.start_mono_ns);
+    REQUIRE(an != NULL);
+    ht__an_run(an, rd, NULL, NULL);
+    CHECK_EQ_U(an->n_orphan_free, 1);
+    CHECK_EQ_U(an->n_stale, 1);
+    CHECK_EQ_U(an->peak_bytes, 100);
+    CHECK_EQ_U(an->leaked_bytes, 40);
+    ht_report_opts opts = {.top = 5};
+    ht_sbuf out = {0};
+    REQUIRE(ht__report_json(an, rd, NULL, &opts, &out));
+    CHECK(strstr(out.p, "\"lost_events\":3,") != NULL);
+    CHECK(strstr(out.p, "\"exact\":false,\"unknown_blocks_bound\":3,"
+                        "\"peak_upper_bound_bytes\":65536,\"orphan_frees\":1,"
+                        "\"stale_blocks\":1,\"stale_bytes\":100}") != NULL);
+    CHECK(strstr(out.p, "\"program\":\"prog arg\",\"argv\":[\"prog\",\"arg\"]") != NULL);
+    ht__sb_free(&out);
+    memset(&out, 0, sizeof out);
+    REQUIRE(ht__report_text(an, rd, NULL, &opts, &out));
+    CHECK(strstr(out.p, "  lost events    3: tid 7 lost 3;") != NULL);
+    CHECK(strstr(out.p, "exact to within 3 blocks") != NULL);
+    CHECK(strstr(out.p, "peak exact to within 65436 bytes") != NULL);
+    ht__sb_free(&out);
+    ht__an_destroy(an);
+    ht_reader_close(rd);
+    tb_free(&t);
+}
+
 TEST_MAIN(TEST(test_lfh_table_matches_heap), TEST(test_livemap_against_array),
           TEST(test_peak_snapshot_brute_force), TEST(test_window_and_temporaries),
-          TEST(test_stale_and_orphans), TEST(test_dump_extremes))
+          TEST(test_stale_and_orphans), TEST(test_dump_extremes), TEST(test_lost_events_report))

@@ -498,7 +498,10 @@ bool ht__report_json(ht_analysis *an, ht_reader *rd, ht_symbolizer *sym, const h
         ht__sb_puts(o, "{");
         j_u64(o, "from_ns", an->cfg.from_ns);
         ht__sb_puts(o, ",");
-        j_u64(o, "to_ns", an->cfg.to_ns);
+        if (an->cfg.to_ns == UINT64_MAX)
+            ht__sb_puts(o, "\"to_ns\":null"); /* --from alone: to the end */
+        else
+            j_u64(o, "to_ns", an->cfg.to_ns);
         for (unsigned c = 0; c < HT_WIN_N; c++) {
             ht__sb_puts(o, ",");
             j_cb(o, ht__an_window_name[c], "count", "bytes", &an->win[c]);

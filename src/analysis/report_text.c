@@ -354,9 +354,9 @@ static void text_window(const ht_analysis *an, ht_sbuf *out)
     if (!an->cfg.window)
         return;
     char b1[64], b2[64];
-    ht__sb_printf(out, "\n== Window %s .. %s after trace start\n",
-                  ht__fmt_ns(an->cfg.from_ns, b1, sizeof b1),
-                  ht__fmt_ns(an->cfg.to_ns, b2, sizeof b2));
+    ht__sb_printf(
+        out, "\n== Window %s .. %s after trace start\n", ht__fmt_ns(an->cfg.from_ns, b1, sizeof b1),
+        an->cfg.to_ns == UINT64_MAX ? "the end" : ht__fmt_ns(an->cfg.to_ns, b2, sizeof b2));
     static const char *const what[HT_WIN_N] = {
         "allocated inside, freed inside", "allocated inside, freed outside (or never)",
         "allocated before, freed inside", "allocated before, freed outside (or never)"};

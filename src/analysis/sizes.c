@@ -55,18 +55,16 @@ unsigned ht__an_pow2_bucket(uint64_t size)
 
 unsigned ht__an_lfh_class(uint64_t size)
 {
+    /* The table's shape: 16-byte steps up to 128, then four classes per power of two (the
+     * heap computes it the same way; test_report_analysis checks every size against the
+     * table). Size 0 is served by the first class. */
+    if (size <= 128)
+        return size == 0 ? 0u : (unsigned)((size + 15) / 16 - 1);
     if (size > ht__an_lfh_class_size[HT_AN_N_LFH - 1])
         return HT_AN_N_LFH;
-    /* Binary search for the first class >= size (size 0 is served by the first class). */
-    unsigned lo = 0, hi = HT_AN_N_LFH - 1;
-    while (lo < hi) {
-        unsigned mid = (lo + hi) / 2;
-        if (ht__an_lfh_class_size[mid] >= size)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return lo;
+    uint64_t m = size - 1;
+    unsigned lg = 63u - (unsigned)__builtin_clzll(m);
+    return 8u + (lg - 7u) * 4u + (unsigned)(m >> (lg - 2u)) - 4u;
 }
 
 unsigned ht__an_lifetime_bucket(uint64_t ns)
