@@ -1,7 +1,8 @@
 /* dump.c — one event as one line of text, JSON or CSV, lossless: every field of the ht_event
  * (timestamp, tid, sequence, flags, HeapHandle, the type's ETW payload fields) and its stack
  * id. Field names are DESIGN.md's (ETW names verbatim). Hand-written number formatting into
- * the caller's buffer: no stdio in the per-event path (bench/run_report.sh measures it).
+ * the caller's buffer, keys copied as fixed 32-byte blocks: no stdio and no variable-length
+ * copies in the per-event path (bench/run_report.sh measures it).
  * Never prints. */
 #include "analysis/internal.h"
 
@@ -15,23 +16,40 @@ static const char digits2[] = "0001020304050607080910111213141516171819202122232
                               "34353637383940414243444546474849505152535455565758596061626364656667"
                               "6869707172737475767778798081828384858687888990919293949596979899";
 
+static inline unsigned n_digits(uint64_t v)
+{
+    unsigned n = 1;
+    for (;;) {
+        if (v < 10)
+            return n;
+        if (v < 100)
+            return n + 1;
+        if (v < 1000)
+            return n + 2;
+        if (v < 10000)
+            return n + 3;
+        v /= 10000;
+        n += 4;
+    }
+}
+
+/* Decimal, written in place from the end (no temporary, no memcpy). */
 static inline char *put_u64(char *p, uint64_t v)
 {
-    char tmp[20];
-    char *e = tmp + sizeof tmp, *q = e;
+    unsigned n = n_digits(v);
+    char *q = p + n;
     while (v >= 100) {
         unsigned r = (unsigned)(v % 100);
         v /= 100;
         q -= 2;
-        memcpy(q, digits2 + 2 * r, 2);
+        q[0] = digits2[2 * r];
+        q[1] = digits2[2 * r + 1];
     }
     if (v >= 10) {
-        q -= 2;
-        memcpy(q, digits2 + 2 * v, 2);
+        q[-2] = digits2[2 * v];
+        q[-1] = digits2[2 * v + 1];
     } else
-        *--q = (char)('0' + v);
-    size_t n = (size_t)(e - q);
-    memcpy(p, q, n);
+        q[-1] = (char)('0' + v);
     return p + n;
 }
 
@@ -40,102 +58,134 @@ static inline char *put_hex(char *p, uint64_t v)
     static const char hex[] = "0123456789abcdef";
     *p++ = '0';
     *p++ = 'x';
-    int shift = v == 0 ? 0 : (63 - __builtin_clzll(v)) & ~3;
-    for (; shift >= 0; shift -= 4)
-        *p++ = hex[(v >> shift) & 0xF];
-    return p;
-}
-
-static inline char *put_str(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
+    unsigned n = v == 0 ? 1u : (unsigned)(67 - __builtin_clzll(v)) / 4u;
+    for (unsigned i = n; i > 0; i--) {
+        p[i - 1] = hex[v & 0xF];
+        v >>= 4;
+    }
     return p + n;
 }
 
-#define PUT(p, lit) put_str(p, lit, sizeof(lit) - 1)
+#define PUT(p, lit) (memcpy(p, lit, sizeof(lit) - 1), (p) + sizeof(lit) - 1)
 
-/* The payload fields of an event, as (name, value, is_address) triples. */
-typedef struct dump_field {
-    const char *name;
-    size_t name_len;
-    uint64_t value;
-    bool address;
-} dump_field;
-
-#define F(n, v, a)                                                                                 \
-    (dump_field)                                                                                   \
+/* A key or separator with its length, padded so that it can be copied as a fixed 32 bytes
+ * (the line buffer has the room: HT_DUMP_LINE_MAX counts it). */
+typedef struct dump_key {
+    char s[32];
+    size_t n;
+} dump_key;
+#define KEY(lit)                                                                                   \
     {                                                                                              \
-        n, sizeof(n) - 1, (uint64_t)(v), a                                                         \
+        lit, sizeof(lit) - 1                                                                       \
     }
 
-static size_t payload_fields(const ht_event *ev, dump_field *f)
+static inline char *put_key(char *p, const dump_key *k)
+{
+    memcpy(p, k->s, sizeof k->s);
+    return p + k->n;
+}
+
+/* Payload fields of each type, in ETW order: JSON key, text key, CSV column, is an address. */
+typedef struct dump_field {
+    dump_key json; /* ,"Name": */
+    dump_key text; /*  Name= */
+    int column;    /* CSV column after HeapHandle (0 = Size ... 9 = CommittedSpace) */
+    bool address;  /* 0x... (JSON: a string) */
+} dump_field;
+#define FIELD(name, col, addr)                                                                     \
+    {                                                                                              \
+        KEY(",\"" name "\":"), KEY(" " name "="), col, addr                                        \
+    }
+
+static const dump_field f_size = FIELD("Size", 0, false);
+static const dump_field f_address = FIELD("Address", 1, true);
+static const dump_field f_source = FIELD("Source", 2, false);
+static const dump_field f_new_address = FIELD("NewAddress", 3, true);
+static const dump_field f_old_address = FIELD("OldAddress", 4, true);
+static const dump_field f_new_size = FIELD("NewSize", 5, false);
+static const dump_field f_old_size = FIELD("OldSize", 6, false);
+static const dump_field f_flags = FIELD("Flags", 7, false);
+static const dump_field f_reserved = FIELD("ReservedSpace", 8, false);
+static const dump_field f_committed = FIELD("CommittedSpace", 9, false);
+#define N_CSV_COLUMNS 10
+
+/* Type names, as JSON values and as text words. */
+static const dump_key type_json[HT_AN_N_TYPES] = {
+    KEY("{\"type\":\"alloc\""),   KEY("{\"type\":\"free\""),    KEY("{\"type\":\"realloc\""),
+    KEY("{\"type\":\"create\""),  KEY("{\"type\":\"destroy\""), KEY("{\"type\":\"expand\""),
+    KEY("{\"type\":\"contract\"")};
+static const dump_key type_text[HT_AN_N_TYPES] = {KEY(" alloc"),   KEY(" free"),    KEY(" realloc"),
+                                                  KEY(" create"),  KEY(" destroy"), KEY(" expand"),
+                                                  KEY(" contract")};
+
+static const dump_key type_csv[HT_AN_N_TYPES] = {KEY("alloc"),   KEY("free"),    KEY("realloc"),
+                                                 KEY("create"),  KEY("destroy"), KEY("expand"),
+                                                 KEY("contract")};
+
+typedef struct field_val {
+    const dump_field *f;
+    uint64_t v;
+} field_val;
+
+static size_t payload_fields(const ht_event *ev, field_val *f)
 {
     switch (ev->type) {
     case HT_EVENT_HEAP_ALLOC:
-        f[0] = F("Size", ev->alloc.size, false);
-        f[1] = F("Address", ev->alloc.address, true);
-        f[2] = F("Source", ev->alloc.source, false);
+        f[0] = (field_val){&f_size, ev->alloc.size};
+        f[1] = (field_val){&f_address, ev->alloc.address};
+        f[2] = (field_val){&f_source, ev->alloc.source};
         return 3;
     case HT_EVENT_HEAP_FREE:
-        f[0] = F("Address", ev->free.address, true);
-        f[1] = F("Source", ev->free.source, false);
+        f[0] = (field_val){&f_address, ev->free.address};
+        f[1] = (field_val){&f_source, ev->free.source};
         return 2;
     case HT_EVENT_HEAP_REALLOC:
-        f[0] = F("NewAddress", ev->realloc.new_address, true);
-        f[1] = F("OldAddress", ev->realloc.old_address, true);
-        f[2] = F("NewSize", ev->realloc.new_size, false);
-        f[3] = F("OldSize", ev->realloc.old_size, false);
-        f[4] = F("Source", ev->realloc.source, false);
+        f[0] = (field_val){&f_new_address, ev->realloc.new_address};
+        f[1] = (field_val){&f_old_address, ev->realloc.old_address};
+        f[2] = (field_val){&f_new_size, ev->realloc.new_size};
+        f[3] = (field_val){&f_old_size, ev->realloc.old_size};
+        f[4] = (field_val){&f_source, ev->realloc.source};
         return 5;
     case HT_EVENT_HEAP_CREATE:
-        f[0] = F("Flags", ev->create.flags, false);
-        f[1] = F("ReservedSpace", ev->create.reserved_space, false);
-        f[2] = F("CommittedSpace", ev->create.committed_space, false);
+        f[0] = (field_val){&f_flags, ev->create.flags};
+        f[1] = (field_val){&f_reserved, ev->create.reserved_space};
+        f[2] = (field_val){&f_committed, ev->create.committed_space};
         return 3;
     case HT_EVENT_HEAP_EXPAND:
-        f[0] = F("Address", ev->expand.address, true);
-        f[1] = F("Size", ev->expand.size, false);
-        f[2] = F("CommittedSpace", ev->expand.committed_space, false);
+        f[0] = (field_val){&f_address, ev->expand.address};
+        f[1] = (field_val){&f_size, ev->expand.size};
+        f[2] = (field_val){&f_committed, ev->expand.committed_space};
         return 3;
     case HT_EVENT_HEAP_CONTRACT:
-        f[0] = F("Address", ev->contract.address, true);
-        f[1] = F("Size", ev->contract.size, false);
-        f[2] = F("CommittedSpace", ev->contract.committed_space, false);
+        f[0] = (field_val){&f_address, ev->contract.address};
+        f[1] = (field_val){&f_size, ev->contract.size};
+        f[2] = (field_val){&f_committed, ev->contract.committed_space};
         return 3;
     default:
         return 0;
     }
 }
 
-/* CSV column of each payload field name (after the six header columns and HeapHandle). */
-static int csv_column(const char *name)
+static inline char *put_value(char *p, const field_val *fv)
 {
-    static const char *const cols[] = {"Size",          "Address",       "Source",  "NewAddress",
-                                       "OldAddress",    "NewSize",       "OldSize", "Flags",
-                                       "ReservedSpace", "CommittedSpace"};
-    for (int i = 0; i < (int)(sizeof cols / sizeof cols[0]); i++)
-        if (!strcmp(cols[i], name))
-            return i;
-    return -1;
+    return fv->f->address ? put_hex(p, fv->v) : put_u64(p, fv->v);
 }
 
 size_t ht__dump_line(ht_dump_format fmt, const ht_reader_event *rev, char *buf)
 {
     const ht_event *ev = &rev->event;
     int ti = ht__an_type_index(ev->type);
-    const char *tname = ti >= 0 ? ht__an_type_name[ti] : NULL;
-    dump_field f[5];
+    field_val f[5];
     size_t nf = payload_fields(ev, f);
     char *p = buf;
     switch (fmt) {
     case HT_DUMP_JSON:
-        p = PUT(p, "{\"type\":");
-        if (tname != NULL) {
-            *p++ = '"';
-            p = put_str(p, tname, strlen(tname));
-            *p++ = '"';
-        } else
+        if (ti >= 0)
+            p = put_key(p, &type_json[ti]);
+        else {
+            p = PUT(p, "{\"type\":");
             p = put_u64(p, ev->type);
+        }
         p = PUT(p, ",\"ts_ns\":");
         p = put_u64(p, ev->timestamp_ns);
         p = PUT(p, ",\"tid\":");
@@ -150,23 +200,19 @@ size_t ht__dump_line(ht_dump_format fmt, const ht_reader_event *rev, char *buf)
         p = put_hex(p, ev->heap_handle);
         *p++ = '"';
         for (size_t i = 0; i < nf; i++) {
-            *p++ = ',';
-            *p++ = '"';
-            p = put_str(p, f[i].name, f[i].name_len);
-            *p++ = '"';
-            *p++ = ':';
-            if (f[i].address) {
+            p = put_key(p, &f[i].f->json);
+            if (f[i].f->address) {
                 *p++ = '"';
-                p = put_hex(p, f[i].value);
+                p = put_hex(p, f[i].v);
                 *p++ = '"';
             } else
-                p = put_u64(p, f[i].value);
+                p = put_u64(p, f[i].v);
         }
         p = PUT(p, "}\n");
         break;
     case HT_DUMP_CSV: {
-        if (tname != NULL)
-            p = put_str(p, tname, strlen(tname));
+        if (ti >= 0)
+            p = put_key(p, &type_csv[ti]);
         else
             p = put_u64(p, ev->type);
         *p++ = ',';
@@ -181,17 +227,14 @@ size_t ht__dump_line(ht_dump_format fmt, const ht_reader_event *rev, char *buf)
         p = put_u64(p, rev->stack_id);
         *p++ = ',';
         p = put_hex(p, ev->heap_handle);
-        int col[5];
+        /* the payload fields by column (at most 5 of the 10) */
+        const field_val *by_col[N_CSV_COLUMNS] = {NULL};
         for (size_t i = 0; i < nf; i++)
-            col[i] = csv_column(f[i].name);
-        for (int c = 0; c < 10; c++) {
+            by_col[f[i].f->column] = &f[i];
+        for (int c = 0; c < N_CSV_COLUMNS; c++) {
             *p++ = ',';
-            for (size_t i = 0; i < nf; i++) {
-                if (col[i] != c)
-                    continue;
-                p = f[i].address ? put_hex(p, f[i].value) : put_u64(p, f[i].value);
-                break;
-            }
+            if (by_col[c] != NULL)
+                p = put_value(p, by_col[c]);
         }
         *p++ = '\n';
         break;
@@ -203,18 +246,17 @@ size_t ht__dump_line(ht_dump_format fmt, const ht_reader_event *rev, char *buf)
         p = put_u64(p, ev->tid);
         p = PUT(p, " seq=");
         p = put_u64(p, ev->sequence);
-        *p++ = ' ';
-        if (tname != NULL)
-            p = put_str(p, tname, strlen(tname));
-        else
+        if (ti >= 0)
+            p = put_key(p, &type_text[ti]);
+        else {
+            *p++ = ' ';
             p = put_u64(p, ev->type);
+        }
         p = PUT(p, " HeapHandle=");
         p = put_hex(p, ev->heap_handle);
         for (size_t i = 0; i < nf; i++) {
-            *p++ = ' ';
-            p = put_str(p, f[i].name, f[i].name_len);
-            *p++ = '=';
-            p = f[i].address ? put_hex(p, f[i].value) : put_u64(p, f[i].value);
+            p = put_key(p, &f[i].f->text);
+            p = put_value(p, &f[i]);
         }
         p = PUT(p, " stack=");
         p = put_u64(p, rev->stack_id);

@@ -9,15 +9,8 @@
 
 #include <stdarg.h>
 
-/* ---- livemap.c: one heap's live set --------------------------------------------------------- */
-/* The block at address, or NULL. */
-ht_block *ht__live_find(const ht_livemap *m, uint64_t address);
-/* The slot for address (new: zeroed but for address; *existed says it was already there), or
- * NULL when out of memory or address is 0. Invalidates earlier ht_block pointers. */
-ht_block *ht__live_insert(ht_livemap *m, uint64_t address, bool *existed);
-/* Removes b (a pointer from find/insert of m). Invalidates earlier ht_block pointers. */
-void ht__live_remove(ht_livemap *m, ht_block *b);
-void ht__live_free(ht_livemap *m);
+/* ---- livemap.h: one heap's live set (inline functions) ------------------------------------ */
+#include "analysis/livemap.h"
 
 /* ---- tables.c: heaps, threads, thread pairs, sites, recently freed ------------------------- */
 /* Index of the current heap of handle, or SIZE_MAX. */
@@ -133,7 +126,7 @@ ht_reader_status_code ht__an_open(const char *path, ht_reader **out, char *msg, 
 
 /* ---- dump.c: one event per line ----------------------------------------------------------- */
 typedef enum ht_dump_format { HT_DUMP_TEXT, HT_DUMP_JSON, HT_DUMP_CSV } ht_dump_format;
-#define HT_DUMP_LINE_MAX 640u /* bytes a line may need, newline included */
+#define HT_DUMP_LINE_MAX 640u /* bytes a line may need, newline included, + 32 of slack */
 /* Formats ev as one line (with '\n') into buf (>= HT_DUMP_LINE_MAX bytes); returns its length. */
 size_t ht__dump_line(ht_dump_format fmt, const ht_reader_event *ev, char *buf);
 /* The CSV header line (with '\n'). */

@@ -208,7 +208,7 @@ static void block_add(ht_analysis *an, size_t heap, uint64_t address, uint64_t s
                       unsigned source, uint32_t site_id, uint64_t ts, size_t thread, bool rundown)
 {
     ht_heap_info *h = &an->heaps[heap];
-    ht_site *s = ht__an_site(an, site_id);
+    ht_site *s = (size_t)site_id < an->n_sites ? &an->sites[site_id] : ht__an_site(an, site_id);
     if (!rundown)
         count_alloc(an, h, s, thread, source, size);
     bool existed;
@@ -440,10 +440,15 @@ void ht__an_event(ht_analysis *an, const ht_reader_event *rev)
         return;
     }
     an->n_type[ti]++;
-    size_t thread = ht__an_thread_get(an, ev->tid);
+    /* the previous event's thread and heap are the likely ones: check them inline */
+    size_t thread = an->n_threads > 0 && an->threads[an->last_thread].tid == ev->tid
+                        ? an->last_thread
+                        : ht__an_thread_get(an, ev->tid);
     if (thread != SIZE_MAX)
         an->threads[thread].n_events++;
-    size_t heap = ht__an_heap_get(an, ev->heap_handle);
+    size_t heap = an->n_heaps > 0 && an->heaps[an->last_heap].handle == ev->heap_handle
+                      ? an->last_heap
+                      : ht__an_heap_get(an, ev->heap_handle);
     if (heap == SIZE_MAX)
         return;
     /* Allocations into a destroyed heap's handle (without a CREATE) start a new heap. */
