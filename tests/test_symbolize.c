@@ -121,8 +121,20 @@ static int qsort_cmp(const void *a, const void *b)
 
 /* -- tests ---------------------------------------------------------------------------------- */
 
+/* Built without libdw (HT_SYMTEST_LIBDW 0) every address is module+offset: the tests that
+ * expect names say so and stop; test_without_libdw checks that form instead. */
+static bool with_libdw(const char *test)
+{
+    if (HT_SYMTEST_LIBDW)
+        return true;
+    printf("note: built without libdw: %s not run\n", test);
+    return false;
+}
+
 static void test_executable_function(void)
 {
+    if (!with_libdw(__func__))
+        return;
     REQUIRE(mods_load());
     unsigned line = 0;
     uint64_t a = exe_caller(&line);
@@ -131,7 +143,7 @@ static void test_executable_function(void)
     CHECK(m->build_id_size >= 16);
     ht_symbolizer *sym = ht__sym_open(g_mods, g_n_mods);
     REQUIRE(sym != NULL);
-    ht_sym_frame f[8];
+    ht_sym_frame f[8] = {0};
     size_t n = ht__sym_resolve(sym, a, f, 8);
     CHECK_EQ_U(n, 1);
     CHECK(str_eq(f[0].function, "exe_caller"));
@@ -158,6 +170,8 @@ static void test_executable_function(void)
 
 static void test_shared_library_function(void)
 {
+    if (!with_libdw(__func__))
+        return;
     REQUIRE(mods_load());
     unsigned line = 0;
     uint64_t a = ht_symtest_where(&line);
@@ -166,7 +180,7 @@ static void test_shared_library_function(void)
     CHECK(ends_with(m->path, "/libsymbolize_test_lib.so"));
     ht_symbolizer *sym = ht__sym_open(g_mods, g_n_mods);
     REQUIRE(sym != NULL);
-    ht_sym_frame f[8];
+    ht_sym_frame f[8] = {0};
     size_t n = ht__sym_resolve(sym, a, f, 8);
     CHECK_EQ_U(n, 1);
     CHECK(str_eq(f[0].function, "symtest_static_caller"));
@@ -181,12 +195,14 @@ static void test_shared_library_function(void)
 
 static void test_inline_frame(void)
 {
+    if (!with_libdw(__func__))
+        return;
     REQUIRE(mods_load());
     unsigned inner_line = 0, line = 0;
     uint64_t a = inline_caller(&inner_line, &line);
     ht_symbolizer *sym = ht__sym_open(g_mods, g_n_mods);
     REQUIRE(sym != NULL);
-    ht_sym_frame f[8];
+    ht_sym_frame f[8] = {0};
     size_t n = ht__sym_resolve(sym, a, f, 8);
     CHECK_EQ_U(n, 2);
     CHECK(str_eq(f[0].function, "inlined_callee"));
@@ -216,6 +232,8 @@ static void test_inline_frame(void)
  * trace saw, so no name may come from it. */
 static void test_build_id_mismatch(void)
 {
+    if (!with_libdw(__func__))
+        return;
     REQUIRE(mods_load());
     unsigned line = 0;
     uint64_t a = exe_caller(&line);
@@ -225,7 +243,7 @@ static void test_build_id_mismatch(void)
     wrong.build_id[0] ^= 0x5a;
     ht_symbolizer *sym = ht__sym_open(&wrong, 1);
     REQUIRE(sym != NULL);
-    ht_sym_frame f[8];
+    ht_sym_frame f[8] = {0};
     size_t n = ht__sym_resolve(sym, a, f, 8);
     CHECK_EQ_U(n, 1);
     CHECK(f[0].function == NULL);
@@ -301,7 +319,7 @@ static void test_empty_table(void)
     uint64_t a = exe_caller(&line);
     ht_symbolizer *sym = ht__sym_open(NULL, 0);
     REQUIRE(sym != NULL);
-    ht_sym_frame f[2];
+    ht_sym_frame f[2] = {0};
     CHECK_EQ_U(ht__sym_resolve(sym, a, f, 2), 1);
     CHECK(f[0].module == NULL && f[0].function == NULL);
     CHECK_EQ_U(f[0].address, a);
@@ -312,12 +330,14 @@ static void test_empty_table(void)
 
 static void test_cache(void)
 {
+    if (!with_libdw(__func__))
+        return;
     REQUIRE(mods_load());
     unsigned inner_line = 0, line = 0;
     uint64_t a = inline_caller(&inner_line, &line);
     ht_symbolizer *sym = ht__sym_open(g_mods, g_n_mods);
     REQUIRE(sym != NULL);
-    ht_sym_frame f1[8], f2[8];
+    ht_sym_frame f1[8] = {0}, f2[8] = {0};
     size_t n1 = ht__sym_resolve(sym, a, f1, 8);
     size_t n2 = ht__sym_resolve(sym, a, f2, 8);
     CHECK_EQ_U(n1, 2);
@@ -359,6 +379,8 @@ static void test_cache(void)
  * same library loaded twice) share one opened module. */
 static void test_overlap_and_duplicates(void)
 {
+    if (!with_libdw(__func__))
+        return;
     REQUIRE(mods_load());
     unsigned line = 0;
     uint64_t a = exe_caller(&line);
@@ -369,7 +391,7 @@ static void test_overlap_and_duplicates(void)
     t[1].build_id[0] ^= 1;
     ht_symbolizer *sym = ht__sym_open(t, 2);
     REQUIRE(sym != NULL);
-    ht_sym_frame f[4];
+    ht_sym_frame f[4] = {0};
     CHECK_EQ_U(ht__sym_resolve(sym, a, f, 4), 1);
     CHECK(str_eq(f[0].module, "other_module.so"));
     CHECK(f[0].function == NULL);
@@ -449,6 +471,8 @@ static bool lib_entry(const char *path, ht_reader_module *out, uint64_t *a, unsi
 
 static void test_debug_file_by_build_id(void)
 {
+    if (!with_libdw(__func__))
+        return;
     ht_reader_module m;
     uint64_t a;
     unsigned line = 0;
@@ -460,7 +484,7 @@ static void test_debug_file_by_build_id(void)
     ht_symbolizer *sym = ht__sym_open(&m, 1);
     REQUIRE(sym != NULL);
     CHECK(ht__sym_set_debug_dirs(sym, g_tmp));
-    ht_sym_frame f[4];
+    ht_sym_frame f[4] = {0};
     CHECK_EQ_U(ht__sym_resolve(sym, a, f, 4), 1);
     CHECK(!str_eq(f[0].function, "symtest_static_caller"));
     CHECK_EQ_U(f[0].line, 0);
@@ -508,6 +532,8 @@ static void test_debug_file_by_build_id(void)
 
 static void test_debug_file_by_debuglink(void)
 {
+    if (!with_libdw(__func__))
+        return;
     ht_reader_module m;
     uint64_t a;
     unsigned line = 0;
@@ -517,7 +543,7 @@ static void test_debug_file_by_debuglink(void)
     ht_symbolizer *sym = ht__sym_open(&m, 1);
     REQUIRE(sym != NULL);
     CHECK(ht__sym_set_debug_dirs(sym, g_tmp));
-    ht_sym_frame f[4];
+    ht_sym_frame f[4] = {0};
     CHECK_EQ_U(ht__sym_resolve(sym, a, f, 4), 1);
     CHECK(str_eq(f[0].function, "symtest_static_caller"));
     CHECK_EQ_U(f[0].line, line);
@@ -531,6 +557,8 @@ static void test_debug_file_by_debuglink(void)
  * Debian's libc6-dbg installed (/usr/lib/debug/.build-id) they have names and lines. */
 static void test_system_debug_file(void)
 {
+    if (!with_libdw(__func__))
+        return;
     REQUIRE(mods_load());
     void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
     REQUIRE(libc != NULL);
@@ -552,7 +580,7 @@ static void test_system_debug_file(void)
         printf("note: %s missing (no libc6-dbg): only names from .dynsym\n", path);
     ht_symbolizer *sym = ht__sym_open(g_mods, g_n_mods);
     REQUIRE(sym != NULL);
-    ht_sym_frame f[HT_SYM_MAX_FRAMES];
+    ht_sym_frame f[HT_SYM_MAX_FRAMES] = {0};
     size_t n = ht__sym_resolve(sym, entry + 1, f, HT_SYM_MAX_FRAMES); /* as if it returned there */
     CHECK_EQ_U(n, 1);
     CHECK(str_eq(f[0].module, m->path + strlen(m->path) - strlen(f[0].module)));
@@ -586,6 +614,8 @@ static int tree_remove_one(const char *path, const struct stat *st, int flag, st
 
 static void test_debuginfod_offline(void)
 {
+    if (!with_libdw(__func__))
+        return;
     REQUIRE(mods_load());
     unsigned line = 0;
     uint64_t a = exe_caller(&line);
@@ -607,7 +637,7 @@ static void test_debuginfod_offline(void)
     ht_symbolizer *sym = ht__sym_open(&gone, 1);
     REQUIRE(sym != NULL);
     CHECK(ht__sym_set_debug_dirs(sym, "/nonexistent/heaptrail/debug"));
-    ht_sym_frame f[4];
+    ht_sym_frame f[4] = {0};
     CHECK_EQ_U(ht__sym_resolve(sym, a, f, 4), 1);
     CHECK(f[0].function == NULL);
     CHECK(str_eq(f[0].module, "test_symbolize"));
@@ -621,6 +651,30 @@ static void test_debuginfod_offline(void)
         printf("note: debuginfod at %s asked, no answer, %.3f s\n", urls, s);
         nftw(g_tmp, tree_remove_one, 8, FTW_DEPTH | FTW_PHYS);
     }
+}
+
+static void test_without_libdw(void)
+{
+    REQUIRE(mods_load());
+    unsigned line = 0;
+    uint64_t a = exe_caller(&line);
+    const ht_reader_module *m = mods_of(a);
+    REQUIRE(m != NULL);
+    ht_symbolizer *sym = ht__sym_open(g_mods, g_n_mods);
+    REQUIRE(sym != NULL);
+    ht_sym_stats st;
+    ht__sym_get_stats(sym, &st);
+    CHECK_EQ_U(st.have_libdw, HT_SYMTEST_LIBDW);
+    ht_sym_frame f[4] = {0};
+    CHECK_EQ_U(ht__sym_resolve(sym, a, f, 4), 1);
+    CHECK(str_eq(f[0].module, "test_symbolize"));
+    CHECK_EQ_U(f[0].offset, a - m->base);
+    if (!HT_SYMTEST_LIBDW) {
+        CHECK(f[0].function == NULL && f[0].file == NULL);
+        ht__sym_get_stats(sym, &st);
+        CHECK_EQ_U(st.n_modules_none, 1);
+    }
+    ht__sym_close(sym);
 }
 
 static void test_format(void)
@@ -659,4 +713,5 @@ TEST_MAIN(TEST(test_executable_function), TEST(test_shared_library_function),
           TEST(test_inline_frame), TEST(test_build_id_mismatch), TEST(test_outside_every_module),
           TEST(test_empty_table), TEST(test_cache), TEST(test_overlap_and_duplicates),
           TEST(test_debug_file_by_build_id), TEST(test_debug_file_by_debuglink),
-          TEST(test_system_debug_file), TEST(test_debuginfod_offline), TEST(test_format))
+          TEST(test_system_debug_file), TEST(test_debuginfod_offline), TEST(test_without_libdw),
+          TEST(test_format))
