@@ -81,14 +81,132 @@ typedef struct sym_backend {
                      ht_sym_frame *out, size_t cap);
 } sym_backend;
 
+/* Fibonacci hashing of a key into [0, n_slots), n_slots a power of two <= 2^32. */
+static size_t cache_hash(uint64_t address, size_t n_slots)
+{
+    return (size_t)((address * 0x9E3779B97F4A7C15u) >> 32) & (n_slots - 1);
+}
+
 /* -- the libdw backend ---------------------------------------------------------------------- */
 
 #ifdef HT_HAVE_LIBDW
 
+/* Address ranges [lo, hi) sorted by lo, searched by binary search plus a short backward scan
+ * bounded by max_hi (they may nest or overlap: a function's cold part, aliases). */
+typedef struct dw_range {
+    uint64_t lo, hi; /* lo < hi */
+    uint32_t rank;   /* rank / 4: a class tried before width; rank % 4 breaks width ties */
+    uint32_t item;   /* index into the owner's payload */
+} dw_range;
+
+typedef struct dw_ranges {
+    dw_range *r;      /* [0, n), sorted by (lo, rank, item) once sealed */
+    uint64_t *max_hi; /* max_hi[i] = max(r[0..i].hi), once sealed */
+    size_t n, cap;
+} dw_ranges;
+
+/* The ELF function symbols of one module, sized ones only (as libdwfl's own lookup, but
+ * indexed: dwfl_module_addrinfo scans the whole table on every call). */
+typedef struct dw_module {
+    Dwfl_Module *dm;        /* in the session */
+    uint64_t end;           /* the module's recorded end: bounds a sizeless last symbol */
+    dw_ranges syms;         /* absolute addresses; item indexes names */
+    const char **sym_names; /* in the ELF's string table */
+    bool syms_built;        /* tried (syms may stay empty) */
+    struct dw_module *next; /* every open module, for dw_end */
+} dw_module;
+
+/* The concrete functions of one CU (DW_TAG_subprogram with code), built on the first lookup
+ * that falls in the CU: dwarf_getscopes would walk the CU's whole DIE tree on every lookup. */
+typedef struct dw_cu {
+    const void *key; /* the CU DIE's address in the section data; NULL = empty slot */
+    dw_ranges funcs; /* CU addresses (no bias); item indexes dies */
+    Dwarf_Die *dies; /* the DW_TAG_subprogram DIEs */
+} dw_cu;
+
 typedef struct dw_state {
     Dwfl_Callbacks callbacks; /* libdwfl keeps a pointer to it: lives as long as dwfl */
     Dwfl *dwfl;
+    dw_module *modules; /* list of the open ones */
+    dw_cu *cus;         /* open addressing by key; n_cu_slots a power of two (or 0) */
+    size_t n_cu_slots;
+    size_t n_cus; /* <= n_cu_slots / 2 */
 } dw_state;
+
+static bool ranges_add(dw_ranges *rs, uint64_t lo, uint64_t hi, uint32_t rank, uint32_t item)
+{
+    if (rs->n == rs->cap) {
+        size_t cap = rs->cap != 0 ? 2 * rs->cap : 16;
+        dw_range *r = realloc(rs->r, cap * sizeof *r);
+        if (r == NULL)
+            return false;
+        rs->r = r;
+        rs->cap = cap;
+    }
+    rs->r[rs->n++] = (dw_range){lo, hi, rank, item};
+    return true;
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+    const dw_range *x = a, *y = b;
+    if (x->lo != y->lo)
+        return x->lo < y->lo ? -1 : 1;
+    if (x->rank != y->rank)
+        return x->rank < y->rank ? -1 : 1;
+    return x->item < y->item ? -1 : x->item > y->item;
+}
+
+static bool ranges_seal(dw_ranges *rs)
+{
+    if (rs->n == 0)
+        return true;
+    rs->max_hi = malloc(rs->n * sizeof *rs->max_hi);
+    if (rs->max_hi == NULL)
+        return false;
+    qsort(rs->r, rs->n, sizeof *rs->r, range_cmp);
+    for (size_t i = 0; i < rs->n; i++)
+        rs->max_hi[i] = i > 0 && rs->max_hi[i - 1] > rs->r[i].hi ? rs->max_hi[i - 1] : rs->r[i].hi;
+    return true;
+}
+
+/* Whether r beats best: a lower class (rank / 4), else narrower, else lower rank, else earlier. */
+static bool range_better(const dw_range *r, const dw_range *best)
+{
+    if (r->rank / 4 != best->rank / 4)
+        return r->rank < best->rank;
+    if (r->hi - r->lo != best->hi - best->lo)
+        return r->hi - r->lo < best->hi - best->lo;
+    return range_cmp(r, best) < 0;
+}
+
+/* The best range containing pc (range_better), or NULL. */
+static const dw_range *ranges_find(const dw_ranges *rs, uint64_t pc)
+{
+    size_t lo = 0, hi = rs->n; /* first index whose lo is above pc */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (rs->r[mid].lo <= pc)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    const dw_range *best = NULL;
+    for (size_t i = lo; i-- > 0 && rs->max_hi[i] > pc;) {
+        const dw_range *r = &rs->r[i];
+        if (pc >= r->hi)
+            continue;
+        if (best == NULL || range_better(r, best))
+            best = r;
+    }
+    return best;
+}
+
+static void ranges_free(dw_ranges *rs)
+{
+    free(rs->r);
+    free(rs->max_hi);
+}
 
 static void *dw_begin(ht_symbolizer *sym)
 {
@@ -117,6 +235,17 @@ static void dw_end(void *state)
     dw_state *st = state;
     if (st == NULL)
         return;
+    for (dw_module *d = st->modules, *next; d != NULL; d = next) {
+        next = d->next;
+        ranges_free(&d->syms);
+        free(d->sym_names);
+        free(d);
+    }
+    for (size_t i = 0; i < st->n_cu_slots; i++) {
+        ranges_free(&st->cus[i].funcs);
+        free(st->cus[i].dies);
+    }
+    free(st->cus);
     dwfl_end(st->dwfl);
     free(st);
 }
@@ -273,16 +402,21 @@ static bool dw_module_open(ht_symbolizer *sym, sym_module *m)
         dm = dw_try_build_id_dirs(sym, st, m, index);
     if (dm == NULL)
         dm = dw_try_by_build_id(st, m, index);
-    if (dm == NULL) {
+    dw_module *d = dm != NULL ? calloc(1, sizeof *d) : NULL;
+    if (d == NULL) {
         sym->stats.n_modules_none++;
         return false;
     }
+    d->dm = dm;
+    d->end = m->end;
+    d->next = st->modules;
+    st->modules = d;
     Dwarf_Addr bias;
     if (dwfl_module_getdwarf(dm, &bias) != NULL)
         sym->stats.n_modules_dwarf++;
     else
         sym->stats.n_modules_symtab++;
-    m->handle = dm;
+    m->handle = d;
     return true;
 }
 
@@ -308,56 +442,240 @@ static unsigned dw_call_line(Dwarf_Die *die)
     return (unsigned)line;
 }
 
-/* The inline chain at pc (CU-relative) in cu: one frame per DW_TAG_inlined_subroutine that
- * contains pc, innermost first, then the DW_TAG_subprogram they sit in. The innermost frame
- * is at (file, line) from the line table; each outer one is at the call site that the inlined
- * subroutine inside it records. dwarf_getscopes finds the innermost scope; its lexical parents
- * (dwarf_getscopes_die) are the concrete chain (dwarf_getscopes itself continues into the
- * abstract origin's scopes instead). Returns the count, 0 when DWARF has no function here. */
-static size_t dw_inline_chain(Dwarf_Die *cu, Dwarf_Addr pc, const ht_sym_frame *proto,
-                              const char *file, unsigned line, ht_sym_frame *out, size_t cap)
+/* -- names: ELF symbols and the CU function index -- */
+
+static int u64_cmp(const void *a, const void *b)
 {
-    Dwarf_Die *scopes = NULL, *chain = NULL;
-    int n_scopes = dwarf_getscopes(cu, pc, &scopes);
-    int n_chain = n_scopes > 0 ? dwarf_getscopes_die(&scopes[0], &chain) : 0;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A symbol without a size (hand-written assembly: __restore_rt) covers up to the next function
+ * symbol's start, or the module's end; it loses to any sized symbol containing the address. */
+static void dw_sizeless_close(dw_ranges *rs, uint64_t *starts, size_t n_starts, uint64_t end)
+{
+    qsort(starts, n_starts, sizeof *starts, u64_cmp);
+    size_t k = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        dw_range r = rs->r[i];
+        if (r.rank >= 4) {
+            size_t lo = 0, hi = n_starts; /* first start above r.lo */
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (starts[mid] <= r.lo)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            r.hi = lo < n_starts && starts[lo] < end ? starts[lo] : end;
+            if (r.hi <= r.lo)
+                continue;
+        }
+        rs->r[k++] = r;
+    }
+    rs->n = k;
+}
+
+static void dw_syms_build(dw_module *d)
+{
+    d->syms_built = true;
+    int n = dwfl_module_getsymtab(d->dm);
+    if (n <= 1 || (d->sym_names = calloc((size_t)n, sizeof *d->sym_names)) == NULL)
+        return;
+    uint64_t *starts = malloc((size_t)n * sizeof *starts);
+    size_t n_starts = 0;
+    if (starts == NULL)
+        return;
+    for (int i = 1; i < n; i++) {
+        GElf_Sym es;
+        GElf_Addr addr;
+        GElf_Word shndx;
+        Elf *elf;
+        Dwarf_Addr bias;
+        const char *name = dwfl_module_getsym_info(d->dm, i, &es, &addr, &shndx, &elf, &bias);
+        int type = GELF_ST_TYPE(es.st_info), bind = GELF_ST_BIND(es.st_info);
+        if (name == NULL || name[0] == '\0' || shndx == SHN_UNDEF ||
+            (type != STT_FUNC && type != STT_GNU_IFUNC) || addr + es.st_size < addr)
+            continue;
+        uint32_t rank = (bind == STB_GLOBAL ? 0u
+                         : bind == STB_WEAK ? 1u
+                                            : 2u) +
+                        (es.st_size ? 0u : 4u);
+        uint64_t hi = es.st_size != 0 ? addr + es.st_size : UINT64_MAX; /* sizeless: see below */
+        d->sym_names[i] = name;
+        starts[n_starts++] = addr;
+        if (!ranges_add(&d->syms, addr, hi, rank, (uint32_t)i))
+            break; /* out of memory: what is in still works */
+    }
+    dw_sizeless_close(&d->syms, starts, n_starts, d->end);
+    free(starts);
+    if (!ranges_seal(&d->syms))
+        d->syms.n = 0;
+}
+
+/* The ELF function symbol containing pc (absolute), or NULL. */
+static const char *dw_sym_name(dw_module *d, uint64_t pc)
+{
+    if (!d->syms_built)
+        dw_syms_build(d);
+    const dw_range *r = ranges_find(&d->syms, pc);
+    return r != NULL ? d->sym_names[r->item] : NULL;
+}
+
+typedef struct dw_cu_builder {
+    dw_cu *cu;   /* being filled */
+    size_t cap;  /* of cu->dies */
+    bool failed; /* out of memory */
+} dw_cu_builder;
+
+static int dw_cu_add(Dwarf_Die *die, void *arg)
+{
+    dw_cu_builder *b = arg;
+    dw_cu *cu = b->cu;
+    Dwarf_Addr base, lo, hi;
+    ptrdiff_t off = 0;
+    while ((off = dwarf_ranges(die, off, &base, &lo, &hi)) > 0) {
+        if (lo >= hi)
+            continue;
+        if (cu->funcs.n == b->cap) { /* one die per range: a cold part gets its own copy */
+            size_t cap = b->cap != 0 ? 2 * b->cap : 16;
+            Dwarf_Die *dies = cap <= UINT32_MAX ? realloc(cu->dies, cap * sizeof *dies) : NULL;
+            if (dies == NULL) {
+                b->failed = true;
+                return DWARF_CB_ABORT;
+            }
+            cu->dies = dies;
+            b->cap = cap;
+        }
+        cu->dies[cu->funcs.n] = *die;
+        if (!ranges_add(&cu->funcs, lo, hi, 0, (uint32_t)cu->funcs.n)) {
+            b->failed = true;
+            return DWARF_CB_ABORT;
+        }
+    }
+    return DWARF_CB_OK;
+}
+
+static bool dw_cu_slots_grow(dw_state *st)
+{
+    size_t n_slots = st->n_cu_slots != 0 ? 2 * st->n_cu_slots : 64;
+    dw_cu *cus = calloc(n_slots, sizeof *cus);
+    if (cus == NULL)
+        return false;
+    for (size_t i = 0; i < st->n_cu_slots; i++) {
+        if (st->cus[i].key == NULL)
+            continue;
+        size_t j = cache_hash((uint64_t)(uintptr_t)st->cus[i].key, n_slots);
+        while (cus[j].key != NULL)
+            j = (j + 1) & (n_slots - 1);
+        cus[j] = st->cus[i];
+    }
+    free(st->cus);
+    st->cus = cus;
+    st->n_cu_slots = n_slots;
+    return true;
+}
+
+/* The function index of the CU cudie, built on first use; NULL on out-of-memory. */
+static const dw_cu *dw_cu_get(dw_state *st, Dwarf_Die *cudie)
+{
+    const void *key = cudie->addr;
+    if (2 * (st->n_cus + 1) > st->n_cu_slots && !dw_cu_slots_grow(st))
+        return NULL;
+    size_t mask = st->n_cu_slots - 1, i = cache_hash((uint64_t)(uintptr_t)key, st->n_cu_slots);
+    for (; st->cus[i].key != NULL; i = (i + 1) & mask) {
+        if (st->cus[i].key == key)
+            return &st->cus[i];
+    }
+    dw_cu cu = {key, {NULL, NULL, 0, 0}, NULL};
+    dw_cu_builder b = {&cu, 0, false};
+    if (dwarf_getfuncs(cudie, dw_cu_add, &b, 0) < 0)
+        cu.funcs.n = 0; /* unreadable: an empty index, the ELF symbols answer */
+    if (b.failed || !ranges_seal(&cu.funcs)) {
+        ranges_free(&cu.funcs);
+        free(cu.dies);
+        return NULL;
+    }
+    st->cus[i] = cu;
+    st->n_cus++;
+    return &st->cus[i];
+}
+
+/* -- inline chains -- */
+
+static bool dw_is_block(int tag)
+{
+    return tag == DW_TAG_inlined_subroutine || tag == DW_TAG_lexical_block ||
+           tag == DW_TAG_try_block || tag == DW_TAG_catch_block || tag == DW_TAG_with_stmt;
+}
+
+/* From the function fn down to the innermost block containing pc (CU address): chain[0] = fn,
+ * each next one a child of the previous that contains pc. Returns the count. */
+static size_t dw_scope_chain(const Dwarf_Die *fn, Dwarf_Addr pc, Dwarf_Die *chain, size_t cap)
+{
     size_t n = 0;
-    for (int i = 0; i < n_chain && n < cap; i++) {
-        int tag = dwarf_tag(&chain[i]);
-        if (tag != DW_TAG_inlined_subroutine && tag != DW_TAG_subprogram)
+    chain[n++] = *fn;
+    while (n < cap) {
+        Dwarf_Die child;
+        if (dwarf_child(&chain[n - 1], &child) != 0)
+            break;
+        bool found = false;
+        do {
+            found = dw_is_block(dwarf_tag(&child)) && dwarf_haspc(&child, pc) == 1;
+        } while (!found && dwarf_siblingof(&child, &child) == 0);
+        if (!found)
+            break;
+        chain[n++] = child;
+    }
+    return n;
+}
+
+/* The frames at pc (CU address) in the function fn of cu: one per DW_TAG_inlined_subroutine
+ * containing pc, innermost first, then fn itself. The innermost frame is at (file, line) from
+ * the line table; each outer one is at the call site that the inlined subroutine inside it
+ * records (DW_AT_call_file, DW_AT_call_line). Returns the count (>= 1). */
+static size_t dw_inline_frames(Dwarf_Die *cu, const Dwarf_Die *fn, Dwarf_Addr pc,
+                               const ht_sym_frame *proto, const char *file, unsigned line,
+                               ht_sym_frame *out, size_t cap)
+{
+    Dwarf_Die chain[2 * HT_SYM_MAX_FRAMES];
+    size_t n_chain = dw_scope_chain(fn, pc, chain, sizeof chain / sizeof chain[0]);
+    size_t n = 0;
+    for (size_t i = n_chain; i-- > 0 && n < cap;) {
+        bool is_fn = i == 0;
+        if (!is_fn && dwarf_tag(&chain[i]) != DW_TAG_inlined_subroutine)
             continue;
         ht_sym_frame *f = &out[n++];
         *f = *proto;
         f->function = dwarf_diename(&chain[i]);
         f->file = file;
         f->line = line;
-        if (tag == DW_TAG_subprogram)
-            break; /* the real frame; a nested function's parent is not on this stack */
-        f->inlined = true;
+        f->inlined = !is_fn;
         file = dw_call_file(cu, &chain[i]);
         line = dw_call_line(&chain[i]);
     }
-    free(chain);
-    free(scopes);
     return n;
 }
 
 static size_t dw_frames(ht_symbolizer *sym, sym_module *m, const ht_sym_frame *proto,
                         ht_sym_frame *out, size_t cap)
 {
-    (void)sym;
-    Dwfl_Module *dm = m->handle;
+    dw_state *st = sym->backend;
+    dw_module *d = m->handle;
     Dwarf_Addr pc = proto->address != 0 ? proto->address - 1 : 0;
     const char *file = NULL;
     int line = 0;
-    Dwfl_Line *row = dwfl_module_getsrc(dm, pc);
+    Dwfl_Line *row = dwfl_module_getsrc(d->dm, pc);
     if (row != NULL)
         file = dwfl_lineinfo(row, NULL, &line, NULL, NULL, NULL);
     unsigned uline = line > 0 ? (unsigned)line : 0;
     size_t n = 0;
     Dwarf_Addr bias = 0;
-    Dwarf_Die *cu = dwfl_module_addrdie(dm, pc, &bias);
-    if (cu != NULL)
-        n = dw_inline_chain(cu, pc - bias, proto, file, uline, out, cap);
+    Dwarf_Die *cudie = dwfl_module_addrdie(d->dm, pc, &bias);
+    const dw_cu *cu = cudie != NULL ? dw_cu_get(st, cudie) : NULL;
+    const dw_range *fn = cu != NULL ? ranges_find(&cu->funcs, pc - bias) : NULL;
+    if (fn != NULL)
+        n = dw_inline_frames(cudie, &cu->dies[fn->item], pc - bias, proto, file, uline, out, cap);
     if (n == 0) {
         out[0] = *proto;
         out[0].file = file;
@@ -365,11 +683,8 @@ static size_t dw_frames(ht_symbolizer *sym, sym_module *m, const ht_sym_frame *p
         n = 1;
     }
     ht_sym_frame *outer = &out[n - 1];
-    if (outer->function == NULL && !outer->inlined) {
-        GElf_Off off;
-        GElf_Sym elf_sym;
-        outer->function = dwfl_module_addrinfo(dm, pc, &off, &elf_sym, NULL, NULL, NULL);
-    }
+    if (outer->function == NULL && !outer->inlined)
+        outer->function = dw_sym_name(d, pc);
     return n;
 }
 
@@ -486,11 +801,6 @@ static sym_module *module_find(ht_symbolizer *sym, uint64_t address)
 }
 
 /* -- the cache ------------------------------------------------------------------------------ */
-
-static size_t cache_hash(uint64_t address, size_t n_slots)
-{
-    return (size_t)((address * 0x9E3779B97F4A7C15u) >> 32) & (n_slots - 1);
-}
 
 static cache_slot *cache_find(ht_symbolizer *sym, uint64_t address)
 {
