@@ -3,8 +3,9 @@
  * return addresses taken in known functions, and each expected line is marked with __LINE__
  * at the call. Covers a function of the executable, one of a shared library, an inline frame,
  * a build-id mismatch, addresses in no module, an empty table, the cache, separate debug files
- * (by build-id, by .gnu_debuglink, for a missing main file), glibc's installed debug file
- * when there is one, the debuginfod path as far as it goes offline, and the display format.
+ * (by build-id, by .gnu_debuglink, for a missing main file), DWARF without .debug_aranges,
+ * glibc's installed debug file when there is one, the debuginfod path as far as it goes
+ * offline, and the display format.
  * Built -O0 -g (CMakeLists.txt), so the frames are what the source says. */
 #include "analysis/symbolize.h"
 #include "harness.h"
@@ -552,6 +553,25 @@ static void test_debug_file_by_debuglink(void)
     debug_root_remove(link);
 }
 
+/* DWARF without .debug_aranges (clang's default): the CU is found by its own ranges. */
+static void test_dwarf_without_aranges(void)
+{
+    if (!with_libdw(__func__))
+        return;
+    ht_reader_module m;
+    uint64_t a;
+    unsigned line = 0;
+    REQUIRE(lib_entry(HT_SYMTEST_DIR "/libsymtest_noaranges.so", &m, &a, &line));
+    ht_symbolizer *sym = ht__sym_open(&m, 1);
+    REQUIRE(sym != NULL);
+    ht_sym_frame f[4] = {0};
+    CHECK_EQ_U(ht__sym_resolve(sym, a, f, 4), 1);
+    CHECK(str_eq(f[0].function, "symtest_static_caller"));
+    CHECK_EQ_U(f[0].line, line);
+    CHECK(ends_with(f[0].file, "tests/symbolize_lib.c"));
+    ht__sym_close(sym);
+}
+
 /* glibc's own qsort (found with dlsym: under ASan the name qsort is the interceptor's), and
  * the return address in glibc from which qsort calls our comparator (without ASan). With
  * Debian's libc6-dbg installed (/usr/lib/debug/.build-id) they have names and lines. */
@@ -713,5 +733,5 @@ TEST_MAIN(TEST(test_executable_function), TEST(test_shared_library_function),
           TEST(test_inline_frame), TEST(test_build_id_mismatch), TEST(test_outside_every_module),
           TEST(test_empty_table), TEST(test_cache), TEST(test_overlap_and_duplicates),
           TEST(test_debug_file_by_build_id), TEST(test_debug_file_by_debuglink),
-          TEST(test_system_debug_file), TEST(test_debuginfod_offline), TEST(test_without_libdw),
-          TEST(test_format))
+          TEST(test_dwarf_without_aranges), TEST(test_system_debug_file),
+          TEST(test_debuginfod_offline), TEST(test_without_libdw), TEST(test_format))

@@ -113,6 +113,9 @@ typedef struct dw_module {
     dw_ranges syms;         /* absolute addresses; item indexes names */
     const char **sym_names; /* in the ELF's string table */
     bool syms_built;        /* tried (syms may stay empty) */
+    dw_ranges cus;          /* CU ranges (no bias), when .debug_aranges lacks them; item: */
+    Dwarf_Die *cu_dies;     /* their CU DIEs */
+    bool cus_built;         /* tried */
     struct dw_module *next; /* every open module, for dw_end */
 } dw_module;
 
@@ -239,6 +242,8 @@ static void dw_end(void *state)
         next = d->next;
         ranges_free(&d->syms);
         free(d->sym_names);
+        ranges_free(&d->cus);
+        free(d->cu_dies);
         free(d);
     }
     for (size_t i = 0; i < st->n_cu_slots; i++) {
@@ -657,6 +662,59 @@ static size_t dw_inline_frames(Dwarf_Die *cu, const Dwarf_Die *fn, Dwarf_Addr pc
     return n;
 }
 
+/* The CUs of d by their own address ranges, for DWARF without .debug_aranges (clang does not
+ * emit it by default, and libdw 0.188's lookup needs it). Built on the first miss. */
+static void dw_cus_build(dw_module *d)
+{
+    d->cus_built = true;
+    Dwarf_Addr bias;
+    Dwarf *dw = dwfl_module_getdwarf(d->dm, &bias);
+    Dwarf_CU *unit = NULL;
+    Dwarf_Half version;
+    uint8_t type;
+    Dwarf_Die cudie;
+    size_t cap = 0;
+    while (dw != NULL && dwarf_get_units(dw, unit, &unit, &version, &type, &cudie, NULL) == 0) {
+        if (type != DW_UT_compile)
+            continue;
+        Dwarf_Addr base, lo, hi;
+        ptrdiff_t off = 0;
+        while ((off = dwarf_ranges(&cudie, off, &base, &lo, &hi)) > 0) {
+            if (lo >= hi)
+                continue;
+            if (d->cus.n == cap) {
+                size_t new_cap = cap != 0 ? 2 * cap : 16;
+                Dwarf_Die *dies =
+                    new_cap <= UINT32_MAX ? realloc(d->cu_dies, new_cap * sizeof *dies) : NULL;
+                if (dies == NULL)
+                    goto out_seal;
+                d->cu_dies = dies;
+                cap = new_cap;
+            }
+            d->cu_dies[d->cus.n] = cudie;
+            if (!ranges_add(&d->cus, lo, hi, 0, (uint32_t)d->cus.n))
+                goto out_seal;
+        }
+    }
+out_seal:
+    if (!ranges_seal(&d->cus))
+        d->cus.n = 0;
+}
+
+/* The CU DIE containing pc (absolute) and the module's bias, or NULL. */
+static Dwarf_Die *dw_cudie(dw_module *d, Dwarf_Addr pc, Dwarf_Addr *bias)
+{
+    Dwarf_Die *cudie = dwfl_module_addrdie(d->dm, pc, bias);
+    if (cudie != NULL)
+        return cudie;
+    if (!d->cus_built)
+        dw_cus_build(d);
+    if (d->cus.n == 0 || dwfl_module_getdwarf(d->dm, bias) == NULL)
+        return NULL;
+    const dw_range *r = ranges_find(&d->cus, pc - *bias);
+    return r != NULL ? &d->cu_dies[r->item] : NULL;
+}
+
 static size_t dw_frames(ht_symbolizer *sym, sym_module *m, const ht_sym_frame *proto,
                         ht_sym_frame *out, size_t cap)
 {
@@ -664,22 +722,23 @@ static size_t dw_frames(ht_symbolizer *sym, sym_module *m, const ht_sym_frame *p
     dw_module *d = m->handle;
     Dwarf_Addr pc = proto->address != 0 ? proto->address - 1 : 0;
     const char *file = NULL;
-    int line = 0;
-    Dwfl_Line *row = dwfl_module_getsrc(d->dm, pc);
-    if (row != NULL)
-        file = dwfl_lineinfo(row, NULL, &line, NULL, NULL, NULL);
-    unsigned uline = line > 0 ? (unsigned)line : 0;
+    unsigned line = 0;
     size_t n = 0;
     Dwarf_Addr bias = 0;
-    Dwarf_Die *cudie = dwfl_module_addrdie(d->dm, pc, &bias);
+    Dwarf_Die *cudie = dw_cudie(d, pc, &bias);
+    Dwarf_Line *row = cudie != NULL ? dwarf_getsrc_die(cudie, pc - bias) : NULL;
+    int lineno = 0;
+    if (row != NULL && (file = dwarf_linesrc(row, NULL, NULL)) != NULL &&
+        dwarf_lineno(row, &lineno) == 0 && lineno > 0)
+        line = (unsigned)lineno;
     const dw_cu *cu = cudie != NULL ? dw_cu_get(st, cudie) : NULL;
     const dw_range *fn = cu != NULL ? ranges_find(&cu->funcs, pc - bias) : NULL;
     if (fn != NULL)
-        n = dw_inline_frames(cudie, &cu->dies[fn->item], pc - bias, proto, file, uline, out, cap);
+        n = dw_inline_frames(cudie, &cu->dies[fn->item], pc - bias, proto, file, line, out, cap);
     if (n == 0) {
         out[0] = *proto;
         out[0].file = file;
-        out[0].line = uline;
+        out[0].line = line;
         n = 1;
     }
     ht_sym_frame *outer = &out[n - 1];
