@@ -1001,18 +1001,17 @@ size_t ht__sym_resolve(ht_symbolizer *sym, uint64_t address, ht_sym_frame *out, 
 
 size_t ht__sym_format(const ht_sym_frame *f, char *buf, size_t cap)
 {
-    const char *tail = f->inlined ? " [inlined]" : "";
     int n;
     if (f->function != NULL && f->file != NULL && f->line != 0)
-        n = snprintf(buf, cap, "%s (%s:%u)%s", f->function, f->file, f->line, tail);
+        n = snprintf(buf, cap, "%s (%s:%u)", f->function, f->file, f->line);
     else if (f->function != NULL && f->module != NULL)
-        n = snprintf(buf, cap, "%s (%s+0x%" PRIx64 ")%s", f->function, f->module, f->offset, tail);
+        n = snprintf(buf, cap, "%s (%s+0x%" PRIx64 ")", f->function, f->module, f->offset);
     else if (f->function != NULL)
-        n = snprintf(buf, cap, "%s%s", f->function, tail);
+        n = snprintf(buf, cap, "%s", f->function);
     else if (f->module != NULL)
-        n = snprintf(buf, cap, "%s+0x%" PRIx64 "%s", f->module, f->offset, tail);
+        n = snprintf(buf, cap, "%s+0x%" PRIx64, f->module, f->offset);
     else
-        n = snprintf(buf, cap, "0x%" PRIx64 "%s", f->address, tail);
+        n = snprintf(buf, cap, "0x%" PRIx64, f->address);
     if (n < 0) {
         if (cap != 0)
             buf[0] = '\0';

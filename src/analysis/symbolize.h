@@ -68,8 +68,9 @@ size_t ht__sym_resolve(ht_symbolizer *sym, uint64_t address, ht_sym_frame *out, 
  *   "function (module+0xoff)"   a name (DWARF or ELF symbol) but no line
  *   "module+0xoff"              in a module, nothing more known
  *   "0xaddr"                    in no module
- * A frame inlined into the next one ends with " [inlined]". file is as DWARF names it (the
- * compile directory joined, usually absolute); off and addr are lower-case hex. */
+ * Inlining is not marked here (frame->inlined says it; callers show it their way). file is as
+ * DWARF names it (usually absolute: the compile directory joined; relative when the build
+ * remapped it, as Debian's packages do); off and addr are lower-case hex. */
 size_t ht__sym_format(const ht_sym_frame *frame, char *buf, size_t cap);
 /* Counters so far (see ht_sym_stats). */
 void ht__sym_get_stats(const ht_symbolizer *sym, ht_sym_stats *out);
