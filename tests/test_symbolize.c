@@ -5,10 +5,11 @@
  * a build-id mismatch, addresses in no module, an empty table, the cache, separate debug files
  * (by build-id, by .gnu_debuglink, for a missing main file), DWARF without .debug_aranges,
  * glibc's installed debug file when there is one, the debuginfod path as far as it goes
- * offline, and the display format.
+ * offline, a trace file written by the recorder and read back, and the display format.
  * Built -O0 -g (CMakeLists.txt), so the frames are what the source says. */
 #include "analysis/symbolize.h"
 #include "harness.h"
+#include "recorder_util.h"
 #include "trace/stack.h"
 
 #include <dlfcn.h>
@@ -673,6 +674,76 @@ static void test_debuginfod_offline(void)
     }
 }
 
+/* End to end: a trace file written by the recorder (stacks on), read back by the reader; the
+ * reader's module table and stacks go to the symbolizer, which names the allocating function
+ * and its caller with their lines. */
+static ht_heap *g_e2e_heap;
+
+__attribute__((noinline)) static void *e2e_alloc_site(unsigned *line)
+{
+    void *p = AT_LINE(*line, ht_heap_alloc(g_e2e_heap, 0, 4321));
+    __asm__ volatile("" : : "r"(p) : "memory");
+    return p;
+}
+
+static void test_trace_file_end_to_end(void)
+{
+    if (!with_libdw(__func__))
+        return;
+    char path[256];
+    ru_path(path, sizeof path, "symbolize");
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.path = path;
+    cfg.stack_depth = 8;
+    cfg.flags = HT_TRACE_NO_RUNDOWN;
+    cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
+    g_e2e_heap = ht_heap_create(0, 0, 0);
+    REQUIRE(g_e2e_heap != NULL);
+    REQUIRE(ht_trace_start(&cfg) == 0);
+    unsigned site_line = 0, caller_line = 0;
+    void *p = AT_LINE(caller_line, e2e_alloc_site(&site_line));
+    REQUIRE(ht_trace_stop() == 0);
+    ht_heap_free(g_e2e_heap, 0, p);
+    ht_heap_destroy(g_e2e_heap);
+
+    ht_reader *r = NULL;
+    REQUIRE(ht_reader_open(path, &r) == HT_READER_OK);
+    const ht_reader_module *mods;
+    size_t n_mods;
+    ht_reader_modules(r, &mods, &n_mods);
+    CHECK(n_mods >= 3);
+    ht_symbolizer *sym = ht__sym_open(mods, n_mods);
+    REQUIRE(sym != NULL);
+    ht_reader_event e;
+    int n_found = 0;
+    while (ht_reader_next(r, &e)) {
+        if (e.event.type != HT_EVENT_HEAP_ALLOC || e.event.alloc.size != 4321)
+            continue;
+        n_found++;
+        const uint64_t *frames;
+        size_t n_frames;
+        REQUIRE(e.stack_id != 0 && ht_reader_stack(r, e.stack_id, &frames, &n_frames));
+        REQUIRE(n_frames >= 2);
+        ht_sym_frame f[HT_SYM_MAX_FRAMES] = {0};
+        CHECK_EQ_U(ht__sym_resolve(sym, frames[0], f, HT_SYM_MAX_FRAMES), 1);
+        CHECK(str_eq(f[0].function, "e2e_alloc_site"));
+        CHECK_EQ_U(f[0].line, site_line);
+        CHECK(str_eq(f[0].module, "test_symbolize"));
+        if (harness_failures_)
+            frame_dump("e2e #0", f, 1);
+        CHECK_EQ_U(ht__sym_resolve(sym, frames[1], f, HT_SYM_MAX_FRAMES), 1);
+        CHECK(str_eq(f[0].function, "test_trace_file_end_to_end"));
+        CHECK_EQ_U(f[0].line, caller_line);
+        if (harness_failures_)
+            frame_dump("e2e #1", f, 1);
+    }
+    CHECK_EQ_U(n_found, 1);
+    ht__sym_close(sym);
+    ht_reader_close(r);
+    unlink(path);
+}
+
 static void test_without_libdw(void)
 {
     REQUIRE(mods_load());
@@ -734,4 +805,5 @@ TEST_MAIN(TEST(test_executable_function), TEST(test_shared_library_function),
           TEST(test_empty_table), TEST(test_cache), TEST(test_overlap_and_duplicates),
           TEST(test_debug_file_by_build_id), TEST(test_debug_file_by_debuglink),
           TEST(test_dwarf_without_aranges), TEST(test_system_debug_file),
-          TEST(test_debuginfod_offline), TEST(test_without_libdw), TEST(test_format))
+          TEST(test_debuginfod_offline), TEST(test_trace_file_end_to_end), TEST(test_without_libdw),
+          TEST(test_format))
