@@ -286,6 +286,39 @@ static void test_build_id_mismatch(void)
     ht__sym_close(sym);
 }
 
+/* Paths from the trace are untrusted: a FIFO, a directory or a device must not block or be
+ * read as ELF. */
+static void test_hostile_paths(void)
+{
+    if (!with_libdw(__func__))
+        return;
+    REQUIRE(mods_load());
+    unsigned line = 0;
+    uint64_t a = exe_caller(&line);
+    const ht_reader_module *m = mods_of(a);
+    REQUIRE(m != NULL);
+    char fifo[64];
+    snprintf(fifo, sizeof fifo, "/tmp/ht_symtest_fifo_%d", (int)getpid());
+    unlink(fifo);
+    REQUIRE(mkfifo(fifo, 0600) == 0);
+    const char *paths[] = {fifo, "/tmp", "/dev/zero", "/dev/null", ""};
+    alarm(30); /* a blocking open ends the test (SIGALRM) instead of hanging it */
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        ht_reader_module bad = *m;
+        bad.path = paths[i];
+        bad.build_id_size = 0; /* nothing to match: the file would be taken if it were ELF */
+        ht_symbolizer *sym = ht__sym_open(&bad, 1);
+        REQUIRE(sym != NULL);
+        ht_sym_frame f[4] = {0};
+        CHECK_EQ_U(ht__sym_resolve(sym, a, f, 4), 1);
+        CHECK(f[0].function == NULL);
+        CHECK_EQ_U(f[0].offset, a - m->base);
+        ht__sym_close(sym);
+    }
+    alarm(0);
+    unlink(fifo);
+}
+
 static void test_outside_every_module(void)
 {
     REQUIRE(mods_load());
@@ -801,9 +834,9 @@ static void test_format(void)
 }
 
 TEST_MAIN(TEST(test_executable_function), TEST(test_shared_library_function),
-          TEST(test_inline_frame), TEST(test_build_id_mismatch), TEST(test_outside_every_module),
-          TEST(test_empty_table), TEST(test_cache), TEST(test_overlap_and_duplicates),
-          TEST(test_debug_file_by_build_id), TEST(test_debug_file_by_debuglink),
-          TEST(test_dwarf_without_aranges), TEST(test_system_debug_file),
-          TEST(test_debuginfod_offline), TEST(test_trace_file_end_to_end), TEST(test_without_libdw),
-          TEST(test_format))
+          TEST(test_inline_frame), TEST(test_build_id_mismatch), TEST(test_hostile_paths),
+          TEST(test_outside_every_module), TEST(test_empty_table), TEST(test_cache),
+          TEST(test_overlap_and_duplicates), TEST(test_debug_file_by_build_id),
+          TEST(test_debug_file_by_debuglink), TEST(test_dwarf_without_aranges),
+          TEST(test_system_debug_file), TEST(test_debuginfod_offline),
+          TEST(test_trace_file_end_to_end), TEST(test_without_libdw), TEST(test_format))

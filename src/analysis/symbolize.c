@@ -19,6 +19,7 @@
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
 #include <gelf.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 
@@ -327,14 +328,16 @@ static Dwfl_Module *dw_report_file(dw_state *st, const sym_module *m, size_t ind
     return dm;
 }
 
-/* Opens path and reports it when it is m's file. */
+/* Opens path and reports it when it is m's file. The path comes from the trace: only a
+ * regular file is read (O_NONBLOCK: opening a FIFO must not wait for a writer). */
 static Dwfl_Module *dw_try_file(dw_state *st, const sym_module *m, size_t index, const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return NULL;
+    struct stat sb;
     GElf_Addr bias = 0;
-    if (!dw_file_matches(fd, m, &bias)) {
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || !dw_file_matches(fd, m, &bias)) {
         close(fd);
         return NULL;
     }
