@@ -2,10 +2,11 @@
  * module table comes from the recorder's own scanner (ht__modules_snapshot), the addresses are
  * return addresses taken in known functions, and each expected line is marked with __LINE__
  * at the call. Covers a function of the executable, one of a shared library, an inline frame,
- * a build-id mismatch, addresses in no module, an empty table, the cache, separate debug files
- * (by build-id, by .gnu_debuglink, for a missing main file), DWARF without .debug_aranges,
- * glibc's installed debug file when there is one, the debuginfod path as far as it goes
- * offline, a trace file written by the recorder and read back, and the display format.
+ * build-id (and span) mismatches, hostile paths, addresses in no module, an empty table, the
+ * cache, overlapping entries, separate debug files (by build-id, by .gnu_debuglink, for a
+ * missing main file), DWARF without .debug_aranges, a non-PIE executable, glibc's installed
+ * debug file when there is one, the debuginfod path as far as it goes offline, a trace file
+ * written by the recorder and read back, and the display format.
  * Built -O0 -g (CMakeLists.txt), so the frames are what the source says. */
 #include "analysis/symbolize.h"
 #include "harness.h"
@@ -271,6 +272,15 @@ static void test_build_id_mismatch(void)
     CHECK_EQ_U(n, 1);
     CHECK(str_eq(f[0].function, "exe_caller"));
     CHECK_EQ_U(f[0].line, line);
+    ht__sym_close(sym);
+
+    /* ... but not when its span differs from the recorded size: another build. */
+    none.size += 4096;
+    sym = ht__sym_open(&none, 1);
+    REQUIRE(sym != NULL);
+    n = ht__sym_resolve(sym, a, f, 8);
+    CHECK_EQ_U(n, 1);
+    CHECK(f[0].function == NULL);
     ht__sym_close(sym);
 
     /* A path that does not exist and a build-id found nowhere. */
@@ -587,6 +597,52 @@ static void test_debug_file_by_debuglink(void)
     debug_root_remove(link);
 }
 
+/* A non-PIE executable (ET_EXEC: no bias), symbolized offline from the entry it printed. */
+static void test_non_pie_executable(void)
+{
+    if (!with_libdw(__func__))
+        return;
+    FILE *p = popen(HT_SYMTEST_NOPIE, "r");
+    REQUIRE(p != NULL);
+    unsigned long long base = 0, size = 0, a = 0;
+    unsigned line = 0;
+    char id_hex[130] = "";
+    int got = fscanf(p, "%llx %llx %129s %llx %u", &base, &size, id_hex, &a, &line);
+    CHECK(pclose(p) == 0);
+    REQUIRE(got == 5);
+    CHECK_EQ_U(base, 0x400000);
+    ht_reader_module m;
+    memset(&m, 0, sizeof m);
+    m.path = HT_SYMTEST_NOPIE;
+    m.base = base;
+    m.size = size;
+    for (size_t i = 0; id_hex[2 * i] != '\0' && i < sizeof m.build_id; i++) {
+        unsigned byte;
+        REQUIRE(sscanf(id_hex + 2 * i, "%2x", &byte) == 1);
+        m.build_id[m.build_id_size++] = (uint8_t)byte;
+    }
+    CHECK(m.build_id_size >= 16);
+    ht_symbolizer *sym = ht__sym_open(&m, 1);
+    REQUIRE(sym != NULL);
+    ht_sym_frame f[4] = {0};
+    CHECK_EQ_U(ht__sym_resolve(sym, a, f, 4), 1);
+    CHECK(str_eq(f[0].function, "nopie_caller"));
+    CHECK_EQ_U(f[0].line, line);
+    CHECK(ends_with(f[0].file, "tests/symbolize_nopie.c"));
+    CHECK(str_eq(f[0].module, "symbolize_nopie"));
+    CHECK_EQ_U(f[0].offset, a - base);
+    ht__sym_close(sym);
+
+    /* An ET_EXEC file cannot be anywhere else: an entry at another base does not take it. */
+    m.base += 0x10000;
+    sym = ht__sym_open(&m, 1);
+    REQUIRE(sym != NULL);
+    memset(f, 0, sizeof f);
+    CHECK_EQ_U(ht__sym_resolve(sym, a + 0x10000, f, 4), 1);
+    CHECK(f[0].function == NULL);
+    ht__sym_close(sym);
+}
+
 /* DWARF without .debug_aranges (clang's default): the CU is found by its own ranges. */
 static void test_dwarf_without_aranges(void)
 {
@@ -838,5 +894,6 @@ TEST_MAIN(TEST(test_executable_function), TEST(test_shared_library_function),
           TEST(test_outside_every_module), TEST(test_empty_table), TEST(test_cache),
           TEST(test_overlap_and_duplicates), TEST(test_debug_file_by_build_id),
           TEST(test_debug_file_by_debuglink), TEST(test_dwarf_without_aranges),
-          TEST(test_system_debug_file), TEST(test_debuginfod_offline),
-          TEST(test_trace_file_end_to_end), TEST(test_without_libdw), TEST(test_format))
+          TEST(test_non_pie_executable), TEST(test_system_debug_file),
+          TEST(test_debuginfod_offline), TEST(test_trace_file_end_to_end), TEST(test_without_libdw),
+          TEST(test_format))

@@ -54,24 +54,24 @@ typedef struct cache_slot {
 } cache_slot;
 
 struct ht_symbolizer {
-    sym_module *modules; /* [0, n_modules), sorted by (base, order) */
-    size_t n_modules;
+    sym_module *modules;  /* [0, n_modules), sorted by (base, order) */
+    size_t n_modules;     /* entries kept (those covering no address are dropped) */
     uint64_t *max_end;    /* max_end[i] = max(modules[0..i].end): bounds the overlap scan */
     cache_slot *slots;    /* open addressing, linear probing; n_slots a power of two */
     size_t n_slots;       /* 0 until the first store */
     size_t n_used;        /* <= n_slots / 2 */
     ht_sym_frame *frames; /* every cached frame, [0, n_frames) */
-    size_t n_frames;
-    size_t cap_frames;
-    char *debug_dirs; /* absolute directories, colon-separated */
-    char *debug_path; /* libdwfl's debuginfo_path form: ":.debug:" debug_dirs */
-    void *backend;    /* the backend's session state */
-    ht_sym_stats stats;
+    size_t n_frames;      /* <= cap_frames <= UINT32_MAX (cache_slot.first) */
+    size_t cap_frames;    /* allocated */
+    char *debug_dirs;     /* absolute directories, colon-separated */
+    char *debug_path;     /* libdwfl's debuginfo_path form: ":.debug:" debug_dirs */
+    void *backend;        /* the backend's session state */
+    ht_sym_stats stats;   /* counters, handed out by ht__sym_get_stats */
 };
 
 /* A strategy: the libdw one or the module+offset one, chosen at build time. */
 typedef struct sym_backend {
-    bool have_libdw;
+    bool have_libdw;                    /* for ht_sym_stats */
     void *(*begin)(ht_symbolizer *sym); /* session state, NULL on out-of-memory */
     void (*end)(void *state);
     /* Finds and opens m's file; sets m->handle and returns true, or false: no usable file. */
@@ -103,11 +103,13 @@ typedef struct dw_range {
 typedef struct dw_ranges {
     dw_range *r;      /* [0, n), sorted by (lo, rank, item) once sealed */
     uint64_t *max_hi; /* max_hi[i] = max(r[0..i].hi), once sealed */
-    size_t n, cap;
+    size_t n;         /* ranges in r */
+    size_t cap;       /* allocated */
 } dw_ranges;
 
-/* The ELF function symbols of one module, sized ones only (as libdwfl's own lookup, but
- * indexed: dwfl_module_addrinfo scans the whole table on every call). */
+/* An open module: its place in the session and two indexes built on first need, its ELF
+ * function symbols (dwfl_module_addrinfo scans the whole table on every call) and, for DWARF
+ * without .debug_aranges, its CUs' address ranges. */
 typedef struct dw_module {
     Dwfl_Module *dm;        /* in the session */
     uint64_t end;           /* the module's recorded end: bounds a sizeless last symbol */
@@ -130,11 +132,11 @@ typedef struct dw_cu {
 
 typedef struct dw_state {
     Dwfl_Callbacks callbacks; /* libdwfl keeps a pointer to it: lives as long as dwfl */
-    Dwfl *dwfl;
-    dw_module *modules; /* list of the open ones */
-    dw_cu *cus;         /* open addressing by key; n_cu_slots a power of two (or 0) */
-    size_t n_cu_slots;
-    size_t n_cus; /* <= n_cu_slots / 2 */
+    Dwfl *dwfl;               /* the session: every reported module */
+    dw_module *modules;       /* list of the open ones */
+    dw_cu *cus;               /* open addressing by key; n_cu_slots a power of two (or 0) */
+    size_t n_cu_slots;        /* allocated slots */
+    size_t n_cus;             /* <= n_cu_slots / 2 */
 } dw_state;
 
 static bool ranges_add(dw_ranges *rs, uint64_t lo, uint64_t hi, uint32_t rank, uint32_t item)
@@ -257,9 +259,10 @@ static void dw_end(void *state)
 }
 
 /* Whether the ELF open on fd is m's file (its build-id is the recorded one, or the trace has
- * none); if so sets *bias = load address - link address from its program headers. The
- * recorded base is the page-aligned start of the lowest PT_LOAD, so the bias is base minus
- * that PT_LOAD's page-aligned p_vaddr. Works for a debug file made by objcopy
+ * none and its PT_LOAD span is the recorded size); if so sets *bias = load address - link address
+ * from its program headers. The recorded base is the page-aligned start of the lowest PT_LOAD, so
+ * the bias is base minus that PT_LOAD's page-aligned p_vaddr. Works for a debug file made by
+ * objcopy
  * --only-keep-debug too: it keeps the program headers. */
 static bool dw_file_matches(int fd, const sym_module *m, GElf_Addr *bias)
 {
@@ -278,16 +281,22 @@ static bool dw_file_matches(int fd, const sym_module *m, GElf_Addr *bias)
         if (id_size != (ssize_t)m->build_id_size || memcmp(id, m->build_id, m->build_id_size))
             goto out_elf;
     }
-    GElf_Addr lo = UINT64_MAX;
+    GElf_Addr lo = UINT64_MAX, hi = 0;
     for (size_t i = 0; i < phnum; i++) {
         GElf_Phdr ph;
-        if (gelf_getphdr(elf, (int)i, &ph) != NULL && ph.p_type == PT_LOAD && ph.p_memsz != 0 &&
-            ph.p_vaddr < lo)
+        if (gelf_getphdr(elf, (int)i, &ph) == NULL || ph.p_type != PT_LOAD || ph.p_memsz == 0)
+            continue;
+        if (ph.p_vaddr < lo)
             lo = ph.p_vaddr;
+        if (ph.p_vaddr + ph.p_memsz > hi)
+            hi = ph.p_vaddr + ph.p_memsz;
     }
     if (lo == UINT64_MAX)
         goto out_elf;
     lo &= ~(GElf_Addr)(HT_PAGE_SIZE - 1);
+    hi = (hi + HT_PAGE_SIZE - 1) & ~(GElf_Addr)(HT_PAGE_SIZE - 1);
+    if (m->build_id_size == 0 && hi - lo != m->end - m->base)
+        goto out_elf; /* no build-id to go by: at least the span must be the recorded one */
     if (ehdr.e_type == ET_EXEC) {
         ok = lo == m->base; /* not relocatable: anywhere else it is not this file */
         *bias = 0;
