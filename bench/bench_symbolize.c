@@ -4,6 +4,9 @@
  * (cached). Prints one line per library: addresses, resolves per second both ways, how many
  * got a name, a line, and the frames per address (inline chains).
  * Usage: bench_symbolize [STEP] [LIBRARY...]  (default 37 libc.so.6 libpython3.11.so.1.0)
+ *        bench_symbolize --offline PATH BASE SIZE BUILD-ID TEXT-LO TEXT-HI [STEP]
+ *          (a file not loaded here, e.g. /usr/bin/python3.11, described as a trace would:
+ *          hex numbers, the build-id as hex digits; TEXT-LO..HI the addresses to resolve)
  * With HT_BENCH_DUMP=FILE it also writes every answer there (offset: frames), for comparing
  * two versions of the symbolizer. */
 #include "analysis/symbolize.h"
@@ -69,6 +72,10 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Resolves every step-th address of [lo, hi) twice and prints the line. */
+static void bench_range(const char *lib, const ht_reader_module *mods, size_t n_mods, uint64_t lo,
+                        uint64_t hi, uint64_t step);
+
 static void bench_one(const char *lib, uint64_t step)
 {
     if (dlopen(lib, RTLD_LAZY | RTLD_LOCAL) == NULL) {
@@ -86,7 +93,14 @@ static void bench_one(const char *lib, uint64_t step)
     g_n_mods = 0;
     ht__modules_snapshot(mods_add, NULL);
     ht__modules_fini();
-    ht_symbolizer *sym = ht__sym_open(g_mods, g_n_mods);
+    bench_range(lib, g_mods, g_n_mods, t.lo, t.hi, step);
+}
+
+static void bench_range(const char *lib, const ht_reader_module *mods, size_t n_mods, uint64_t lo,
+                        uint64_t hi, uint64_t step)
+{
+    text_find t = {lib, lo, hi};
+    ht_symbolizer *sym = ht__sym_open(mods, n_mods);
     if (sym == NULL)
         return;
     size_t n_addr = 0, n_named = 0, n_lined = 0, n_frames = 0;
@@ -129,8 +143,33 @@ static void bench_one(const char *lib, uint64_t step)
     ht__sym_close(sym);
 }
 
+static int bench_offline(int argc, char **argv)
+{
+    if (argc < 8) {
+        fprintf(stderr, "usage: bench_symbolize --offline PATH BASE SIZE BUILD-ID LO HI [STEP]\n");
+        return 2;
+    }
+    ht_reader_module m;
+    memset(&m, 0, sizeof m);
+    m.path = argv[2];
+    m.base = strtoull(argv[3], NULL, 16);
+    m.size = strtoull(argv[4], NULL, 16);
+    for (const char *h = argv[5]; h[0] != '\0' && h[1] != '\0' && m.build_id_size < 64; h += 2) {
+        unsigned byte;
+        if (sscanf(h, "%2x", &byte) != 1)
+            return 2;
+        m.build_id[m.build_id_size++] = (uint8_t)byte;
+    }
+    uint64_t step = argc > 8 ? strtoull(argv[8], NULL, 0) : 37;
+    bench_range(argv[2], &m, 1, strtoull(argv[6], NULL, 16), strtoull(argv[7], NULL, 16),
+                step != 0 ? step : 37);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--offline") == 0)
+        return bench_offline(argc, argv);
     uint64_t step = argc > 1 ? strtoull(argv[1], NULL, 0) : 37;
     if (step == 0)
         step = 37;
