@@ -60,7 +60,12 @@ ht_symbolizer *ht__sym_open(const ht_reader_module *modules, size_t n_modules);
 bool ht__sym_set_debug_dirs(ht_symbolizer *sym, const char *dirs);
 /* Resolves one return address into up to cap frames, innermost (deepest inline) first; returns
  * how many it wrote (>= 1 when cap >= 1: an unresolved address is one frame with function NULL).
- * Return addresses point after the call: lookups use address - 1. Results are cached. */
+ * Return addresses point after the call: lookups use address - 1. Results are cached. The last
+ * frame is the real (not inlined) function; a chain longer than cap keeps its innermost cap
+ * frames, so pass HT_SYM_MAX_FRAMES to always get the real function. Names: DWARF's DW_AT_name
+ * (for C++ the unqualified name), else the ELF function symbol containing the address (for C++
+ * mangled: nothing is demangled). The first address in a module opens it: with DEBUGINFOD_URLS
+ * set that may wait for the network (DEBUGINFOD_TIMEOUT). */
 size_t ht__sym_resolve(ht_symbolizer *sym, uint64_t address, ht_sym_frame *out, size_t cap);
 /* Writes frame into buf (always NUL-terminated when cap >= 1; buf may be NULL when cap is 0)
  * and returns the length it wanted, like snprintf. The forms, from most to least known:
