@@ -513,6 +513,20 @@ bool ht__report_json(ht_analysis *an, ht_reader *rd, ht_symbolizer *sym, const h
     j_sizes(an, o);
     j_threads(an, o);
     j_invalid(an, o, rd, sym);
+    ht__sb_puts(o, ",\"symbols\":");
+    if (sym == NULL)
+        ht__sb_puts(o, "null");
+    else {
+        ht_sym_stats ss;
+        ht__sym_get_stats(sym, &ss);
+        ht__sb_printf(o,
+                      "{\"addresses\":%llu,\"modules_used\":%llu,\"modules_dwarf\":%llu,"
+                      "\"modules_symtab\":%llu,\"modules_none\":%llu,\"libdw\":%s}",
+                      (unsigned long long)ss.n_addresses, (unsigned long long)ss.n_modules_used,
+                      (unsigned long long)ss.n_modules_dwarf,
+                      (unsigned long long)ss.n_modules_symtab,
+                      (unsigned long long)ss.n_modules_none, ss.have_libdw ? "true" : "false");
+    }
     ht__sb_puts(o, "}\n");
     free(ids);
     return !o->oom;

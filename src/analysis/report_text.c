@@ -525,6 +525,19 @@ bool ht__report_text(ht_analysis *an, ht_reader *rd, ht_symbolizer *sym, const h
     text_sizes(an, out);
     text_threads(an, out);
     text_invalid(an, rd, sym, &o, out);
+    if (sym != NULL) {
+        ht_sym_stats ss;
+        ht__sym_get_stats(sym, &ss);
+        ht__sb_printf(out,
+                      "\n== Symbols\n  %llu addresses in %llu modules: %llu with DWARF "
+                      "(function, file:line), %llu with ELF symbols only, %llu not found "
+                      "(module+offset)%s\n",
+                      (unsigned long long)ss.n_addresses, (unsigned long long)ss.n_modules_used,
+                      (unsigned long long)ss.n_modules_dwarf,
+                      (unsigned long long)ss.n_modules_symtab,
+                      (unsigned long long)ss.n_modules_none,
+                      ss.have_libdw ? "" : "; built without libdw: module+offset only");
+    }
     free(ids);
     return !out->oom;
 }
