@@ -226,6 +226,23 @@ check "window classes at the peak and over the whole trace" test $? = 0
 "$HEAPTRAIL" report --from 1.5s --to 2 "$tmp/t.htrace" | grep -q '^== Window 1.500000 s .. 2.000000 s'
 check "window times with units" test $? = 0
 
+# Without stacks: the same figures, one site, and the report says stacks are missing.
+GEN_GOLDEN_NO_STACKS=1 "$gen" "$tmp/ns.htrace" "$tmp/ns.jsonl" >"$tmp/ns.expect" || fail "gen_golden (no stacks)"
+"$HEAPTRAIL" report "$tmp/ns.htrace" >"$tmp/ns.txt"
+check "no-stack report exits 0" test $? = 0
+grep -q '^  stacks         none recorded' "$tmp/ns.txt"
+check "no-stack report says so" test $? = 0
+"$HEAPTRAIL" report --format json "$tmp/ns.htrace" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+exp = dict(l.strip().split("=", 1) for l in open(sys.argv[1]) if l.startswith("expect."))
+ok = (r["events_with_stack"] == 0 and len(r["leaks"]) == 1 and r["leaks"][0]["stack"] == [] and
+      r["leaked_bytes"] == int(exp["expect.leaked_bytes"]) and
+      r["peak_live_bytes"] == int(exp["expect.peak_live_bytes"]) and
+      r["temporary"]["count"] == int(exp["expect.temporary_count"]))
+sys.exit(0 if ok else 1)' "$tmp/ns.expect"
+check "no-stack report: one site, same figures" test $? = 0
+
 "$HEAPTRAIL" report --top 1 --format json "$tmp/t.htrace" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
