@@ -5,7 +5,8 @@
 # free + alloc pairs over 4096 slots, 16 frames deep): through ht_heap_* recorded by heaptrail
 # (frame-pointer stacks, depth 16), and through malloc/free under `heaptrack -o`. Each reader
 # runs once per size under /usr/bin/time -v (wall time, CPU time, peak RSS); events/s is the
-# trace's event count over the wall time. Two sizes (REPORT_EVENTS and a tenth of it) show
+# trace's event count over the wall time and over the CPU time (user + sys: on a shared
+# machine the steadier figure). Two sizes (REPORT_EVENTS and a tenth of it) show
 # whether memory follows the trace length (it should not: the live set is 4096 blocks).
 # The report goes to stdout, progress to stderr; all files live in one mktemp directory,
 # removed at exit. Installs nothing (make bench-deps does).
@@ -60,9 +61,10 @@ timed() {
 
 rows=()
 row() { # tool size events
-    local eps
+    local eps cps
     eps=$(awk -v e="$3" -v w="$wall" 'BEGIN {printf "%.1f", (w > 0 ? e / w / 1e6 : 0)}')
-    rows+=("$(printf '| %-34s | %12s | %8.2f | %8.2f | %9s | %9.1f |' "$1" "$2" "$wall" "$cpu" "$eps" "$(awk -v r="$rss" 'BEGIN {print r / 1024}')")")
+    cps=$(awk -v e="$3" -v w="$cpu" 'BEGIN {printf "%.1f", (w > 0 ? e / w / 1e6 : 0)}')
+    rows+=("$(printf '| %-36s | %12s | %8.2f | %8.2f | %9s | %9s | %9.1f |' "$1" "$2" "$wall" "$cpu" "$eps" "$cps" "$(awk -v r="$rss" 'BEGIN {print r / 1024}')")")
 }
 
 failed=0
@@ -97,8 +99,8 @@ done
 
 echo "## heaptrail report / dump vs heaptrack_print ($(date -u +%Y-%m-%d), $(nproc) CPUs)"
 echo
-echo "| reader | events | wall s | CPU s | M events/s | peak RSS MiB |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| reader | events | wall s | CPU s | M events/s (wall) | M events/CPU-s | peak RSS MiB |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${rows[@]}"
 [[ $have_heaptrack = 1 ]] || echo "(heaptrack not installed or REPORT_PEERS=0: no peer row)"
 exit $failed
