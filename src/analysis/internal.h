@@ -27,7 +27,7 @@ void ht__an_pair_add(ht_analysis *an, size_t a, size_t b, uint64_t bytes);
 ht_site *ht__an_site(ht_analysis *an, uint32_t id);
 bool ht__an_recent_init(ht_analysis *an, size_t slots);
 void ht__an_recent_put(ht_analysis *an, const ht_freed *f);
-/* The cache's entry for address, or NULL (evicted or never freed). */
+/* The ring's newest entry for address, or NULL (not among the last frees). O(ring size). */
 const ht_freed *ht__an_recent_get(const ht_analysis *an, uint64_t address);
 
 /* ---- replay.c: the streaming replay ---------------------------------------------------------- */

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(sizeof(ht_block) == 32, "a live-map slot is 32 bytes");
+
 #define HT_LIVE_MIN_CAP 64u
 
 static inline size_t ht__live_slot(uint64_t address, size_t mask)

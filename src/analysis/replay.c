@@ -211,6 +211,8 @@ static void block_add(ht_analysis *an, size_t heap, uint64_t address, uint64_t s
     ht_site *s = (size_t)site_id < an->n_sites ? &an->sites[site_id] : ht__an_site(an, site_id);
     if (!rundown)
         count_alloc(an, h, s, thread, source, size);
+    if (size > HT_BLOCK_MAX_SIZE)
+        size = HT_BLOCK_MAX_SIZE; /* (a forged trace) the live figures use what the block holds */
     bool existed;
     ht_block *b = ht__live_insert(&h->live, address, &existed);
     if (b == NULL) {
@@ -226,12 +228,12 @@ static void block_add(ht_analysis *an, size_t heap, uint64_t address, uint64_t s
         memset(b, 0, sizeof *b);
         b->address = address;
     }
-    b->size = size;
+    b->size = size & HT_BLOCK_MAX_SIZE;
     b->ts_ns = ts;
     b->site = s != NULL ? site_id : 0;
     b->thread = thread != SIZE_MAX ? (uint32_t)thread : UINT32_MAX;
-    b->source = (uint8_t)source;
-    b->flags = rundown ? HT_BLOCK_RUNDOWN : 0;
+    b->source = source & 0xFFu;
+    b->flags = rundown ? HT_BLOCK_RUNDOWN : 0u;
     if (s == NULL)
         s = &an->sites[0];
     site_touch(an, s);

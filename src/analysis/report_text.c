@@ -479,8 +479,8 @@ static void text_invalid(ht_analysis *an, ht_reader *rd, ht_symbolizer *sym,
             break;
         default:
             ht__sb_puts(out, "    (nothing known about this address from before: never "
-                             "allocated in the trace, an interior pointer, or evicted from "
-                             "the recently-freed cache)\n");
+                             "allocated in the trace, an interior pointer, or freed before "
+                             "the last 4096 frees, which are all that is remembered)\n");
             break;
         }
     }

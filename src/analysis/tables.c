@@ -1,6 +1,6 @@
 /* tables.c — the analysis's small indexes: heaps by handle, threads by tid, the threads
  * matrix by (allocating, freeing) thread pair, sites by stack id, and the recently-freed
- * cache (direct-mapped by address, so its memory is fixed). Each grows with what it indexes
+ * ring (the last N frees, so its memory is fixed). Each grows with what it indexes
  * (heaps, threads, thread pairs, distinct stacks), never with the number of events.
  * Never prints; allocation failures set an->oom and return NULL / false. */
 #include "analysis/internal.h"
@@ -254,11 +254,18 @@ bool ht__an_recent_init(ht_analysis *an, size_t slots)
 
 void ht__an_recent_put(ht_analysis *an, const ht_freed *f)
 {
-    an->recent[mix64(f->address, an->recent_mask)] = *f;
+    an->recent[an->recent_next++ & an->recent_mask] = *f;
 }
 
 const ht_freed *ht__an_recent_get(const ht_analysis *an, uint64_t address)
 {
-    const ht_freed *f = &an->recent[mix64(address, an->recent_mask)];
-    return f->address == address && address != 0 ? f : NULL;
+    if (address == 0)
+        return NULL;
+    uint64_t n = an->recent_next < an->recent_mask + 1 ? an->recent_next : an->recent_mask + 1;
+    for (uint64_t k = 1; k <= n; k++) {
+        const ht_freed *f = &an->recent[(an->recent_next - k) & an->recent_mask];
+        if (f->address == address)
+            return f; /* the most recent one */
+    }
+    return NULL;
 }

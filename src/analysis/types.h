@@ -30,20 +30,24 @@
 #define HT_AN_N_LFH        36u   /* LFH size classes (a copy of the heap's table, sizes.c) */
 #define HT_AN_N_LIFETIME   10u   /* lifetime buckets, decades from < 100 ns to >= 10 s */
 #define HT_AN_MAX_INVALID  256u  /* invalid operations kept in detail (all are counted) */
-#define HT_AN_RECENT_SLOTS 4096u /* default slots of the recently-freed cache */
+#define HT_AN_RECENT_SLOTS 4096u /* default entries of the recently-freed ring */
 
 /* Block flags. */
 #define HT_BLOCK_RUNDOWN 0x01u /* came from the rundown (live before tracing started) */
 
-/* One live block; a slot of a heap's live map (address 0 = empty slot). */
+/* One live block; a slot of a heap's live map (address 0 = empty slot). 32 bytes: the map is
+ * the replay's working set. */
+#define HT_BLOCK_MAX_SIZE                                                                          \
+    ((1ull << 48) - 1) /* sizes above are kept as this (none are real:                             \
+                          user address space is 47 bits) */
 typedef struct ht_block {
-    uint64_t address; /* the block; 0 marks an empty slot (no block lives at 0) */
-    uint64_t size;    /* requested bytes */
-    uint64_t ts_ns;   /* allocation time (event clock) */
-    uint32_t site;    /* allocation stack id, 0 = none */
-    uint32_t thread;  /* index into the thread table of the allocating thread */
-    uint8_t source;   /* Source that served it (0..6) */
-    uint8_t flags;    /* HT_BLOCK_* */
+    uint64_t address;    /* the block; 0 marks an empty slot (no block lives at 0) */
+    uint64_t size : 48;  /* requested bytes, <= HT_BLOCK_MAX_SIZE */
+    uint64_t source : 8; /* Source that served it (0..6) */
+    uint64_t flags : 8;  /* HT_BLOCK_* */
+    uint64_t ts_ns;      /* allocation time (event clock) */
+    uint32_t site;       /* allocation stack id, 0 = none */
+    uint32_t thread;     /* index into the thread table of the allocating thread */
 } ht_block;
 
 /* Open addressing, linear probing, backward-shift deletion (no tombstones).
@@ -114,7 +118,7 @@ typedef struct ht_pair {
     uint64_t n, bytes; /* blocks, bytes */
 } ht_pair;
 
-/* Where an address was seen last (the recently-freed cache, direct-mapped by address). */
+/* Where an address was seen last (an entry of the recently-freed ring). */
 typedef struct ht_freed {
     uint64_t address;     /* 0 = empty */
     uint64_t heap;        /* HeapHandle it was in */
@@ -241,9 +245,11 @@ typedef struct ht_analysis {
     ht_invalid_op *invalid;     /* the first HT_AN_MAX_INVALID */
     size_t n_invalid_kept;
 
-    /* recently freed */
+    /* recently freed: a ring of the last recent_mask + 1 frees (sequential writes; searched
+     * backwards only for the invalid operations kept in detail) */
     ht_freed *recent;
     size_t recent_mask;
+    uint64_t recent_next; /* entries written so far; the newest is at (recent_next - 1) & mask */
 
     /* end */
     bool finished;                              /* ht__an_finish ran */
