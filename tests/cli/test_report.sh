@@ -249,6 +249,19 @@ r = json.load(sys.stdin)
 sys.exit(0 if len(r["leaks"]) == 1 and len(r["hot_sites_by_count"]) == 1 else 1)'
 check "--top 1 keeps one row" test $? = 0
 
+# Progress: on stderr when it is a terminal (script(1) gives it a pty), never otherwise.
+work=$HT_BUILD_DIR/bench_trace_workload
+if [ -x "$work" ] && command -v script >/dev/null; then
+    "$work" --alloc ht --ops 600000 --trace "$tmp/big.htrace" >/dev/null || fail "bench_trace_workload"
+    "$HEAPTRAIL" report "$tmp/big.htrace" >/dev/null 2>"$tmp/noprog.err"
+    check "no progress when stderr is not a terminal" test ! -s "$tmp/noprog.err"
+    script -qec "'$HEAPTRAIL' report '$tmp/big.htrace' >/dev/null" "$tmp/typescript" >/dev/null 2>&1
+    grep -q 'report: \[#*\.*\] *[0-9]*%' "$tmp/typescript"
+    check "progress bar on a terminal" test $? = 0
+else
+    echo "skipped: progress test (no bench_trace_workload or script)"
+fi
+
 for bad in "--top 0" "--top x" "--format xml" "--from 1h" "--from 2s --to 1s" "--bogus"; do
     # shellcheck disable=SC2086
     "$HEAPTRAIL" report $bad "$tmp/t.htrace" >/dev/null 2>"$tmp/u.err"
