@@ -158,6 +158,8 @@ static void j_trace(ht_analysis *an, ht_sbuf *o, ht_reader *rd, const ht_report_
     size_t start = 0;
     for (size_t i = 0; i <= info.cmdline_size && info.cmdline_size > 0; i++) {
         if (i == info.cmdline_size || info.cmdline[i] == '\0') {
+            if (i == info.cmdline_size && start == i)
+                break; /* a terminating NUL: no empty last argument */
             ht__sb_puts(o, start ? "," : "");
             ht__sb_json_strn(o, info.cmdline + start, i - start);
             start = i + 1;

@@ -83,6 +83,8 @@ static void text_summary(ht_analysis *an, ht_reader *rd, const ht_report_opts *o
         ht__sb_puts(out, "(not recorded)");
     for (size_t i = 0; i < info.cmdline_size; i++) {
         char c = info.cmdline[i];
+        if (c == '\0' && i + 1 == info.cmdline_size)
+            break; /* a terminating NUL */
         ht__sb_put(out, c == '\0' ? " " : ((unsigned char)c < 0x20 ? "?" : &c), 1);
     }
     ht__sb_printf(out, "\n  pid            %u\n", info.pid);

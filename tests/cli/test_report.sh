@@ -75,6 +75,9 @@ check("cross-thread cell", len(cross) == 1 and cross[0]["blocks"] == num("cross_
       and cross[0]["bytes"] == num("cross_bytes"), str(r["cross_thread"]))
 check("only one cross-thread cell", len(r["cross_thread"]) == 1)
 check("threads", r["n_threads"] == 3)
+check("program", r["trace"]["argv"][1:] == [tmp + "/t.htrace", tmp + "/ev.jsonl"] and
+      r["trace"]["argv"][0].endswith("cli_gen_golden") and r["trace"]["complete"] is True,
+      str(r["trace"]))
 
 # --- Sources against the heap's own statistics (alloc count and bytes exactly; frees: the
 # heap counts a moved realloc's free of the old block, which the event does not carry)
