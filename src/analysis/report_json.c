@@ -146,11 +146,14 @@ static void j_trace(ht_analysis *an, ht_sbuf *o, ht_reader *rd, const ht_report_
     ht__sb_json_str(o, opts->path);
     ht__sb_puts(o, ",\"program\":");
     /* argv joined with spaces, as the text shows it */
-    char *prog = malloc(info.cmdline_size + 1);
+    size_t plen = info.cmdline_size;
+    if (plen > 0 && info.cmdline[plen - 1] == '\0')
+        plen--; /* a terminating NUL */
+    char *prog = malloc(plen + 1);
     if (prog != NULL) {
-        for (size_t i = 0; i < info.cmdline_size; i++)
+        for (size_t i = 0; i < plen; i++)
             prog[i] = info.cmdline[i] == '\0' ? ' ' : info.cmdline[i];
-        ht__sb_json_strn(o, prog, info.cmdline_size);
+        ht__sb_json_strn(o, prog, plen);
         free(prog);
     } else
         ht__sb_puts(o, "null");
