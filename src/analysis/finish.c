@@ -93,41 +93,45 @@ static void rank_key(const ht_analysis *an, ht_rank rank, const ht_site *s, uint
     }
 }
 
-/* Partial selection: keep the best cap ids in out (insertion into a sorted array: cap is the
- * report's --top, small next to the number of sites). */
+typedef struct rank_entry {
+    uint64_t k1, k2; /* keys, larger first */
+    uint32_t id;     /* site id, smaller first on ties */
+} rank_entry;
+
+static int rank_cmp(const void *a, const void *b)
+{
+    const rank_entry *x = a, *y = b;
+    if (x->k1 != y->k1)
+        return x->k1 > y->k1 ? -1 : 1;
+    if (x->k2 != y->k2)
+        return x->k2 > y->k2 ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Sorts the sites with a non-zero key: O(S log S) whatever cap is (a --top as large as the
+ * number of sites stays cheap). */
 size_t ht__an_rank(ht_analysis *an, ht_rank rank, uint32_t *out, size_t cap)
 {
-    size_t n = 0;
-    uint64_t *keys = calloc(cap ? cap * 2 : 1, sizeof *keys);
-    if (keys == NULL) {
+    if (cap == 0 || an->n_sites == 0)
+        return 0;
+    rank_entry *e = malloc(an->n_sites * sizeof *e);
+    if (e == NULL) {
         an->oom = true;
         return 0;
     }
-    for (size_t id = 0; id < an->n_sites && cap > 0; id++) {
+    size_t n = 0;
+    for (size_t id = 0; id < an->n_sites; id++) {
         uint64_t k1, k2;
         rank_key(an, rank, &an->sites[id], &k1, &k2);
-        if (k1 == 0 && k2 == 0)
-            continue;
-        if (n == cap &&
-            (k1 < keys[2 * (n - 1)] || (k1 == keys[2 * (n - 1)] && k2 <= keys[2 * (n - 1) + 1])))
-            continue;
-        size_t pos = n < cap ? n : cap - 1;
-        while (pos > 0 && (keys[2 * (pos - 1)] < k1 ||
-                           (keys[2 * (pos - 1)] == k1 && keys[2 * (pos - 1) + 1] < k2))) {
-            if (pos < cap) {
-                keys[2 * pos] = keys[2 * (pos - 1)];
-                keys[2 * pos + 1] = keys[2 * (pos - 1) + 1];
-                out[pos] = out[pos - 1];
-            }
-            pos--;
-        }
-        keys[2 * pos] = k1;
-        keys[2 * pos + 1] = k2;
-        out[pos] = (uint32_t)id;
-        if (n < cap)
-            n++;
+        if (k1 != 0 || k2 != 0)
+            e[n++] = (rank_entry){k1, k2, (uint32_t)id};
     }
-    free(keys);
+    qsort(e, n, sizeof *e, rank_cmp);
+    if (n > cap)
+        n = cap;
+    for (size_t i = 0; i < n; i++)
+        out[i] = e[i].id;
+    free(e);
     return n;
 }
 

@@ -55,7 +55,7 @@ typedef enum ht_rank {
     HT_RANK_TEMP,     /* temporaries */
     HT_RANK_DESTROYED /* bytes live when their heap was destroyed */
 } ht_rank;
-/* Writes up to cap site ids into out, returns how many. Uses an->order (allocated here). */
+/* Writes up to cap site ids into out (best first), returns how many. O(sites log sites). */
 size_t ht__an_rank(ht_analysis *an, ht_rank rank, uint32_t *out, size_t cap);
 /* Live bytes / blocks of a site, and of a heap, at the peak. */
 uint64_t ht__an_site_peak_bytes(const ht_analysis *an, const ht_site *s);

@@ -45,7 +45,6 @@ void ht__an_destroy(ht_analysis *an)
     free(an->sites);
     free(an->invalid);
     free(an->recent);
-    free(an->order);
     free(an);
 }
 

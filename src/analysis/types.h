@@ -256,7 +256,6 @@ typedef struct ht_analysis {
     uint64_t leaked_blocks, leaked_bytes;       /* live at the end, heaps never destroyed */
     uint64_t destroyed_blocks, destroyed_bytes; /* live at a destroy */
     uint64_t rundown_leaked_blocks;             /* of the leaks, from the rundown */
-    uint32_t *order;                            /* scratch: site ids for sorting */
     bool oom;                                   /* an allocation failed: figures are incomplete */
 } ht_analysis;
 
