@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 ht_preload_config ht__preload_cfg;
 
@@ -121,6 +122,9 @@ void ht__preload_options_read(void)
     }
     if (secure_getenv(k_names[HT_PRELOAD_OPT_ENABLED]) == NULL)
         c->enabled = output_set ? 1 : 0;
+    /* --no-follow-fork: a program exec'd by a child of the root is not traced either. */
+    if (!c->follow_fork && c->root_pid != 0 && (unsigned)getpid() != c->root_pid)
+        c->enabled = 0;
     if (c->bad)
         c->enabled = 0;
 }

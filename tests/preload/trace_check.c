@@ -4,8 +4,9 @@
  * recorder wrote (parsed here straight from docs/FORMAT.md section 8, not through the
  * reader). Prints one line of key=value per file; exits 1 when a file is not consistent.
  *
- * usage: trace_check [--allow-incomplete] FILE...
+ * usage: trace_check [--allow-incomplete] [--size N] FILE...
  *   --allow-incomplete  a file without its end summary (killed, or exec'd) is not an error
+ *   --size N            also count the allocations (and reallocs) of exactly N bytes
  * Unmatched frees and double allocations are allowed only up to the lost-event count. */
 #include <heaptrail/reader.h>
 
@@ -151,6 +152,8 @@ out:
     return found;
 }
 
+static uint64_t g_size = UINT64_MAX; /* --size */
+
 static int check_file(const char *path, bool allow_incomplete)
 {
     ht_reader *r;
@@ -162,12 +165,18 @@ static int check_file(const char *path, bool allow_incomplete)
     live_map m = {calloc(1024, sizeof(slot)), 1024, 0};
     uint64_t n = 0, n_alloc = 0, n_free = 0, n_realloc = 0, n_invalid = 0, n_rundown = 0;
     uint64_t unmatched = 0, twice = 0, other = 0, live_bytes = 0, peak = 0;
+    uint64_t n_size = 0, n_stack = 0;
     ht_reader_event re;
     while (ht_reader_next(r, &re)) {
         const ht_event *e = &re.event;
         n++;
         if (e->flags & HT_EVENT_RUNDOWN)
             n_rundown++;
+        if (re.stack_id != 0)
+            n_stack++;
+        if ((e->type == HT_EVENT_HEAP_ALLOC && e->alloc.size == g_size) ||
+            (e->type == HT_EVENT_HEAP_REALLOC && e->realloc.new_size == g_size))
+            n_size++;
         switch (e->type) {
         case HT_EVENT_HEAP_ALLOC:
             n_alloc++;
@@ -261,14 +270,15 @@ static int check_file(const char *path, bool allow_incomplete)
     printf("file=%s pid=%u status=%s complete=%d events=%llu lost=%llu summary_events=%llu "
            "allocs=%llu frees=%llu reallocs=%llu invalid=%llu rundown=%llu other=%llu "
            "unmatched=%llu twice=%llu live_blocks=%zu live_bytes=%llu peak_bytes=%llu "
-           "threads=%llu ok=%d%s%s\n",
+           "threads=%llu stacks=%llu size_count=%llu ok=%d%s%s\n",
            path, info.pid, ht_reader_status_name[st], info.complete ? 1 : 0, (unsigned long long)n,
            (unsigned long long)info.n_lost, (unsigned long long)s_events,
            (unsigned long long)n_alloc, (unsigned long long)n_free, (unsigned long long)n_realloc,
            (unsigned long long)n_invalid, (unsigned long long)n_rundown, (unsigned long long)other,
            (unsigned long long)unmatched, (unsigned long long)twice, m.n,
            (unsigned long long)live_bytes, (unsigned long long)peak,
-           (unsigned long long)info.n_threads, !bad, bad ? " why=" : "", why);
+           (unsigned long long)info.n_threads, (unsigned long long)n_stack,
+           (unsigned long long)n_size, !bad, bad ? " why=" : "", why);
     free(m.s);
     ht_reader_close(r);
     return bad;
@@ -278,12 +288,16 @@ int main(int argc, char **argv)
 {
     bool allow_incomplete = false;
     int i = 1, bad = 0;
-    if (i < argc && strcmp(argv[i], "--allow-incomplete") == 0) {
-        allow_incomplete = true;
-        i++;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--allow-incomplete") == 0)
+            allow_incomplete = true;
+        else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
+            g_size = strtoull(argv[++i], NULL, 10);
+        else
+            break;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: trace_check [--allow-incomplete] FILE...\n");
+        fprintf(stderr, "usage: trace_check [--allow-incomplete] [--size N] FILE...\n");
         return 2;
     }
     for (; i < argc; i++)
