@@ -15,7 +15,7 @@ trap 'rm -rf "$T"' EXIT
 # field KEY LINE: the value of KEY=... in one trace_check line.
 field()
 {
-    sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"
+    sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"
 }
 
 # check_traces ROOT: reads ROOT and every ROOT.* back with preload_trace_check. Each must be
