@@ -257,85 +257,140 @@ static void summarize(const char *path, trace_sum *t)
     ht_reader_close(r);
 }
 
-static void print_sum(const char *lead, const char *path, const trace_sum *t)
+/* The pid in a trace's file header (docs/FORMAT.md 3), or 0: cheap, no reader scan. */
+static uint32_t header_pid(const char *path)
 {
-    if (!t->ok) {
-        fprintf(stderr, "heaptrail record: %s%s: unreadable (%s)\n", lead, path, t->status);
-        return;
-    }
-    fprintf(stderr,
-            "heaptrail record: %s%s (%s, pid %u): %llu events, %llu lost, peak live bytes %llu%s\n",
-            lead, path, t->prog, t->pid, (unsigned long long)t->n_events,
-            (unsigned long long)t->n_lost, (unsigned long long)t->peak_bytes,
-            t->complete ? ""
-                        : ", incomplete (no end summary: the program exec'd, called _exit "
-                          "or was killed)");
+    unsigned char hdr[16];
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(hdr, 1, sizeof hdr, f);
+    fclose(f);
+    if (n != sizeof hdr || memcmp(hdr, "HTRACE\r\n", 8) != 0)
+        return 0;
+    return (uint32_t)hdr[12] | (uint32_t)hdr[13] << 8 | (uint32_t)hdr[14] << 16 |
+           (uint32_t)hdr[15] << 24;
 }
 
-/* Reads the manifest (one absolute path per line, in the order the traces started) and
- * prints where the traces went and what they hold. The root's images (its trace, then the
- * NAME.N of programs it exec'd, same pid) come first; the summary line is about its last
- * image, the program that ran last in that process. Then every other process's trace. */
-static void report(const char *manifest, const char *root_path, pid_t root_pid)
+typedef struct manifest_entry {
+    char *path;   /* absolute path of the trace */
+    uint32_t pid; /* from its header; 0 = unreadable */
+} manifest_entry;
+
+/* The manifest's lines (one absolute path each, in the order the traces started). */
+static manifest_entry *manifest_read(const char *manifest, size_t *n_out)
 {
-    FILE *f = fopen(manifest, "r");
+    manifest_entry *e = NULL;
+    size_t n = 0, cap = 0;
     char line[PATH_MAX + 2];
-    bool root_seen = false, have_last = false;
-    size_t n_other = 0, n_incomplete = 0;
-    uint64_t other_events = 0, other_lost = 0;
-    trace_sum t, last;
-    memset(&last, 0, sizeof last);
+    FILE *f = fopen(manifest, "r");
     while (f != NULL && fgets(line, sizeof line, f) != NULL) {
         line[strcspn(line, "\n")] = '\0';
         if (line[0] == '\0')
             continue;
-        summarize(line, &t);
-        bool root_image = t.ok ? t.pid == (uint32_t)root_pid : strcmp(line, root_path) == 0;
-        if (!root_seen && strcmp(line, root_path) == 0) {
-            root_seen = true;
-            fprintf(stderr, "heaptrail record: trace written to %s\n", line);
-            last = t;
-            have_last = true;
-            continue;
+        if (n == cap) {
+            cap = cap != 0 ? 2 * cap : 16;
+            manifest_entry *g = realloc(e, cap * sizeof *e);
+            if (g == NULL)
+                break;
+            e = g;
         }
-        if (root_seen && root_image) {
-            fprintf(stderr, "heaptrail record: and to %s (%s, exec'd by the same process)\n", line,
-                    t.prog);
-            last = t;
-            continue;
-        }
-        n_other++;
-        other_events += t.n_events;
-        other_lost += t.n_lost;
-        if (!t.ok || !t.complete)
-            n_incomplete++;
-        if (n_other <= MAX_LISTED)
-            print_sum("  ", line, &t);
+        e[n].path = strdup(line);
+        if (e[n].path == NULL)
+            break;
+        e[n].pid = header_pid(line);
+        n++;
     }
     if (f != NULL)
         fclose(f);
-    if (!root_seen)
+    *n_out = n;
+    return e;
+}
+
+/* Prints where the traces went and what they hold. The root's images (its trace, then the
+ * NAME.N of programs it exec'd, same pid) come first; the summary line is about its last
+ * image, the program that ran last in that process. Then every other process's trace; one
+ * whose process went on to exec another program (a later trace has its pid) is said to have
+ * ended by exec: its events were still in memory when exec replaced the program. */
+static void report(const char *manifest, const char *root_path, pid_t root_pid)
+{
+    size_t n = 0;
+    manifest_entry *e = manifest_read(manifest, &n);
+    size_t first = n;
+    for (size_t i = 0; i < n && first == n; i++)
+        if (strcmp(e[i].path, root_path) == 0)
+            first = i;
+    trace_sum t, last;
+    memset(&last, 0, sizeof last);
+    bool *is_root = calloc(n + 1, sizeof *is_root);
+    if (first < n && is_root != NULL) {
+        fprintf(stderr, "heaptrail record: trace written to %s\n", e[first].path);
+        for (size_t i = first; i < n; i++) {
+            if (i != first && e[i].pid != (uint32_t)root_pid)
+                continue;
+            is_root[i] = true;
+            summarize(e[i].path, &last);
+            if (i != first)
+                fprintf(stderr, "heaptrail record: and to %s (%s, exec'd by the same process)\n",
+                        e[i].path, last.prog);
+        }
+        if (!last.ok)
+            fprintf(stderr, "heaptrail record: unreadable trace: %s\n", last.status);
+        else
+            fprintf(stderr, "heaptrail record: %llu events, %llu lost, peak live bytes %llu%s\n",
+                    (unsigned long long)last.n_events, (unsigned long long)last.n_lost,
+                    (unsigned long long)last.peak_bytes,
+                    last.complete ? ""
+                                  : " (incomplete: no end summary; the program called "
+                                    "_exit or was killed)");
+    } else {
         fprintf(stderr,
                 "heaptrail record: no trace of the program's own process was written to "
                 "%s (see any message above)\n",
                 root_path);
-    else if (!last.ok)
-        fprintf(stderr, "heaptrail record: unreadable trace: %s\n", last.status);
-    else if (have_last)
-        fprintf(stderr, "heaptrail record: %llu events, %llu lost, peak live bytes %llu%s\n",
-                (unsigned long long)last.n_events, (unsigned long long)last.n_lost,
-                (unsigned long long)last.peak_bytes,
-                last.complete ? ""
-                              : " (incomplete: no end summary; the program exec'd, called "
-                                "_exit or was killed)");
+    }
+    size_t n_other = 0, n_incomplete = 0, n_exec = 0;
+    uint64_t other_events = 0, other_lost = 0;
+    for (size_t i = 0; i < n && is_root != NULL; i++) {
+        if (is_root[i])
+            continue;
+        bool exec_ended = false;
+        for (size_t j = i + 1; j < n && !exec_ended; j++)
+            exec_ended = e[j].pid != 0 && e[j].pid == e[i].pid;
+        summarize(e[i].path, &t);
+        n_other++;
+        other_events += t.n_events;
+        other_lost += t.n_lost;
+        if (t.ok && !t.complete && exec_ended)
+            n_exec++;
+        else if (!t.ok || !t.complete)
+            n_incomplete++;
+        if (n_other > MAX_LISTED)
+            continue;
+        if (!t.ok)
+            fprintf(stderr, "heaptrail record:   %s: unreadable (%s)\n", e[i].path, t.status);
+        else
+            fprintf(stderr,
+                    "heaptrail record:   %s (%s, pid %u): %llu events, %llu lost, peak live bytes "
+                    "%llu%s\n",
+                    e[i].path, t.prog, t.pid, (unsigned long long)t.n_events,
+                    (unsigned long long)t.n_lost, (unsigned long long)t.peak_bytes,
+                    t.complete   ? ""
+                    : exec_ended ? ", ended by exec"
+                                 : ", incomplete (no end summary: _exit or killed)");
+    }
     if (n_other > MAX_LISTED)
         fprintf(stderr, "heaptrail record:   ... and %zu more\n", n_other - MAX_LISTED);
     if (n_other > 0)
         fprintf(stderr,
                 "heaptrail record: %zu more trace(s) from child processes: %llu events, %llu "
-                "lost, %zu incomplete\n",
-                n_other, (unsigned long long)other_events, (unsigned long long)other_lost,
+                "lost, %zu ended by exec, %zu incomplete\n",
+                n_other, (unsigned long long)other_events, (unsigned long long)other_lost, n_exec,
                 n_incomplete);
+    for (size_t i = 0; i < n; i++)
+        free(e[i].path);
+    free(e);
+    free(is_root);
 }
 
 /* -- running the program ---------------------------------------------------------------- */

@@ -89,6 +89,12 @@ static void take(unsigned i, const char *v)
         else
             bad_option(i, v, "must be drop or block");
         break;
+    case HT_PRELOAD_OPT_BUFFERS:
+        if (!parse_uint(v, 4096, &u) || u == 1)
+            bad_option(i, v, "must be 0 or 2..4096 packets");
+        else
+            c->n_buffers = u;
+        break;
     case HT_PRELOAD_OPT_ROOT_PID:
         if (!parse_uint(v, 0x7fffffffu, &u))
             bad_option(i, v, "must be a process id");

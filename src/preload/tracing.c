@@ -1,9 +1,9 @@
 /* tracing.c — the preload library's tracing session: picks the trace file's name (pattern,
- * the root's own name, ".<pid>" for other processes, ".N" for a later program image of the
- * same process), starts and stops the session with the configured options, notes each trace
- * in record's manifest, and resumes in forked children. Says on stderr, in one write(2)
- * line, why tracing cannot start; otherwise silent. Never allocates: names are built in
- * static buffers with the allocation-free formatter. */
+ * the root's own name, ".<pid>" for other processes or when a traced ancestor holds the name,
+ * ".N" for a later program image of the same process), starts and stops the session with the
+ * configured options, notes each trace in record's manifest, and resumes in forked children. Says
+ * on stderr, in one write(2) line, why tracing cannot start; otherwise silent. Never allocates:
+ * names are built in static buffers with the allocation-free formatter. */
 #include "preload/internal.h"
 
 #include "common/log.h"
@@ -74,21 +74,56 @@ static bool expand(const char *pattern, char *out, size_t cap, bool *has_pid)
     return true;
 }
 
-/* True when path is a heaptrail trace that this process wrote: an earlier program image of
- * the same process (it called exec while tracing, and the environment carried tracing on). */
-static bool written_by_this_process(const char *path)
+/* The pid in the header of the heaptrail trace at path, or 0 when it is not one. */
+static uint32_t trace_pid(const char *path)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
-        return false;
+        return 0;
     uint8_t hdr[16];
     ssize_t n = read(fd, hdr, sizeof hdr);
     close(fd);
     if (n != (ssize_t)sizeof hdr || memcmp(hdr, HT_FMT_FILE_MAGIC, 8) != 0)
-        return false;
-    uint32_t pid = (uint32_t)hdr[12] | (uint32_t)hdr[13] << 8 | (uint32_t)hdr[14] << 16 |
-                   (uint32_t)hdr[15] << 24;
-    return pid == (uint32_t)getpid();
+        return 0;
+    return (uint32_t)hdr[12] | (uint32_t)hdr[13] << 8 | (uint32_t)hdr[14] << 16 |
+           (uint32_t)hdr[15] << 24;
+}
+
+/* The parent of process pid, from /proc/<pid>/stat ("pid (comm) state ppid ..."; comm may
+ * hold spaces and parentheses: the last ')' ends it). 0 when unknown. */
+static unsigned parent_of(unsigned pid)
+{
+    char path[32], buf[512];
+    size_t len = 0;
+    path[0] = '\0';
+    if (!put(path, sizeof path, &len, "/proc/", 6) || !put_uint(path, sizeof path, &len, pid) ||
+        !put(path, sizeof path, &len, "/stat", 5))
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
+        return 0;
+    unsigned ppid = 0;
+    for (p += 4; *p >= '0' && *p <= '9'; p++)
+        ppid = ppid * 10 + (unsigned)(*p - '0');
+    return ppid;
+}
+
+/* True when pid is an ancestor of this process (up to 64 generations). */
+static bool is_ancestor(unsigned pid)
+{
+    unsigned p = (unsigned)getppid();
+    for (int i = 0; i < 64 && p > 1; i++, p = parent_of(p))
+        if (p == pid)
+            return true;
+    return pid == 1 && p == 1;
 }
 
 /* Appends "<absolute path>\n" to record's manifest (one write, O_APPEND: lines of several
@@ -146,6 +181,7 @@ static int start_at(const char *path)
     tc.path = path;
     tc.stack_depth = ht__preload_cfg.stacks;
     tc.loss_policy = ht__preload_cfg.loss_policy;
+    tc.n_buffers = ht__preload_cfg.n_buffers;
     return ht_trace_start(&tc);
 }
 
@@ -162,7 +198,19 @@ int ht__preload_trace_on(void)
     }
     memcpy(g_path, g_base, strlen(g_base) + 1);
     int rc = start_at(g_path);
-    if (rc == -EEXIST && written_by_this_process(g_base)) {
+    uint32_t owner = rc == -EEXIST ? trace_pid(g_base) : 0;
+    if (owner != 0 && owner != (uint32_t)getpid() && is_ancestor(owner)) {
+        /* The pattern names one file for every process and a traced ancestor wrote it (say
+         * `time prog` with both preloaded): this process takes NAME.<pid>. */
+        size_t len = strlen(g_base);
+        if (!put(g_base, sizeof g_base, &len, ".", 1) ||
+            !put_uint(g_base, sizeof g_base, &len, (unsigned)getpid()))
+            return -ENAMETOOLONG;
+        memcpy(g_path, g_base, len + 1);
+        rc = start_at(g_path);
+        owner = rc == -EEXIST ? trace_pid(g_base) : 0;
+    }
+    if (owner == (uint32_t)getpid()) {
         /* An earlier image of this process wrote g_base: this image takes NAME.1, .2, ... */
         for (unsigned k = 1; k <= N_IMAGE_MAX && rc == -EEXIST; k++) {
             size_t len = strlen(g_base);

@@ -25,6 +25,7 @@
     X(STACKS, UINT, "0", "call-stack frames per event; 0 = no stacks (at most 256)")               \
     X(FOLLOW_FORK, BOOL, "1", "1: a child forked while tracing traces into its own file")          \
     X(LOSS, STR, "drop", "when the writer falls behind: drop (and count) or block")                \
+    X(BUFFERS, UINT, "0", "64 KiB packets per thread buffer, 2..4096; 0 = the recorder's (8)")     \
     X(ROOT_PID, UINT, "0", "set by heaptrail record: the pid whose trace file is ROOT_OUTPUT")     \
     X(ROOT_OUTPUT, STR, NULL, "set by heaptrail record: the first process's trace file, as is")    \
     X(MANIFEST, STR, NULL, "set by heaptrail record: file each traced process appends its path to")
@@ -46,6 +47,7 @@ typedef struct ht_preload_config {
     unsigned stacks;                       /* frames per event; 0 = none */
     int follow_fork;                       /* 1, 0 */
     unsigned loss_policy;                  /* HT_TRACE_LOSS_* */
+    unsigned n_buffers;                    /* packets per thread; 0 = default */
     unsigned root_pid;                     /* 0 = unset */
     int bad;                               /* an option did not parse: never trace */
 } ht_preload_config;

@@ -109,11 +109,24 @@ check "existing HEAPTRAIL_OUTPUT: program runs (rc $rc)" test "$rc" = 5
 check "existing HEAPTRAIL_OUTPUT: file untouched" test "$(cat "$T/p/taken.htr")" = keep
 check "existing HEAPTRAIL_OUTPUT: one line on stderr" test "$(wc -l <"$T/p.err")" = 1
 check "existing HEAPTRAIL_OUTPUT: says why" grep -q '^heaptrail: cannot trace to taken.htr: the file exists' "$T/p.err"
+# One fixed name for every process: a program started by a traced ancestor (here with
+# posix_spawn/vfork, so its own process made no trace before exec) takes NAME.<pid>.
+LD_PRELOAD=$HT_PRELOAD_LIB HEAPTRAIL_OUTPUT=$T/p/fixed.htr /usr/bin/python3 -c \
+    "import subprocess, sys; sys.exit(subprocess.run(['$SIG', 'exit', '4']).returncode)"; rc=$?
+check "fixed name: child's status through python ($rc)" test "$rc" = 4
+spawned=$(cd "$T/p" && ls fixed.htr.* 2>/dev/null)
+check "fixed name: the parent's trace" test -s "$T/p/fixed.htr"
+check "fixed name: the spawned program's trace is NAME.<pid> ($spawned)" grep -qx 'fixed\.htr\.[0-9]*' <<<"$spawned"
+out=$("$CHECK" "$T/p/$spawned")
+check "fixed name: it is that program's trace" test "$(field pid "$out")" = "${spawned##*.}" -a "$(field ok "$out")" = 1
 LD_PRELOAD=$HT_PRELOAD_LIB HEAPTRAIL_OUTPUT=bad.htr HEAPTRAIL_STACKS=lots "$SIG" exit 0 2>"$T/p.err"; rc=$?
 check "bad HEAPTRAIL_STACKS: program runs" test "$rc" = 0
 check "bad HEAPTRAIL_STACKS: said, untraced" \
     test "$(cat "$T/p.err")" = "heaptrail: HEAPTRAIL_STACKS=lots: must be a number of frames, 0..256; running untraced" -a ! -e "$T/p/bad.htr"
-LD_PRELOAD=$HT_PRELOAD_LIB HEAPTRAIL_OUTPUT=blk.htr HEAPTRAIL_LOSS=block "${PROG}threads" 5000 >/dev/null
+LD_PRELOAD=$HT_PRELOAD_LIB HEAPTRAIL_OUTPUT=bf.htr HEAPTRAIL_BUFFERS=1 "$SIG" exit 0 2>"$T/p.err"
+check "bad HEAPTRAIL_BUFFERS: said, untraced" grep -q 'HEAPTRAIL_BUFFERS=1: must be 0 or 2..4096' "$T/p.err"
+check "bad HEAPTRAIL_BUFFERS: no trace" test ! -e "$T/p/bf.htr"
+LD_PRELOAD=$HT_PRELOAD_LIB HEAPTRAIL_OUTPUT=blk.htr HEAPTRAIL_LOSS=block HEAPTRAIL_BUFFERS=2 "${PROG}threads" 5000 >/dev/null
 out=$("$CHECK" "$T/p/blk.htr")
 check "HEAPTRAIL_LOSS=block: nothing lost" test "$(field lost "$out")" = 0 -a "$(field ok "$out")" = 1
 finish
