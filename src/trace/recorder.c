@@ -31,6 +31,8 @@
 
 ht_recorder ht__rec = {.fd = -1};
 
+#define HT_REC_FD_MIN 300 /* the trace file's descriptor is moved to this number or above */
+
 static const char *g_path_created; /* for unlink when start fails after the create */
 
 /* -- one-time setup ---------------------------------------------------------------------- */
@@ -243,6 +245,14 @@ int ht__rec_start(const ht_trace_config *config)
     int fd = open(config->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
+    /* Out of the way of the application's own descriptors (the preload library traces
+     * programs that close and reopen low numbers: one of their files must never get the
+     * trace's number while the writer still writes to it). */
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, HT_REC_FD_MIN);
+    if (high >= 0) {
+        close(fd);
+        fd = high;
+    }
     g_path_created = config->path;
     ht__rec.fd = fd;
     ht__rec.forked_child = false;
