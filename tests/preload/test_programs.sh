@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Programs that stress the preload library's corners, each run preloaded untraced and under
 # `heaptrail record`, traces read back: the malloc contract (prog_api), C++ new/delete through
-# libstdc++ (g++), threads with cross-thread frees, fork without exec (both traces), dlopen and
+# libstdc++ (g++), threads with cross-thread frees, fork without exec (both traces), fork
+# while threads allocate (children and grandchildren, every trace complete), dlopen and
 # dlclose of a library that allocates, frees of foreign pointers (INVALID, no crash).
 set -u
 . "$HT_SOURCE_DIR/tests/preload/lib.sh"
@@ -71,6 +72,14 @@ out=$("$HEAPTRAIL" record --no-follow-fork -o "$T/nofollow.htr" -- "${PROG}fork"
 check "no-follow-fork: ran" grep -q '^fork ok 0' <<<"$out"
 check "no-follow-fork: only the parent's trace" test "$(ls "$T"/nofollow.htr* | wc -l)" = 1
 check "no-follow-fork: parent's trace consistent" check_traces "$T/nofollow.htr"
+
+# -- fork while four threads allocate: 20 children, 10 grandchildren, each its own trace --
+out=$("$HEAPTRAIL" record -o "$T/storm.htr" -- "${PROG}forkstorm" 20 2>"$T/storm.err"); rc=$?
+check "forkstorm: every child ok (rc $rc)" test "$rc" = 0 -a "$out" = "forkstorm ok 20"
+check "forkstorm: 31 traces" test "$(ls "$T"/storm.htr* | wc -l)" = 31
+check "forkstorm: every trace complete and consistent" "$CHECK" "$T"/storm.htr*
+check "forkstorm: record counts the 30 children's traces" \
+    grep -q '^heaptrail record: 30 more trace(s) from child processes: .* 0 ended by exec, 0 incomplete$' "$T/storm.err"
 
 # -- dlopen / dlclose of a library that allocates --
 gcc -shared -fPIC -O0 -fno-builtin -o "$T/libdl_test.so" "$HT_SOURCE_DIR/tests/preload/dl_lib.c" ||
