@@ -17,9 +17,11 @@ void ht__preload_options_read(void);
 /* -- tracing.c -- */
 /* Starts the session with the configured options (file name as README describes, stacks,
  * loss policy). 0, or -errno with one line on stderr saying why the process runs untraced.
- * The hook for switching tracing on from outside (heaptrail ctl): call it outside malloc. */
+ * The hook for switching tracing on from outside (heaptrail ctl): any thread, outside malloc
+ * (on and off serialize on one lock); -EBUSY when a session of ours runs already. */
 int ht__preload_trace_on(void);
-/* Stops the session (flushes, writes the summary, closes the file). 0 or -errno. */
+/* Stops the session (flushes, writes the summary, closes the file). 0, -EINVAL when none of
+ * ours runs, or -errno of the recorder. */
 int ht__preload_trace_off(void);
 /* True while this process traces. */
 bool ht__preload_tracing(void);

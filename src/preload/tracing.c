@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <heaptrail.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,8 +21,9 @@
 #define NAME_CAP    (HT_PRELOAD_PATH_MAX + 64)
 #define N_IMAGE_MAX 99 /* NAME.1 .. NAME.99 for later images of one process */
 
-static bool g_on;           /* a session started here runs */
-static bool g_forked_child; /* this process was forked from a traced one */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER; /* on/off and the name buffers */
+static atomic_bool g_on;                                   /* a session started here runs */
+static bool g_forked_child; /* this process was forked from another */
 static char g_base[NAME_CAP];
 static char g_path[NAME_CAP];
 static char g_line[2 * NAME_CAP];
@@ -185,7 +188,7 @@ static int start_at(const char *path)
     return ht_trace_start(&tc);
 }
 
-int ht__preload_trace_on(void)
+static int trace_on_locked(void)
 {
     if (g_on)
         return -EBUSY;
@@ -228,36 +231,52 @@ int ht__preload_trace_on(void)
                 why != NULL ? why : "error");
         return rc;
     }
-    g_on = true;
+    atomic_store(&g_on, true);
     manifest_add(g_path);
     return 0;
 }
 
+int ht__preload_trace_on(void)
+{
+    pthread_mutex_lock(&g_lock);
+    int rc = trace_on_locked();
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
 int ht__preload_trace_off(void)
 {
-    if (!g_on)
-        return -EINVAL;
-    g_on = false;
-    return ht_trace_stop();
+    pthread_mutex_lock(&g_lock);
+    int rc = -EINVAL;
+    if (atomic_load(&g_on)) {
+        atomic_store(&g_on, false);
+        rc = ht_trace_stop();
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
 }
 
 bool ht__preload_tracing(void)
 {
-    return g_on;
+    return atomic_load(&g_on);
 }
 
 bool ht__preload_fork_child(void)
 {
+    /* Another thread of the parent may have held the lock at fork: this child's is free. */
+    pthread_mutex_init(&g_lock, NULL);
     g_forked_child = true;
-    return g_on;
+    return atomic_load(&g_on);
 }
 
 void ht__preload_fork_resume(void)
 {
-    if (!g_on)
-        return;
-    g_on = false;
-    ht_trace_stop(); /* the parent's session, as this child sees it: nothing is written */
-    if (ht__preload_cfg.follow_fork)
-        ht__preload_trace_on();
+    pthread_mutex_lock(&g_lock);
+    if (atomic_load(&g_on)) {
+        atomic_store(&g_on, false);
+        ht_trace_stop(); /* the parent's session, as this child sees it: nothing is written */
+        if (ht__preload_cfg.follow_fork)
+            trace_on_locked();
+    }
+    pthread_mutex_unlock(&g_lock);
 }
