@@ -43,8 +43,10 @@ static const char usage_text[] =
     "                        not its children\n"
     "  -h, --help            this text\n"
     "\n"
-    "environment: HEAPTRAIL_PRELOAD_LIB overrides where the preload library is found.\n"
-    "The preload library reads (record sets them; set them yourself to use LD_PRELOAD alone):\n";
+    "environment: HEAPTRAIL_PRELOAD_LIB overrides where the preload library is found; TMPDIR\n"
+    "holds record's list of traces while CMD runs. The preload library reads these (record\n"
+    "sets ENABLED, OUTPUT, STACKS, FOLLOW_FORK and the ROOT_ and MANIFEST ones; the others\n"
+    "pass through from record's environment):\n";
 
 #define DEFAULT_STACK_DEPTH 16u
 #define MAX_LISTED          10u /* child traces listed one per line */
@@ -545,8 +547,11 @@ int ht__cli_record(int argc, char **argv)
 
     int rc = HT_CLI_FAIL;
     char *out_abs = NULL, *pattern = NULL, *root_path = NULL;
-    char manifest[] = "/tmp/heaptrail-record.XXXXXX";
+    char manifest[PATH_MAX];
     int mfd = -1;
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(manifest, sizeof manifest, "%s/heaptrail-record.XXXXXX",
+             tmpdir != NULL && tmpdir[0] == '/' ? tmpdir : "/tmp");
     if (output != NULL) {
         out_abs = absolute(output);
         if (out_abs == NULL) {

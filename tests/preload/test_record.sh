@@ -27,6 +27,14 @@ check "missing program: says so" grep -q 'no-such-program-here: command not foun
 "$HEAPTRAIL" record -o "$T/no/such/dir/t.htr" -- true 2>"$T/e"; rc=$?
 check "output in a missing directory: exit 1 ($rc)" test "$rc" = 1
 check "output in a missing directory: says why" grep -q 'cannot create .*No such file or directory' "$T/e"
+echo 'not a program' >"$T/noexec" && chmod 644 "$T/noexec"
+"$HEAPTRAIL" record -o "$T/noexec.htr" -- "$T/noexec" 2>"$T/e"; rc=$?
+check "program that cannot run: exit 1 ($rc)" test "$rc" = 1
+check "program that cannot run: says why" grep -q "cannot run $T/noexec: Permission denied" "$T/e"
+check "program that cannot run: no trace left" test ! -e "$T/noexec.htr"
+(cd /proc && "$HEAPTRAIL" record -- true 2>"$T/e"); rc=$?
+check "default name in an unwritable directory: exit 1 ($rc)" test "$rc" = 1
+check "default name in an unwritable directory: says so" grep -q 'cannot create the trace file in the current directory' "$T/e"
 touch "$T/plainfile"
 "$HEAPTRAIL" record -o "$T/plainfile/t.htr" -- true 2>"$T/e"; rc=$?
 check "output under a regular file: exit 1 ($rc)" test "$rc" = 1
@@ -99,6 +107,8 @@ check "exec: record names it" grep -q "and to $T/exec.htr.1 (preload_prog_signal
 
 # -- LD_PRELOAD already set is kept, after heaptrail's --
 echo 'int dummy_symbol;' >"$T/dummy.c" && gcc -shared -fPIC -o "$T/libdummy.so" "$T/dummy.c"
+out=$(TMPDIR=$T/tmpdir-missing "$HEAPTRAIL" record -o "$T/tmpdir.htr" -- true 2>&1); rc=$?
+check "TMPDIR that does not exist: exit 1 ($rc)" test "$rc" = 1 -a ! -e "$T/tmpdir.htr"
 out=$(LD_PRELOAD=$T/libdummy.so "$HEAPTRAIL" record -o "$T/pre.htr" -- sh -c 'echo "$LD_PRELOAD"' 2>/dev/null)
 check "LD_PRELOAD prepended ($out)" test "$out" = "$HT_PRELOAD_LIB:$T/libdummy.so"
 
