@@ -73,6 +73,16 @@ check "no-follow-fork: ran" grep -q '^fork ok 0' <<<"$out"
 check "no-follow-fork: only the parent's trace" test "$(ls "$T"/nofollow.htr* | wc -l)" = 1
 check "no-follow-fork: parent's trace consistent" check_traces "$T/nofollow.htr"
 
+# -- a thread that a library constructor started before tracing was on --
+gcc -shared -fPIC -O0 -fno-builtin -o "$T/libearly.so" "$HT_SOURCE_DIR/tests/preload/early_lib.c" -lpthread ||
+    fail "gcc -shared failed"
+out=$(LD_PRELOAD=$T/libearly.so "$HEAPTRAIL" record -o "$T/early.htr" -- "${PROG}threads" 5000 2>"$T/early.err")
+check "early thread: program ran" grep -qx 'threads ok 20000' <<<"$out"
+check "early thread: trace consistent" check_traces "$T/early.htr"
+out=$("$CHECK" --size 7777 "$T/early.htr")
+check "early thread: its allocations are traced ($(field size_count "$out"))" test "$(field size_count "$out")" -gt 0
+check "early thread: 10 threads in the trace" test "$(field threads "$out")" -ge 10
+
 # -- fork while four threads allocate: 20 children, 10 grandchildren, each its own trace --
 out=$("$HEAPTRAIL" record -o "$T/storm.htr" -- "${PROG}forkstorm" 20 2>"$T/storm.err"); rc=$?
 check "forkstorm: every child ok (rc $rc)" test "$rc" = 0 -a "$out" = "forkstorm ok 20"
