@@ -42,7 +42,7 @@ check_traces()
 }
 
 # same_output NAME DIR CMD...: runs CMD (in DIR, fresh each time) plain, then preloaded with
-# tracing off, then under heaptrail record -o DIR/NAME.htr; stdout and the exit status must be
+# tracing off, then under heaptrail record $RECORD_ARGS -o DIR/NAME.htr; stdout and the exit status must be
 # the same all three times; then every trace of the recorded run must read back consistent.
 # Leaves the record's stderr in $T/NAME.record.err.
 same_output()
@@ -55,7 +55,7 @@ same_output()
     rm -rf "$dir" && mkdir -p "$dir"
     pre=$(cd "$dir" && LD_PRELOAD=$HT_PRELOAD_LIB "$@" 2>"$T/$name.pre.err"); s2=$?
     rm -rf "$dir" && mkdir -p "$dir"
-    rec=$(cd "$dir" && "$HEAPTRAIL" record -o "$T/$name.htr" -- "$@" 2>"$T/$name.record.err"); s3=$?
+    rec=$(cd "$dir" && "$HEAPTRAIL" record ${RECORD_ARGS:-} -o "$T/$name.htr" -- "$@" 2>"$T/$name.record.err"); s3=$?
     check "$name: exit status plain=$s1 untraced=$s2 traced=$s3" test "$s1" = "$s2" -a "$s1" = "$s3"
     check "$name: output untraced = plain" test "$plain" = "$pre"
     check "$name: output traced = plain" test "$plain" = "$rec"

@@ -7,6 +7,14 @@
 set -u
 . "$HT_SOURCE_DIR/tests/preload/lib.sh"
 
+# -- exactly the malloc family is exported --
+want="__libc_calloc __libc_free __libc_malloc __libc_memalign __libc_pvalloc __libc_realloc
+__libc_valloc aligned_alloc calloc free malloc malloc_usable_size memalign posix_memalign
+pvalloc realloc reallocarray valloc"
+got=$(nm -D --defined-only "$HT_PRELOAD_LIB" | awk '$2 ~ /^[TtWw]$/ {print $3}' | sort | xargs)
+check "exports exactly the malloc family ($got)" test "$got" = "$(xargs -n1 <<<"$want" | sort | xargs)"
+check "no data symbols exported" test -z "$(nm -D --defined-only "$HT_PRELOAD_LIB" | awk '$2 !~ /^[TtWw]$/')"
+
 # -- the malloc contract, untraced and traced; no writer thread when tracing is off --
 out=$(LD_PRELOAD=$HT_PRELOAD_LIB "${PROG}api"); rc=$?
 check "api: every check passes untraced (rc $rc)" test "$rc" = 0
@@ -78,8 +86,10 @@ gcc -shared -fPIC -O0 -fno-builtin -o "$T/libearly.so" "$HT_SOURCE_DIR/tests/pre
     fail "gcc -shared failed"
 out=$(LD_PRELOAD=$T/libearly.so "$HEAPTRAIL" record -o "$T/early.htr" -- "${PROG}threads" 5000 2>"$T/early.err")
 check "early thread: program ran" grep -qx 'threads ok 20000' <<<"$out"
-check "early thread: trace consistent" check_traces "$T/early.htr"
-out=$("$CHECK" --size 7777 "$T/early.htr")
+# That thread allocates while tracing starts, when the heap's rundown is not exact (README,
+# "Status and limits"): a block or two may be missed or doubled there; nothing else may be.
+out=$("$CHECK" --slack 4 --size 7777 "$T/early.htr")
+check "early thread: trace consistent but for the rundown's race ($out)" test "$(field ok "$out")" = 1
 check "early thread: its allocations are traced ($(field size_count "$out"))" test "$(field size_count "$out")" -gt 0
 check "early thread: 10 threads in the trace" test "$(field threads "$out")" -ge 10
 

@@ -4,7 +4,7 @@
 # consistent, and record's summary line says what the trace holds. python3 (dicts, threads,
 # a subprocess), sqlite3 (a SQL batch into an in-memory database), git (init, add, commit,
 # log), perl, gcc compiling a small C file and running it, make, a bash pipeline with fork and
-# exec.
+# exec. python3 once more with 16-frame stacks (the default unwinder, DWARF when built).
 set -u
 . "$HT_SOURCE_DIR/tests/preload/lib.sh"
 
@@ -27,6 +27,7 @@ r = subprocess.run([sys.executable, "-c", "print(sorted({'b': 2, 'a': 1}.items()
 print(r.stdout.strip(), r.returncode)
 PY
 same_output python3 "$W" /usr/bin/python3 "$T/script.py"
+RECORD_ARGS=--stacks=16 same_output python3-stacks "$W" /usr/bin/python3 "$T/script.py"
 
 cat >"$T/batch.sql" <<'SQL'
 CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v REAL);

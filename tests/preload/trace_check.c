@@ -4,9 +4,12 @@
  * recorder wrote (parsed here straight from docs/FORMAT.md section 8, not through the
  * reader). Prints one line of key=value per file; exits 1 when a file is not consistent.
  *
- * usage: trace_check [--allow-incomplete] [--size N] FILE...
+ * usage: trace_check [--allow-incomplete] [--size N] [--slack N] FILE...
  *   --allow-incomplete  a file without its end summary (killed, or exec'd) is not an error
  *   --size N            also count the allocations (and reallocs) of exactly N bytes
+ *   --slack N           allow N more unmatched frees / double allocations than the lost count
+ *                       (the heap's rundown is exact only when no other thread allocates
+ *                       while tracing starts)
  * Unmatched frees and double allocations are allowed only up to the lost-event count. */
 #include <heaptrail/reader.h>
 
@@ -153,6 +156,7 @@ out:
 }
 
 static uint64_t g_size = UINT64_MAX; /* --size */
+static uint64_t g_slack;             /* --slack */
 
 static int check_file(const char *path, bool allow_incomplete)
 {
@@ -263,7 +267,7 @@ static int check_file(const char *path, bool allow_incomplete)
     } else if (st != HT_READER_OK && !(st == HT_READER_TRUNCATED && allow_incomplete)) {
         bad = 1;
         why = msg != NULL ? msg : "reader status";
-    } else if (unmatched + twice > info.n_lost) {
+    } else if (unmatched + twice > info.n_lost + g_slack) {
         bad = 1;
         why = "frees of unknown blocks or blocks allocated twice beyond the lost count";
     }
@@ -293,11 +297,13 @@ int main(int argc, char **argv)
             allow_incomplete = true;
         else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
             g_size = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--slack") == 0 && i + 1 < argc)
+            g_slack = strtoull(argv[++i], NULL, 10);
         else
             break;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: trace_check [--allow-incomplete] [--size N] FILE...\n");
+        fprintf(stderr, "usage: trace_check [--allow-incomplete] [--size N] [--slack N] FILE...\n");
         return 2;
     }
     for (; i < argc; i++)
