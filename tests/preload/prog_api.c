@@ -50,6 +50,20 @@ int main(void)
     check("malloc_usable_size >= size", malloc_usable_size(p) >= 100);
     p = realloc(p, 100000);
     check("realloc keeps the bytes", p != NULL && p[0] == 'x' && p[99] == 'x');
+    /* malloc_usable_size's bytes are the program's: realloc keeps them too (as glibc) */
+    size_t sizes[] = {20, 1000, 5000, 300000, 1500000};
+    int kept = 1;
+    for (int i = 0; i < 5; i++) {
+        char *u = malloc(sizes[i]);
+        size_t n = malloc_usable_size(u);
+        memset(u, 'u', n);
+        char *v = realloc(u, 4 * n + 100000);
+        for (size_t k = 0; v != NULL && k < n; k++)
+            kept &= v[k] == 'u';
+        kept &= v != NULL && n >= sizes[i];
+        free(v);
+    }
+    check("realloc keeps every usable byte", kept);
     errno = 1234;
     free(p);
     check("free keeps errno", errno == 1234);
