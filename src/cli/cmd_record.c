@@ -627,6 +627,12 @@ int ht__cli_record(int argc, char **argv)
                     "heaptrail record: cannot create the trace file in the current "
                     "directory: %s\n",
                     strerror(ce.err));
+        else if (ce.err == ENOENT && cmd[0][strspn(cmd[0], "0123456789")] == '\0' &&
+                 cmd > argv + 1 && strcmp(cmd[-1], "--stacks") == 0)
+            fprintf(stderr,
+                    "heaptrail record: %s: command not found (a depth is given as "
+                    "--stacks=%s)\n",
+                    cmd[0], cmd[0]);
         else if (ce.err == ENOENT)
             fprintf(stderr, "heaptrail record: %s: command not found\n", cmd[0]);
         else

@@ -24,6 +24,9 @@ cd "$T"
 "$HEAPTRAIL" record -- no-such-program-here 2>"$T/e"; rc=$?
 check "missing program: exit 1 ($rc)" test "$rc" = 1
 check "missing program: says so" grep -q 'no-such-program-here: command not found' "$T/e"
+"$HEAPTRAIL" record --stacks 8 -- true 2>"$T/e"; rc=$?
+check "--stacks 8 (not =8): exit 1 with a hint ($rc)" test "$rc" = 1
+check "--stacks 8: the hint" grep -q '8: command not found (a depth is given as --stacks=8)' "$T/e"
 "$HEAPTRAIL" record -o "$T/no/such/dir/t.htr" -- true 2>"$T/e"; rc=$?
 check "output in a missing directory: exit 1 ($rc)" test "$rc" = 1
 check "output in a missing directory: says why" grep -q 'cannot create .*No such file or directory' "$T/e"
