@@ -207,8 +207,10 @@ static int trace_on_locked(void)
          * `time prog` with both preloaded): this process takes NAME.<pid>. */
         size_t len = strlen(g_base);
         if (!put(g_base, sizeof g_base, &len, ".", 1) ||
-            !put_uint(g_base, sizeof g_base, &len, (unsigned)getpid()))
+            !put_uint(g_base, sizeof g_base, &len, (unsigned)getpid())) {
+            ht__log("heaptrail: trace file name %s.<pid> is too long; running untraced\n", g_path);
             return -ENAMETOOLONG;
+        }
         memcpy(g_path, g_base, len + 1);
         rc = start_at(g_path);
         owner = rc == -EEXIST ? trace_pid(g_base) : 0;
