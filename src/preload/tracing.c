@@ -193,6 +193,11 @@ int ht__preload_trace_off(void)
     return ht_trace_stop();
 }
 
+const char *ht__preload_trace_path(void)
+{
+    return g_path;
+}
+
 bool ht__preload_tracing(void)
 {
     return g_on;

@@ -27,7 +27,9 @@
     X(LOSS, STR, "drop", "when the writer falls behind: drop (and count) or block")                \
     X(ROOT_PID, UINT, "0", "set by heaptrail record: the pid whose trace file is ROOT_OUTPUT")     \
     X(ROOT_OUTPUT, STR, NULL, "set by heaptrail record: the first process's trace file, as is")    \
-    X(MANIFEST, STR, NULL, "set by heaptrail record: file each traced process appends its path to")
+    X(MANIFEST, STR, NULL,                                                                         \
+      "set by heaptrail record: file each traced process appends its path to")                     \
+    X(CONTROL, BOOL, "0", "1: serve heaptrail ctl on a control socket (one thread); set by record")
 
 #define HT_PRELOAD_OPT_ENUM(name, kind, def, doc) HT_PRELOAD_OPT_##name,
 typedef enum ht_preload_opt {
@@ -47,6 +49,7 @@ typedef struct ht_preload_config {
     int follow_fork;                       /* 1, 0 */
     unsigned loss_policy;                  /* HT_TRACE_LOSS_* */
     unsigned root_pid;                     /* 0 = unset */
+    int control;                           /* 1: start the control channel (control.c) */
     int bad;                               /* an option did not parse: never trace */
 } ht_preload_config;
 
