@@ -23,6 +23,8 @@ int ht__preload_trace_on(void);
 /* Stops the session (flushes, writes the summary, closes the file). 0, -EINVAL when none of
  * ours runs, or -errno of the recorder. */
 int ht__preload_trace_off(void);
+/* The file of the running session, or of the last one ("" before the first). */
+const char *ht__preload_trace_path(void);
 /* True while this process traces. */
 bool ht__preload_tracing(void);
 /* In a forked child (atfork handler; async-signal-safe): notes that this process is not the

@@ -4,6 +4,7 @@
  * served by a static bootstrap arena), the fork hook (the child resumes tracing at its first
  * call) and the library constructor (options, tracing on). Nothing here calls malloc, uses
  * stdio or lazily allocated TLS. */
+#include "preload/control.h"
 #include "preload/internal.h"
 
 #include <errno.h>
@@ -141,6 +142,10 @@ __attribute__((constructor)) static void preload_init(void)
     ht__preload_options_read();
     if (ht__preload_cfg.enabled)
         (void)ht__preload_trace_on();
+    if (ht__preload_cfg.control)
+        (void)ht__ctl_start(); /* no channel (e.g. no writable /tmp): ctl says so */
+    else
+        ht__ctl_forget(); /* an earlier image of this process (before exec) may have had one */
 }
 
 /* -- the malloc family -------------------------------------------------------------------- */

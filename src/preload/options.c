@@ -66,14 +66,17 @@ static void take(unsigned i, const char *v)
         break;
     case HT_PRELOAD_OPT_ENABLED:
     case HT_PRELOAD_OPT_FOLLOW_FORK:
+    case HT_PRELOAD_OPT_CONTROL:
         if (!parse_uint(v, 1, &u)) {
             bad_option(i, v, "must be 0 or 1");
             break;
         }
         if (i == HT_PRELOAD_OPT_ENABLED)
             c->enabled = (int)u;
-        else
+        else if (i == HT_PRELOAD_OPT_FOLLOW_FORK)
             c->follow_fork = (int)u;
+        else
+            c->control = (int)u;
         break;
     case HT_PRELOAD_OPT_STACKS:
         if (!parse_uint(v, 256, &u))

@@ -258,6 +258,11 @@ int ht__preload_trace_off(void)
     return rc;
 }
 
+const char *ht__preload_trace_path(void)
+{
+    return g_path;
+}
+
 bool ht__preload_tracing(void)
 {
     return atomic_load(&g_on);

@@ -28,7 +28,9 @@
     X(BUFFERS, UINT, "0", "64 KiB packets per thread buffer, 2..4096; 0 = the recorder's (8)")     \
     X(ROOT_PID, UINT, "0", "set by heaptrail record: the pid whose trace file is ROOT_OUTPUT")     \
     X(ROOT_OUTPUT, STR, NULL, "set by heaptrail record: the first process's trace file, as is")    \
-    X(MANIFEST, STR, NULL, "set by heaptrail record: file each traced process appends its path to")
+    X(MANIFEST, STR, NULL,                                                                         \
+      "set by heaptrail record: file each traced process appends its path to")                     \
+    X(CONTROL, BOOL, "0", "1: serve heaptrail ctl on a control socket (one thread); set by record")
 
 #define HT_PRELOAD_OPT_ENUM(name, kind, def, doc) HT_PRELOAD_OPT_##name,
 typedef enum ht_preload_opt {
@@ -49,6 +51,7 @@ typedef struct ht_preload_config {
     unsigned loss_policy;                  /* HT_TRACE_LOSS_* */
     unsigned n_buffers;                    /* packets per thread; 0 = default */
     unsigned root_pid;                     /* 0 = unset */
+    int control;                           /* 1: start the control channel (control.c) */
     int bad;                               /* an option did not parse: never trace */
 } ht_preload_config;
 
