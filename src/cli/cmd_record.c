@@ -41,6 +41,11 @@ static const char usage_text[] =
     "      --stacks[=DEPTH]  record each event's call stack, DEPTH frames (1..256, default 16)\n"
     "      --no-follow-fork  trace only CMD's own process (and the programs it exec's itself),\n"
     "                        not its children\n"
+    "      --off             start with tracing off: switch it on (and off) while CMD runs\n"
+    "                        with 'heaptrail ctl PID on|off' (the first 'on' writes the\n"
+    "                        rundown of every block already live)\n"
+    "      --no-control      no control channel (by default every traced process serves\n"
+    "                        'heaptrail ctl' on a socket, from one extra thread)\n"
     "  -h, --help            this text\n"
     "\n"
     "environment: HEAPTRAIL_PRELOAD_LIB overrides where the preload library is found; TMPDIR\n"
@@ -413,7 +418,8 @@ static void forward_signal(int sig)
 /* In the child: the environment for the preload library, then exec. Reports failure on fd. */
 __attribute__((noreturn)) static void child_run(int fd, char **cmd, const char *lib,
                                                 const char *output, const char *pattern,
-                                                unsigned stacks, bool follow, const char *manifest)
+                                                unsigned stacks, bool follow, const char *manifest,
+                                                bool start_on, bool control)
 {
     child_error ce = {0, 0};
     char buf[PATH_MAX + 64];
@@ -446,7 +452,9 @@ __attribute__((noreturn)) static void child_run(int fd, char **cmd, const char *
     }
     snprintf(pre, n, "%s%s%s", lib, old != NULL && old[0] != '\0' ? ":" : "",
              old != NULL ? old : "");
-    if (setenv("LD_PRELOAD", pre, 1) != 0 || setenv("HEAPTRAIL_ENABLED", "1", 1) != 0 ||
+    if (setenv("LD_PRELOAD", pre, 1) != 0 ||
+        setenv("HEAPTRAIL_ENABLED", start_on ? "1" : "0", 1) != 0 ||
+        setenv("HEAPTRAIL_CONTROL", control ? "1" : "0", 1) != 0 ||
         setenv("HEAPTRAIL_OUTPUT", pattern, 1) != 0 ||
         setenv("HEAPTRAIL_ROOT_OUTPUT", root_output, 1) != 0 ||
         setenv("HEAPTRAIL_MANIFEST", manifest, 1) != 0 ||
@@ -492,12 +500,14 @@ int ht__cli_record(int argc, char **argv)
         {"output", required_argument, NULL, 'o'},
         {"stacks", optional_argument, NULL, 's'},
         {"no-follow-fork", no_argument, NULL, 'F'},
+        {"off", no_argument, NULL, 'O'},
+        {"no-control", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *output = NULL;
     unsigned stacks = 0;
-    bool follow = true;
+    bool follow = true, start_on = true, control = true;
     int c;
     optind = 1;
     opterr = 0;
@@ -522,6 +532,12 @@ int ht__cli_record(int argc, char **argv)
         case 'F':
             follow = false;
             break;
+        case 'O':
+            start_on = false;
+            break;
+        case 'C':
+            control = false;
+            break;
         case 'h':
             print_usage(stdout);
             return HT_CLI_OK;
@@ -533,6 +549,9 @@ int ht__cli_record(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("no program to run", NULL);
+    if (!start_on && !control)
+        return usage_error("--off needs the control channel to switch tracing on; drop",
+                           "--no-control");
     char **cmd = argv + optind;
 
     const char *lib = preload_path();
@@ -596,10 +615,15 @@ int ht__cli_record(int argc, char **argv)
     }
     if (pid == 0) {
         close(pfd[0]);
-        child_run(pfd[1], cmd, lib, out_abs, pattern, stacks, follow, manifest);
+        child_run(pfd[1], cmd, lib, out_abs, pattern, stacks, follow, manifest, start_on, control);
     }
     close(pfd[1]);
     g_child_pid = pid;
+    if (!start_on)
+        fprintf(stderr,
+                "heaptrail record: %s runs as pid %d with tracing off; switch it with "
+                "'heaptrail ctl %d on|off'\n",
+                cmd[0], (int)pid, (int)pid);
     /* As a shell does for a foreground job: the terminal's ^C and ^\ reach the program (same
      * process group); record stays to report. SIGTERM and SIGHUP are passed on. */
     signal(SIGINT, SIG_IGN);

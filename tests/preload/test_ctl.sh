@@ -77,6 +77,28 @@ check "second trace: 150 rundown blocks of $SIZE bytes" test "$(field size_count
 check "second trace: the frees of all 150 are matched" test "$(field unmatched "$res")" = 0
 check "socket removed at exit" test ! -e "$XDG_RUNTIME_DIR/heaptrail/$TPID.sock"
 
+# heaptrail record --off: traced processes serve ctl; the first 'on' writes -o FILE.
+coproc TGT { "$HEAPTRAIL" record --off -o "$T/rec.htr" -- "$TARGET" 2>"$T/rec.err"; }
+CPID=$TGT_PID
+read -r line <&"${TGT[0]}"
+RPID=${line#ready }
+say "alloc 20 $SIZE"
+check "record --off: no trace yet" test ! -e "$T/rec.htr"
+out=$("$HEAPTRAIL" ctl "$RPID" on)
+check "record --off: ctl on exits 0" test $? = 0
+check "record --off: ctl on writes the -o file" grep -q "file=$T/rec.htr" <<<"$out"
+say "alloc 5 $SIZE"
+say "exit"
+wait "$CPID"
+check "record --off: record exits 0" test $? = 0
+check "record --off: record said how to switch it on" grep -q "heaptrail ctl $RPID on" "$T/rec.err"
+res=$("$CHECK" --size "$SIZE" "$T/rec.htr")
+check "record --off: the trace holds the 25 blocks (rundown + events): $res" \
+    test "$(field size_count "$res")" = 25 -a "$(field ok "$res")" = 1
+check "record --off: the summary names the trace" grep -q "$T/rec.htr" "$T/rec.err"
+"$HEAPTRAIL" record --off --no-control -- true 2>/dev/null
+check "record --off --no-control is a usage error" test $? = 2
+
 # Errors.
 "$HEAPTRAIL" ctl "$TPID" status 2>"$T/err"
 check "exited process: exit 1" test $? = 1

@@ -22,7 +22,9 @@ check "api: checks ran" test "$(grep -c '^ok ' <<<"$out")" -ge 30
 check "api: untraced process has one thread" grep -qx 'tasks=1' <<<"$out"
 out=$("$HEAPTRAIL" record -o "$T/api.htr" -- "${PROG}api" 2>"$T/api.err"); rc=$?
 check "api: every check passes traced (rc $rc)" test "$rc" = 0
-check "api: traced process has the writer thread" grep -qx 'tasks=2' <<<"$out"
+check "api: traced process has the writer and control threads" grep -qx 'tasks=3' <<<"$out"
+out=$("$HEAPTRAIL" record --no-control -o "$T/api-nc.htr" -- "${PROG}api" 2>"$T/api.err")
+check "api: traced with --no-control: only the writer thread" grep -qx 'tasks=2' <<<"$out"
 check "api: trace consistent" check_traces "$T/api.htr"
 check "api: trace has allocations" test "$(field allocs "$ROOT_LAST")" -ge 15
 mkdir "$T/off"
