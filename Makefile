@@ -14,7 +14,7 @@ CTEST        ?= ctest
 CLANG_FORMAT ?= clang-format
 
 # Debian packages, per target.
-DEPS_PKGS   := build-essential cmake pkg-config libunwind-dev libdw-dev python3 sqlite3 git perl
+DEPS_PKGS   := build-essential cmake pkg-config libunwind-dev libdw-dev python3 sqlite3 git perl procps
 BENCH_PKGS  := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 time heaptrack lttng-tools \
                liblttng-ust1
 FORMAT_PKGS := clang-format

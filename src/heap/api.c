@@ -572,7 +572,9 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
         np = alloc_block(heap, tc, size, HT_GRANULE, &op, &src);
         if (np == NULL)
             return alloc_fail(heap, flags, &op, size);
-        memcpy(np, block, old < size ? old : size);
+        /* Every usable byte, not only the requested ones: malloc_usable_size lets a program
+         * write them, and glibc's realloc keeps them (the preload library relies on this). */
+        memcpy(np, block, bi.usable < size ? bi.usable : size);
         if (!claim(heap, &bi, (uintptr_t)block)) {
             /* lost a race with a concurrent free of the same block: give the new block back
              * unlogged (its allocation was never counted or logged), report INVALID */

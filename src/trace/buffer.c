@@ -21,9 +21,11 @@
 #define TLS_IE      __attribute__((tls_model("initial-exec")))
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-static __thread ht_tbuf *t_buf TLS_IE; /* this thread's buffer, valid when t_gen is live */
-static __thread uint64_t t_gen TLS_IE; /* generation t_buf belongs to; 0 = none */
-static __thread int t_in_stack TLS_IE; /* 1 while this thread captures a stack */
+static __thread ht_tbuf *t_buf TLS_IE;    /* this thread's buffer, valid when t_gen is live */
+static __thread uint64_t t_gen TLS_IE;    /* generation t_buf belongs to; 0 = none */
+static __thread int t_in_stack TLS_IE;    /* 1 while this thread captures a stack */
+static __thread int t_registering TLS_IE; /* 1 while this thread registers its buffer */
+static __thread uint64_t t_lost_registering TLS_IE; /* events dropped meanwhile */
 
 static pthread_key_t g_exit_key;
 static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
@@ -222,11 +224,23 @@ static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
 /* The first event of a thread in this session (or any event when no session records). */
 static void buf_emit_slow(const ht_event *ev)
 {
+    if (t_registering != 0) {
+        /* An event made inside buf_register: pthread_setspecific callocs the second level
+         * of its key table for keys >= 32, and under a preloaded malloc that is a heap call.
+         * Dropped and counted (as lost, once the buffer exists) rather than recursing. */
+        t_lost_registering++;
+        return;
+    }
     atomic_fetch_add(&ht__rec.n_slow, 1);
     uint64_t gen = atomic_load(&ht__rec.live_gen);
     ht_tbuf *b = NULL;
     if (gen != 0 && !ht__rec.forked_child && t_gen != gen) {
+        t_registering = 1;
+        t_lost_registering = 0;
         b = buf_register(gen, ev);
+        t_registering = 0;
+        if (b != NULL && t_lost_registering != 0)
+            atomic_store_explicit(&b->n_lost, t_lost_registering, memory_order_relaxed);
         t_buf = b;
         t_gen = b != NULL ? gen : 0;
     }

@@ -48,6 +48,9 @@ int ht__writer_start(void);
 /* Asks the writer for the last drain (every sealed packet), lost chunks and the end summary,
  * joins it and unmaps its buffers. */
 void ht__writer_finish(void);
+/* A forked child's copy of its parent's session: unmaps the writer's buffers (private
+ * copies here; the writer thread does not exist in the child) without joining anything. */
+void ht__writer_forget(void);
 /* The crash path: takes the file from the writer (bounded wait: io_owner, a CAS flag, about
  * 2 s; without it nothing is written), writes this thread's partial packet, every sealed
  * packet and every other thread's committed records of its current packet, then lost-count
@@ -69,7 +72,10 @@ uint32_t ht__callsite_capture(unsigned depth);
 /* -- recorder.c: the file session -- */
 /* Starts recording to config->path. 0 or -errno (-EEXIST: the file exists). */
 int ht__rec_start(const ht_trace_config *config);
-/* Stops recording, flushes every thread, writes the summary, closes the file. 0 or -errno. */
+/* Stops recording, flushes every thread, writes the summary, closes the file. 0 or -errno.
+ * In a child forked during the session: closes its copy of the file and releases the
+ * parent's buffers and writer maps instead (nothing is written), so that the child may then
+ * start a session of its own. */
 int ht__rec_stop(void);
 /* True while a file session is open (between a successful start and its stop). */
 bool ht__rec_open(void);

@@ -1,8 +1,9 @@
 /* recorder.c — the file session: checks the options, creates the trace file (never over an
  * existing one) and writes its header, starts and stops the writer, flushes at process exit,
  * and on fatal signals flushes what it can before the signal takes its course (chaining to
- * any previous handler). A forked child never writes to its parent's file. Never mallocs;
- * the signal path uses only async-signal-safe calls and no locks. */
+ * any previous handler). A forked child never writes to its parent's file; stopping the
+ * inherited session there lets go of the parent's copies, so the child may start its own.
+ * Never mallocs; the signal path uses only async-signal-safe calls and no locks. */
 #include "trace/internal.h"
 
 #include "common/os.h"
@@ -30,6 +31,8 @@
 
 ht_recorder ht__rec = {.fd = -1};
 
+#define HT_REC_FD_MIN 300 /* the trace file's descriptor is moved to this number or above */
+
 static const char *g_path_created; /* for unlink when start fails after the create */
 
 /* -- one-time setup ---------------------------------------------------------------------- */
@@ -48,6 +51,9 @@ static void rec_after_fork_child(void)
     if (ht__rec.fd >= 0) {
         ht__rec.forked_child = true;
         atomic_store(&ht__rec.live_gen, 0);
+        /* Threads of the parent that were registering do not exist here: a later stop in
+         * this process must not wait for them. */
+        atomic_store(&ht__rec.n_slow, 0);
     }
 }
 
@@ -239,6 +245,14 @@ int ht__rec_start(const ht_trace_config *config)
     int fd = open(config->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
+    /* Out of the way of the application's own descriptors (the preload library traces
+     * programs that close and reopen low numbers: one of their files must never get the
+     * trace's number while the writer still writes to it). */
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, HT_REC_FD_MIN);
+    if (high >= 0) {
+        close(fd);
+        fd = high;
+    }
     g_path_created = config->path;
     ht__rec.fd = fd;
     ht__rec.forked_child = false;
@@ -307,11 +321,24 @@ int ht__rec_stop(void)
         return 0;
     uint64_t end = ht__rec_bufs_end();
     if (ht__rec.forked_child) {
-        /* The parent's file and writer are not ours: let go of our copies only. */
+        /* The parent's file and writer are not ours: let go of our copies only (the
+         * parent's thread buffers and the writer's maps are private copies here, and the
+         * crash handlers would chain to themselves if a new session installed them again). */
         close(ht__rec.fd);
         ht__rec.fd = -1;
         ht__rec.writer_running = false;
+        ht__writer_forget();
+        for (uint64_t i = ht__rec.first_buf; i < end; i++) {
+            ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];
+            if (atomic_load_explicit(&b->gen, memory_order_acquire) == ht__rec.gen &&
+                b->packets != NULL) {
+                ht__os.release(b->packets, (size_t)ht__rec.n_packets * ht__rec.packet_size);
+                b->packets = NULL;
+            }
+        }
         stacks_stop(); /* the only thread here, and live_gen is 0: no capture in flight */
+        handlers_remove();
+        ht__rec.forked_child = false;
         return 0;
     }
     atomic_store(&ht__rec.live_gen, 0);

@@ -485,6 +485,21 @@ void ht__writer_finish(void)
     ht__rec.stream_ix = NULL;
 }
 
+void ht__writer_forget(void)
+{
+    ht__rec.writer_running = false;
+    if (ht__rec.out != NULL)
+        ht__os.release(ht__rec.out, ht__rec.out_cap);
+    if (ht__rec.streams != NULL)
+        ht__os.release(ht__rec.streams, streams_size());
+    if (ht__rec.stream_ix != NULL)
+        ht__os.release(ht__rec.stream_ix, stream_ix_size());
+    ht__rec.out = NULL;
+    ht__rec.streams = NULL;
+    ht__rec.stream_ix = NULL;
+    atomic_store(&ht__rec.io_owner, 0);
+}
+
 /* -- the crash path ---------------------------------------------------------------------- */
 
 /* Another thread's buffer on the crash path (its owner may still run): every sealed packet,

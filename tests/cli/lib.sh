@@ -26,11 +26,10 @@ finish()
     [ "$ht_failed" = 0 ]
     exit
 }
-# A fresh temporary directory, removed at exit.
+# ht_tmpdir: makes a fresh temporary directory, sets T to it, and removes it at exit. Call it
+# as a command, not as $(ht_tmpdir): the EXIT trap must belong to the test's own shell.
 ht_tmpdir()
 {
-    local d
-    d=$(mktemp -d "${TMPDIR:-/tmp}/heaptrail-test.XXXXXX")
-    trap 'rm -rf "'"$d"'"' EXIT
-    echo "$d"
+    T=$(mktemp -d "${TMPDIR:-/tmp}/heaptrail-test.XXXXXX") || fail "mktemp failed"
+    trap 'rm -rf "$T"' EXIT
 }
