@@ -112,7 +112,8 @@ bool ht__report_text(ht_analysis *an, ht_reader *rd, ht_symbolizer *sym, const h
                      ht_sbuf *out);
 bool ht__report_json(ht_analysis *an, ht_reader *rd, ht_symbolizer *sym, const ht_report_opts *opts,
                      ht_sbuf *out);
-/* Shared by both: the site's display name (symbolized first frame, "(no stack)" for 0). */
+/* Shared by both: the site's display name (first frame outside heaptrail's libraries,
+ * symbolized, and its caller's function; "(no stack)" for 0). */
 const char *ht__report_site_name(ht_reader *rd, ht_symbolizer *sym, uint32_t site, char *buf,
                                  size_t cap);
 /* The trace's damage summary: code (OK when none), offset, message. */

@@ -15,7 +15,16 @@ ht_reader_status_code ht__report_damage(const ht_reader *rd, uint64_t *offset, c
     return ht_reader_status(rd, offset, message);
 }
 
-/* The site's display name: its first frame, symbolized ("(no stack)" for site 0). */
+/* heaptrail's own frames: the malloc family of the preload library (and a shared libheaptrail)
+ * sit above the program's caller in stacks recorded through malloc. */
+static bool own_frame(const ht_sym_frame *f)
+{
+    return f->module != NULL && strncmp(f->module, "libheaptrail", 12) == 0;
+}
+
+/* The site's display name: its first frame outside heaptrail's own libraries, symbolized, and
+ * its caller's function ("f (file:line) <- caller"; "(no stack)" for site 0). The full stack
+ * keeps every frame. */
 const char *ht__report_site_name(ht_reader *rd, ht_symbolizer *sym, uint32_t site, char *buf,
                                  size_t cap)
 {
@@ -29,12 +38,35 @@ const char *ht__report_site_name(ht_reader *rd, ht_symbolizer *sym, uint32_t sit
         snprintf(buf, cap, "0x%llx", (unsigned long long)frames[0]);
         return buf;
     }
-    ht_sym_frame f[MAX_INLINE];
-    size_t k = ht__sym_resolve(sym, frames[0], f, MAX_INLINE);
-    if (k == 0)
-        snprintf(buf, cap, "0x%llx", (unsigned long long)frames[0]);
+    ht_sym_frame f[MAX_INLINE], first;
+    bool have_first = false;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = ht__sym_resolve(sym, frames[i], f, MAX_INLINE);
+        if (k == 0)
+            continue;
+        if (!have_first) {
+            first = f[0];
+            have_first = true;
+        }
+        if (!own_frame(&f[0])) {
+            size_t len = ht__sym_format(&f[0], buf, cap);
+            /* and its caller's function, which tells apart sites with the same first frame */
+            if (i + 1 < n && len + 8 < cap) {
+                ht_sym_frame c[MAX_INLINE];
+                size_t kc = ht__sym_resolve(sym, frames[i + 1], c, MAX_INLINE);
+                if (kc > 0 && c[0].function != NULL)
+                    snprintf(buf + len, cap - len, " <- %s", c[0].function);
+                else if (kc > 0 && c[0].module != NULL)
+                    snprintf(buf + len, cap - len, " <- %s+0x%llx", c[0].module,
+                             (unsigned long long)c[0].offset);
+            }
+            return buf;
+        }
+    }
+    if (have_first)
+        ht__sym_format(&first, buf, cap);
     else
-        ht__sym_format(&f[0], buf, cap);
+        snprintf(buf, cap, "0x%llx", (unsigned long long)frames[0]);
     return buf;
 }
 
