@@ -52,6 +52,9 @@ check("the leak in leak_here", len(leak) == 1 and leak[0]["blocks"] == 7 and lea
 if leak:
     at(leak[0]["stack"], "leak_here", "leak_here")
     check("leak stack reaches main", frame_at(leak[0]["stack"], "main") is not None)
+    check("the site is named by the program's frame, not the preload's malloc",
+          leak[0]["name"].startswith("leak_here (") and leak[0]["name"].endswith(" <- main"),
+          leak[0]["name"])
 churn = [s for s in r["temporary_sites"] if frame_at(s["stack"], "churn_here")]
 check("temporaries in churn_here", len(churn) == 1 and churn[0]["temporary_count"] == 50
       and churn[0]["alloc_count"] == 50, r["temporary_sites"][:3])
