@@ -159,10 +159,11 @@ typedef struct ht_invalid_op {
 
 /* Options of one analysis. */
 typedef struct ht_an_config {
-    bool window;         /* from_ns/to_ns apply */
-    uint64_t from_ns;    /* window start, ns since trace start (inclusive) */
-    uint64_t to_ns;      /* window end, ns since trace start (inclusive) */
-    size_t recent_slots; /* recently-freed cache slots (power of two; 0 = default) */
+    bool window;      /* from_ns/to_ns apply */
+    uint64_t from_ns; /* window start, ns since trace start (inclusive) */
+    uint64_t to_ns;   /* window end, ns since trace start (inclusive) */
+    size_t
+        recent_slots; /* recently-freed ring entries (rounded up to a power of two; 0 = default) */
 } ht_an_config;
 
 /* Count + bytes. */
