@@ -63,7 +63,7 @@ endef
 
 help:
 	@echo "heaptrail — make targets (each installs its Debian packages with apt-get first):"
-	@echo "  make demo            release build, then run build/release/example_demo"
+	@echo "  make demo            release build, example_demo, then record python3 and report it"
 	@echo "  make check           Debug build with -Werror, every test (ctest), format check"
 	@echo "  make check-sanitize  tests under ASan+UBSan (build/asan) and TSan (build/tsan)"
 	@echo "  make build           release build (RelWithDebInfo -O2) in build/release"
@@ -87,9 +87,20 @@ format-deps:
 build: deps
 	$(call preset_build,release)
 
+# The demo: a private heap through every path (examples/demo.c), then a real program
+# (python3 on examples/demo.py) recorded under the preload library with 16-frame stacks, and
+# the report of its trace.
+DEMO_DIR := build/demo
 demo: build
 	@test -x build/release/example_demo || { echo "demo: build/release/example_demo is missing (examples/demo.c?)" >&2; exit 1; }
 	./build/release/example_demo
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	@echo
+	@echo "== heaptrail record --stacks=16 -o $(DEMO_DIR)/python3.htr -- python3 examples/demo.py"
+	./build/release/heaptrail record --stacks=16 -o $(DEMO_DIR)/python3.htr -- python3 examples/demo.py
+	@echo
+	@echo "== heaptrail report --top 5 $(DEMO_DIR)/python3.htr"
+	./build/release/heaptrail report --top 5 $(DEMO_DIR)/python3.htr
 
 check: deps
 	$(call preset_build,dev)
