@@ -88,7 +88,7 @@ build: deps
 	$(call preset_build,release)
 
 # The demo: a private heap through every path (examples/demo.c), then a real program
-# (python3 on examples/demo.py) recorded under the preload library with 16-frame stacks, and
+# (/usr/bin/python3 on examples/demo.py: not a shim that execs it) recorded under the preload library with 16-frame stacks, and
 # the report of its trace.
 DEMO_DIR := build/demo
 demo: build
@@ -96,8 +96,8 @@ demo: build
 	./build/release/example_demo
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	@echo
-	@echo "== heaptrail record --stacks=16 -o $(DEMO_DIR)/python3.htr -- python3 examples/demo.py"
-	./build/release/heaptrail record --stacks=16 -o $(DEMO_DIR)/python3.htr -- python3 examples/demo.py
+	@echo "== heaptrail record --stacks=16 -o $(DEMO_DIR)/python3.htr -- /usr/bin/python3 examples/demo.py"
+	./build/release/heaptrail record --stacks=16 -o $(DEMO_DIR)/python3.htr -- /usr/bin/python3 examples/demo.py
 	@echo
 	@echo "== heaptrail report --top 5 $(DEMO_DIR)/python3.htr"
 	./build/release/heaptrail report --top 5 $(DEMO_DIR)/python3.htr
