@@ -260,7 +260,7 @@ int ht__rec_start(const ht_trace_config *config)
     ht__rec.writer_cpu_ns = 0;
     ht__rec.ran = true;
 
-    ht__rec.start_ns = ht__trace_now();
+    ht__rec.start_ns = ht__trace_now_ns();
     rc = header_write(ht__rec.start_ns);
     if (rc != 0)
         goto fail_close;

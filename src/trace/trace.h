@@ -19,8 +19,12 @@ int ht__trace_session_stop(void);
 void ht__trace_emit(ht_event *ev);
 /* True while this thread runs the consumer: its heap operations are not traced. */
 bool ht__trace_in_consumer(void);
-/* The trace clock (CLOCK_MONOTONIC ns). */
+/* An event stamp in the process's trace clock (src/common/os.h: CLOCK_MONOTONIC ns, or TSC
+ * ticks under HT_CLOCK_TSC, converted to ns by the writer and for the consumer). What
+ * ht_event.timestamp_ns holds until ht__trace_emit delivers it. */
 uint64_t ht__trace_now(void);
+/* CLOCK_MONOTONIC ns now (file header, metadata and end records). */
+uint64_t ht__trace_now_ns(void);
 /* This thread's kernel id, cached. */
 uint32_t ht__trace_tid(void);
 

@@ -88,6 +88,7 @@ typedef struct ht_wstream {
     ht_enc_stream enc;  /* chunk numbers, sequence, events, lost_so_far */
     uint64_t lost_base; /* lost events of earlier buffers with this tid */
     ht_tbuf *cur;       /* the buffer currently feeding the stream */
+    uint64_t last_ns;   /* the stream's latest event time written (ns) */
 } ht_wstream;
 
 /* The recorder: one per process. Fields above `config` are read on the hot path. */

@@ -1,0 +1,32 @@
+/* clock.h — the trace clock's conversion: event stamps (src/common/os.h, ht__os_stamp) to
+ * CLOCK_MONOTONIC ns. With the TSC strategy, a piecewise-linear map of TSC ticks kept close
+ * to CLOCK_MONOTONIC by calibration pairs (tsc, mono) taken at least every 100 ms by whoever
+ * converts (the writer thread, the crash path, the consumer path): a new piece starts where
+ * the last one ends (continuous) with a slope steered to absorb the measured error, so the map
+ * is nondecreasing and a tick value converts to the same ns whenever and by whichever thread
+ * it is converted. Never mallocs (one mmap at init); lock-free readers. docs/decisions/0002. */
+#ifndef HT_COMMON_CLOCK_H
+#define HT_COMMON_CLOCK_H
+
+#include "common/os.h"
+
+#include <stdint.h>
+
+/* Selects what the process may use, once (HEAPTRAIL_CLOCK=monotonic|tsc, else TSC when
+ * /proc/cpuinfo shows constant_tsc and nonstop_tsc on x86-64), and calibrates the TSC (about
+ * 1 ms, the first time only). Returns HT_CLOCK_TSC when usable. Thread-safe, idempotent. */
+ht_clock_kind ht__clock_init(void);
+
+/* Sets the clock stamps are taken in from now on (ht__os_clock): HT_CLOCK_TSC only when
+ * ht__clock_init found it usable; else HT_CLOCK_MONOTONIC. */
+void ht__clock_use(ht_clock_kind kind);
+
+/* Stamp -> CLOCK_MONOTONIC ns: a TSC stamp (HT_STAMP_TSC) through the map, nondecreasing in
+ * the ticks; any other stamp is already ns. Async-signal-safe (a refresh it cannot take is
+ * skipped). */
+uint64_t ht__clock_to_ns(uint64_t stamp);
+
+/* Testing and diagnostics: pieces of the map so far (>= 1 once the TSC is usable, else 0). */
+uint32_t ht__clock_pieces(void);
+
+#endif
