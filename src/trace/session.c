@@ -28,7 +28,7 @@ typedef struct trace_session {
 static trace_session g_session;
 
 static __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
-static __thread uint64_t t_seq __attribute__((tls_model("initial-exec")));
+__thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
 static __thread int t_in_consumer __attribute__((tls_model("initial-exec")));
 
 static void tid_reset_after_fork(void)
@@ -118,7 +118,7 @@ void ht__trace_emit(ht_event *ev)
     if (sinks == 0)
         return;
     ev->tid = ht__trace_tid();
-    ev->sequence = ++t_seq;
+    ev->sequence = ++ht__trace_seq;
     if ((sinks & SINK_FILE) != 0)
         ht__buf_emit(ev); /* checks and waits on its own, without the shared counter */
     if ((sinks & SINK_CONSUMER) != 0) {
