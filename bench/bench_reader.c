@@ -1,7 +1,7 @@
 /* bench_reader.c — reader throughput: builds a synthetic trace (realistic alloc/free stream,
  * 4 threads whose 64 KiB chunks interleave, no stacks) in memory with the real encoder, then
  * times a full ht_reader pass from memory and from a file. Prints one key=value line per mode.
- *   bench_reader [--events N] [--threads T] [--keep FILE]
+ *   bench_reader [--events N] [--threads T] [--keep FILE]   (CHUNK=bytes: chunk size, 65536)
  * Default 20,000,000 events. Measures; asserts nothing beyond the event count. */
 #include "trace_build.h"
 
@@ -83,7 +83,8 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < k; i++)
                 ev[i].sequence += at;
             last_ts[th] = ev[k - 1].timestamp_ns;
-            tb_events(&t, &s[th], ev, NULL, k, 65536);
+            tb_events(&t, &s[th], ev, NULL, k,
+                      getenv("CHUNK") ? (size_t)atoi(getenv("CHUNK")) : 65536);
         }
     }
     tb_end(&t, 0, NULL, 0);
