@@ -133,6 +133,20 @@ uint64_t ht__clock_to_ns(uint64_t stamp)
     return piece_eval(&g_pieces[lo], stamp);
 }
 
+void ht__clock_view_get(ht_clock_view *v)
+{
+    uint32_t n = atomic_load_explicit(&g_n, memory_order_acquire);
+    if (n == 0) {
+        *v = (ht_clock_view){0, 0, 0, 0};
+        return;
+    }
+    const clock_piece *p = &g_pieces[n - 1];
+    v->t0 = p->t0;
+    v->m0 = p->m0;
+    v->mult = p->mult;
+    v->until = atomic_load_explicit(&g_next_check, memory_order_relaxed);
+}
+
 uint32_t ht__clock_pieces(void)
 {
     return g_tsc_ok ? atomic_load(&g_n) : 0;

@@ -26,6 +26,32 @@ void ht__clock_use(ht_clock_kind kind);
  * skipped). */
 uint64_t ht__clock_to_ns(uint64_t stamp);
 
+/* A converter's snapshot of the newest piece, for converting a run of stamps without the
+ * shared loads per stamp (the writer, one packet at a time). Same answers as ht__clock_to_ns
+ * while no other thread appends a piece meanwhile (in a file-only session the writer, or the
+ * crash path in its place, is the only converter). */
+typedef struct ht_clock_view {
+    uint64_t t0, m0, mult; /* the piece */
+    uint64_t until;        /* ticks from which ht__clock_to_ns must decide (a refresh is due) */
+} ht_clock_view;
+
+/* Takes the snapshot (until = 0 under HT_CLOCK_MONOTONIC or before init: every TSC stamp
+ * goes through ht__clock_to_ns). */
+void ht__clock_view_get(ht_clock_view *v);
+
+/* ht__clock_to_ns(stamp), through the snapshot when the stamp falls inside it. */
+static inline uint64_t ht__clock_view_ns(const ht_clock_view *v, uint64_t stamp)
+{
+    if ((stamp & HT_STAMP_TSC) == 0)
+        return stamp;
+    uint64_t x = stamp & ~HT_STAMP_TSC;
+    if (x >= v->t0 && x < v->until) {
+        __extension__ typedef unsigned __int128 u128_;
+        return v->m0 + (uint64_t)(((u128_)(x - v->t0) * v->mult) >> 32);
+    }
+    return ht__clock_to_ns(stamp);
+}
+
 /* Testing and diagnostics: pieces of the map so far (>= 1 once the TSC is usable, else 0). */
 uint32_t ht__clock_pieces(void);
 

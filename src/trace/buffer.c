@@ -299,7 +299,7 @@ out:
 
 /* ht__trace_emit and ht__buf_emit in one pass for the common case, without an ht_event: an
  * ALLOC or FREE (no flags) of a thread whose buffer is registered, while only the file records
- * (fast_off: no consumer, no real fence needed), no gap in the sequence, room in the packet.
+ * (fast_off: no consumer), no gap in the sequence, room in the packet.
  * Anything else returns false before writing anything (a stack it captured is only interned),
  * and the caller takes the general path. The same busy/generation protocol as ht__buf_emit;
  * the stack is captured first, so that an event the unwinder causes (dropped, counted) takes
@@ -311,9 +311,13 @@ bool ht__trace_emit_block(ht_event_type type, uintptr_t heap, uintptr_t address,
     ht_tbuf *b = t_buf;
     if (UNLIKELY(gen == 0 || atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
                  ht__rec.fast_off != 0 || t_in_stack != 0 || b->pos == b->end))
-        return false; /* pos == end == NULL: no packet yet */
-    atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
+        return false;                     /* pos == end == NULL: no packet yet */
+    if (UNLIKELY(ht__rec.strong_fence)) { /* as in ht__buf_emit */
+        atomic_exchange(&b->busy, 1);
+    } else {
+        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+    }
     if (UNLIKELY(atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen))
         goto decline;
     uint32_t stack_id = 0;

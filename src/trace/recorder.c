@@ -279,7 +279,7 @@ int ht__rec_start(const ht_trace_config *config)
         goto fail_close;
     }
     handlers_install();
-    ht__rec.fast_off = ht__rec.strong_fence != 0 || config->consumer != NULL;
+    ht__rec.fast_off = config->consumer != NULL;
     atomic_store(&ht__rec.live_gen, ht__rec.gen); /* recording from here */
     return 0;
 

@@ -100,7 +100,7 @@ typedef struct ht_recorder {
     unsigned n_packets;        /* packets per thread buffer */
     unsigned loss_policy;      /* HT_TRACE_LOSS_* */
     unsigned stack_depth;      /* frames per event stack; 0 = no stacks */
-    int fast_off;              /* 1: ht__trace_emit_block declines (real fence, consumer) */
+    int fast_off;              /* 1: ht__trace_emit_block declines (a consumer records) */
 
     /* -- session (set at start, read-only while recording) -- */
     _Alignas(64) uint64_t gen; /* generation of the current or last session */

@@ -234,10 +234,12 @@ static uint64_t count_events(const ht_raw_event *slots, size_t n)
 static void packet_stamps_to_ns(ht_wstream *s, ht_raw_event *slots, size_t n)
 {
     uint64_t last = s->last_ns;
+    ht_clock_view v;
+    ht__clock_view_get(&v);
     for (size_t i = 0; i < n; i++) {
         if (slots[i].type == HT_RAW_SEQ_SKIP || slots[i].type == HT_RAW_REALLOC_TAIL)
             continue;
-        uint64_t ns = ht__clock_to_ns(slots[i].ts_ns);
+        uint64_t ns = ht__clock_view_ns(&v, slots[i].ts_ns);
         last = ns > last ? ns : last;
         slots[i].ts_ns = last;
     }
