@@ -4,6 +4,7 @@
 #ifndef HT_COMMON_OS_H
 #define HT_COMMON_OS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,5 +29,43 @@ void ht__os_set_ops(const ht_os_ops *ops); /* NULL restores the defaults */
 /* Reserves size bytes aligned to align (a power of two >= page), PROT_NONE. */
 void *ht__os_reserve_aligned(size_t size, size_t align);
 pid_t ht__os_gettid(void);
+
+/* -- the trace clock strategy (docs/decisions/0002) ---------------------------------------
+ * Event stamps are taken by ht__os_stamp on the hot path in the clock in force and turned into
+ * CLOCK_MONOTONIC ns by ht__clock_to_ns (src/common/clock.h), off the hot path:
+ *   HT_CLOCK_MONOTONIC  a stamp is CLOCK_MONOTONIC ns (ht__os.now_ns)
+ *   HT_CLOCK_TSC        a stamp is the TSC read by `lfence; rdtsc`, with HT_STAMP_TSC set
+ *                       (x86-64 with constant_tsc and nonstop_tsc, or HEAPTRAIL_CLOCK=tsc)
+ * The flag makes every stamp self-describing: one taken just before a session switched clocks
+ * still converts right. ht__clock_init selects what the process may use; sessions set it. */
+typedef enum ht_clock_kind { HT_CLOCK_MONOTONIC = 0, HT_CLOCK_TSC = 1 } ht_clock_kind;
+
+#define HT_STAMP_TSC ((uint64_t)1 << 63) /* ns and ticks stay below it for decades */
+
+extern _Atomic ht_clock_kind ht__os_clock; /* the clock stamps are taken in now */
+
+/* The TSC, ordered after every earlier instruction (lfence: the loads that obtained a block,
+ * or the pointer being freed, have completed); 0 where the CPU has none (never used there). */
+#if defined(__x86_64__)
+static inline uint64_t ht__os_tsc_ordered(void)
+{
+    uint32_t lo, hi;
+    __asm__ __volatile__("lfence\n\trdtsc" : "=a"(lo), "=d"(hi)::"memory");
+    return (uint64_t)hi << 32 | lo;
+}
+#else
+static inline uint64_t ht__os_tsc_ordered(void)
+{
+    return 0;
+}
+#endif
+
+/* One event stamp in the clock in force. */
+static inline uint64_t ht__os_stamp(void)
+{
+    return atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC
+               ? (ht__os_tsc_ordered() | HT_STAMP_TSC)
+               : ht__os.now_ns();
+}
 
 #endif

@@ -89,10 +89,14 @@ static inline void op_init(ht_op *op, ht_heap *heap)
 
 static void emit_alloc(ht_heap *heap, ht_op *op, void *p, size_t size, unsigned src)
 {
-    ht__op_emit_pending(heap, op);
+    if (op->n_pending != 0)
+        ht__op_emit_pending(heap, op);
+    uint64_t ts = ht__trace_now();
+    if (ht__trace_emit_block(HT_EVENT_HEAP_ALLOC, (uintptr_t)heap, (uintptr_t)p, size, src, ts))
+        return;
     ht_event ev;
     memset(&ev, 0, sizeof ev);
-    ev.timestamp_ns = ht__trace_now();
+    ev.timestamp_ns = ts;
     ev.type = HT_EVENT_HEAP_ALLOC;
     ev.heap_handle = (uintptr_t)heap;
     ev.alloc.size = size;
@@ -104,6 +108,12 @@ static void emit_alloc(ht_heap *heap, ht_op *op, void *p, size_t size, unsigned 
 static void emit_free(ht_heap *heap, ht_op *op, const void *p, unsigned src, uint64_t ts,
                       uint16_t flags)
 {
+    if (flags == 0 &&
+        ht__trace_emit_block(HT_EVENT_HEAP_FREE, (uintptr_t)heap, (uintptr_t)p, 0, src, ts)) {
+        if (op->n_pending != 0)
+            ht__op_emit_pending(heap, op);
+        return;
+    }
     ht_event ev;
     memset(&ev, 0, sizeof ev);
     ev.timestamp_ns = ts;

@@ -6,12 +6,33 @@
 
 #include "trace/format.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
+/* pext (BMI2) where the CPU does it in one cycle; never called elsewhere. Inline assembly, so
+ * that the generic build needs no -mbmi2. */
+#if defined(__x86_64__)
+static inline uint64_t pext64(uint64_t x, uint64_t mask)
+{
+    uint64_t r;
+    __asm__("pext %2, %1, %0" : "=r"(r) : "r"(x), "r"(mask));
+    return r;
+}
+#else
+static inline uint64_t pext64(uint64_t x, uint64_t mask)
+{
+    (void)x;
+    (void)mask;
+    return 0;
+}
+#endif
+
 /* A varint, branch-free for up to 8 bytes when 8 bytes remain: the stop byte is found with
- * a bit scan and the 7-bit groups are packed with three shift-and-mask steps. Varint lengths
- * are unpredictable (a 1- or 2-byte dts), so this saves a mispredicted branch per field. */
-static inline int get_v(const uint8_t **p, const uint8_t *end, uint64_t *v)
+ * a bit scan and the 7-bit groups are packed with one pext (use_pext) or three shift-and-mask
+ * steps. Varint lengths are unpredictable (a 1- or 2-byte dts), so this saves a mispredicted
+ * branch per field. use_pext is a constant in each instance of the decoder. */
+static inline __attribute__((always_inline)) int get_vx(const uint8_t **p, const uint8_t *end,
+                                                        uint64_t *v, const bool use_pext)
 {
     if (end - *p >= 8) {
         uint64_t w;
@@ -20,11 +41,16 @@ static inline int get_v(const uint8_t **p, const uint8_t *end, uint64_t *v)
         uint64_t stop = ~w & 0x8080808080808080ull; /* high bit of each final-byte candidate */
         if (stop != 0) {
             unsigned bits = (unsigned)__builtin_ctzll(stop) + 1; /* 8 * length */
-            uint64_t x = w & (stop ^ (stop - 1)) & 0x7F7F7F7F7F7F7F7Full;
-            x = ((x & 0x7F007F007F007F00ull) >> 1) | (x & 0x007F007F007F007Full);
-            x = ((x & 0x3FFF00003FFF0000ull) >> 2) | (x & 0x00003FFF00003FFFull);
-            x = ((x & 0x0FFFFFFF00000000ull) >> 4) | (x & 0x000000000FFFFFFFull);
-            *v = x;
+            uint64_t m = (stop ^ (stop - 1)) & 0x7F7F7F7F7F7F7F7Full;
+            if (use_pext) {
+                *v = pext64(w, m);
+            } else {
+                uint64_t x = w & m;
+                x = ((x & 0x7F007F007F007F00ull) >> 1) | (x & 0x007F007F007F007Full);
+                x = ((x & 0x3FFF00003FFF0000ull) >> 2) | (x & 0x00003FFF00003FFFull);
+                x = ((x & 0x0FFFFFFF00000000ull) >> 4) | (x & 0x000000000FFFFFFFull);
+                *v = x;
+            }
             *p += bits >> 3;
             return 1;
         }
@@ -33,8 +59,11 @@ static inline int get_v(const uint8_t **p, const uint8_t *end, uint64_t *v)
     return ht_fmt_get_varint(p, end, v);
 }
 
+#define get_v(p, end, v) get_vx((p), (end), (v), use_pext)
+
 /* An address field: delta against *reg (x16 when even), then *reg = the address. */
-static inline int addr_get(const uint8_t **p, const uint8_t *end, uint64_t *reg, uint64_t *out)
+static inline __attribute__((always_inline)) int
+addr_get(const uint8_t **p, const uint8_t *end, uint64_t *reg, uint64_t *out, const bool use_pext)
 {
     uint64_t v;
     if (!get_v(p, end, &v))
@@ -50,8 +79,10 @@ static inline int addr_get(const uint8_t **p, const uint8_t *end, uint64_t *reg,
     return 1;
 }
 
-bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
-                          ht_reader_event *out)
+static inline __attribute__((always_inline)) bool decode_events(ht_reader *r, const rd_chunk *c,
+                                                                const uint8_t *payload,
+                                                                ht_reader_event *out,
+                                                                const bool use_pext)
 {
     const uint8_t *p = payload, *const end = payload + c->payload_size;
     const uint8_t *rec = p;
@@ -142,21 +173,22 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
         uint64_t a, b, cc, d;
         switch (t) {
         case HT_FMT_T_ALLOC:
-            if (!get_v(&p, end, &a) || !addr_get(&p, end, &addr, &b))
+            if (!get_v(&p, end, &a) || !addr_get(&p, end, &addr, &b, use_pext))
                 goto cut;
             ev->alloc.size = a;
             ev->alloc.address = (uintptr_t)b;
             ev->alloc.source = (uint32_t)source;
             break;
         case HT_FMT_T_FREE:
-            if (!addr_get(&p, end, &addr, &a))
+            if (!addr_get(&p, end, &addr, &a, use_pext))
                 goto cut;
             ev->free.address = (uintptr_t)a;
             ev->free.source = (uint32_t)source;
             break;
         case HT_FMT_T_REALLOC:
-            if (!addr_get(&p, end, &addr, &a) || !addr_get(&p, end, &addr, &b) ||
-                !get_v(&p, end, &cc) || !get_v(&p, end, &d))
+            if (!addr_get(&p, end, &addr, &a, use_pext) ||
+                !addr_get(&p, end, &addr, &b, use_pext) || !get_v(&p, end, &cc) ||
+                !get_v(&p, end, &d))
                 goto cut;
             ev->realloc.new_address = (uintptr_t)a;
             ev->realloc.old_address = (uintptr_t)b;
@@ -178,7 +210,8 @@ bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payloa
         case HT_FMT_T_DESTROY:
             break;
         default: /* EXPAND, CONTRACT */
-            if (!addr_get(&p, end, &addr, &a) || !get_v(&p, end, &b) || !get_v(&p, end, &cc))
+            if (!addr_get(&p, end, &addr, &a, use_pext) || !get_v(&p, end, &b) ||
+                !get_v(&p, end, &cc))
                 goto cut;
             ev->expand.address = (uintptr_t)a;
             ev->expand.size = b;
@@ -216,4 +249,42 @@ bad:
                 "bad record in the event chunk of tid %u at offset %llu: %s", c->tid,
                 (unsigned long long)c->off, why);
     return false;
+}
+
+static bool decode_generic(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
+                           ht_reader_event *out)
+{
+    return decode_events(r, c, payload, out, false);
+}
+
+static bool decode_pext(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
+                        ht_reader_event *out)
+{
+    return decode_events(r, c, payload, out, true);
+}
+
+/* pext is one cycle on Intel (Haswell on) and AMD family 19h (Zen 3, 4); microcoded and slow
+ * on Zen 1-2, so everything else takes the shift-and-mask decoder. */
+static int cpu_fast_pext(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("bmi2") &&
+           (__builtin_cpu_is("intel") || __builtin_cpu_is("amdfam19h"));
+#else
+    return 0;
+#endif
+}
+
+_Atomic int ht__rd_pext = -1;
+
+bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
+                          ht_reader_event *out)
+{
+    int use = atomic_load_explicit(&ht__rd_pext, memory_order_relaxed);
+    if (use < 0) {
+        use = cpu_fast_pext();
+        atomic_store_explicit(&ht__rd_pext, use, memory_order_relaxed);
+    }
+    return use ? decode_pext(r, c, payload, out) : decode_generic(r, c, payload, out);
 }

@@ -22,6 +22,9 @@ bool ht__rd_chunk_parse(ht_reader *r, const uint8_t *h, uint64_t off, rd_chunk *
  * at the failing record. */
 bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
                           ht_reader_event *out);
+/* Which varint decoder ht__rd_decode_events uses: 1 pext (BMI2, where it is fast), 0 shift
+ * and mask, -1 not chosen yet (chosen at the first chunk). Tests set it to cover both. */
+extern _Atomic int ht__rd_pext;
 
 /* -- merge.c -- */
 /* Loads the first chunk of every thread and builds the merge heap. */

@@ -1,7 +1,9 @@
-/* merge.c — the k-way merge: one cursor per thread holding its current chunk decoded, a
- * binary min-heap of cursors keyed by (timestamp, sequence, tid) of their head event, and
- * the walk that finds a thread's next chunk by stepping over chunk headers. Memory: one chunk
- * per thread. Never looks at bytes at or past the damage point found by the scan. */
+/* merge.c — the k-way merge: one cursor per thread holding its current chunk decoded; up to
+ * HEAD_LINEAR threads, batches of events merged by a branch-free scan of the head timestamps
+ * (batch_fill), beyond, a binary min-heap of cursors keyed by (timestamp, sequence, tid) of
+ * their head event; and the walk that finds a thread's next chunk by stepping over chunk
+ * headers. Memory: one chunk per thread. Never looks at bytes at or past the damage point
+ * found by the scan. */
 #include "reader/internal.h"
 
 #include "trace/format.h"
@@ -20,11 +22,45 @@ static inline bool head_less(const rd_head *a, const rd_head *b)
 
 #define HEAD_LINEAR 8 /* threads up to which the merge scans instead of using the heap */
 
-/* head_less without branches (bitwise, so the compiler emits setcc/cmov). */
-static inline bool head_less_nobranch(const rd_head *a, const rd_head *b)
+#define BATCH 256 /* events merged per batch_fill (scan mode) */
+
+/* One step of the minimum scan over timestamps: m2 = the smallest timestamp except the best
+ * so far, then best/i take (t, k) when t is smaller. Conditional moves, never a branch: which
+ * thread comes next is a coin toss, and compilers turn the same ?: code into branches. */
+#if defined(__x86_64__)
+static inline void scan_step(uint64_t t, uint64_t k, uint64_t *best, uint64_t *i, uint64_t *m2)
 {
-    return (a->ts < b->ts) |
-           ((a->ts == b->ts) & ((a->seq < b->seq) | ((a->seq == b->seq) & (a->tid < b->tid))));
+    uint64_t m = *m2;
+    __asm__("cmp %[m], %[t]\n\t"
+            "cmovb %[t], %[m]\n\t"
+            "cmp %[b], %[t]\n\t"
+            "cmovb %[b], %[m]\n\t"
+            "cmovb %[t], %[b]\n\t"
+            "cmovb %[k], %[i]"
+            : [m] "+&r"(m), [b] "+&r"(*best), [i] "+&r"(*i)
+            : [t] "r"(t), [k] "r"(k)
+            : "cc");
+    *m2 = m;
+}
+#else
+static inline void scan_step(uint64_t t, uint64_t k, uint64_t *best, uint64_t *i, uint64_t *m2)
+{
+    uint64_t m = t < *m2 ? t : *m2;
+    bool lt = t < *best;
+    *m2 = lt ? *best : m;
+    *i = lt ? k : *i;
+    *best = lt ? t : *best;
+}
+#endif
+
+/* True when event a sorts before event b (the merge key: timestamp, sequence, thread). */
+static inline bool event_less(const ht_event *a, const ht_event *b)
+{
+    if (a->timestamp_ns != b->timestamp_ns)
+        return a->timestamp_ns < b->timestamp_ns;
+    if (a->sequence != b->sequence)
+        return a->sequence < b->sequence;
+    return a->tid < b->tid;
 }
 
 /* Copies cursor c's current event's key into h. */
@@ -123,7 +159,10 @@ void ht__rd_merge_start(ht_reader *r)
 {
     r->merge_started = true;
     r->heap = calloc(r->n_threads + 1, sizeof *r->heap);
-    if (r->heap == NULL) {
+    r->batch = malloc(BATCH * sizeof *r->batch);
+    r->b_pos = 0;
+    r->b_n = 0;
+    if (r->heap == NULL || r->batch == NULL) {
         ht__rd_fail(r, HT_READER_NOMEM, 0, "out of memory for the merge heap");
         r->failed = true;
         return;
@@ -138,33 +177,160 @@ void ht__rd_merge_start(ht_reader *r)
         sift_down(r, i);
 }
 
+/* Scan mode (at most HEAD_LINEAR threads): merges the cursors' next events into r->batch,
+ * as pointers into their decoded chunks, until BATCH events or until a cursor's chunk is used
+ * up (its next chunk would overwrite events the batch points to: it is loaded by the next
+ * call, once the batch is handed out). The merge runs in registers: per event, one scan of
+ * the head timestamps with conditional moves (the full key only on equal timestamps), no
+ * call, no heap. Leaves r->b_n == 0 at the end of the trace or on damage. */
+static void batch_fill(ht_reader *r)
+{
+    r->b_pos = 0;
+    r->b_n = 0;
+    rd_head *h = r->heap;
+    for (size_t k = 0; k < r->n_heap;) {
+        rd_cursor *c = h[k].cursor;
+        if (c->pos < c->n_ev) {
+            k++;
+        } else if (cursor_load(r, c)) {
+            head_set(&h[k], c);
+            k++;
+        } else if (r->failed) {
+            r->n_heap = 0; /* the events before were from good chunks; stop here */
+            return;
+        } else {
+            h[k] = h[--r->n_heap];
+        }
+    }
+    size_t n = r->n_heap;
+    if (n == 0)
+        return;
+    const ht_reader_event *p[HEAD_LINEAR], *end[HEAD_LINEAR];
+    uint64_t ts[HEAD_LINEAR];
+    for (size_t k = 0; k < n; k++) {
+        rd_cursor *c = h[k].cursor;
+        p[k] = &c->ev[c->pos];
+        end[k] = &c->ev[c->n_ev];
+        ts[k] = p[k]->event.timestamp_ns;
+    }
+    const ht_reader_event **out = r->batch;
+    size_t m = 0;
+    if (n == 1) {
+        size_t take = (size_t)(end[0] - p[0]) < BATCH ? (size_t)(end[0] - p[0]) : BATCH;
+        for (; m < take; m++)
+            out[m] = p[0]++;
+    } else if (n == 2) {
+        /* The classic branch-free two-way merge, everything in registers: per event one
+         * compare, two pointer bumps by it, two loads (a chain of about 8 cycles). */
+        const ht_reader_event *a = p[0], *b = p[1];
+        for (;;) {
+            uint64_t ta = a->event.timestamp_ns, tb = b->event.timestamp_ns;
+            uintptr_t take_b = tb < ta;
+            if (__builtin_expect(ta == tb, 0))
+                take_b = event_less(&b->event, &a->event);
+            uintptr_t mb = 0 - take_b;
+            out[m++] = (const ht_reader_event *)(((uintptr_t)a & ~mb) | ((uintptr_t)b & mb));
+            b = (const ht_reader_event *)((uintptr_t)b + (sizeof *b & mb));
+            a = (const ht_reader_event *)((uintptr_t)a + (sizeof *a & ~mb));
+            if ((a == end[0]) | (b == end[1]) | (m == BATCH))
+                break;
+        }
+        p[0] = a;
+        p[1] = b;
+    } else if (n <= 4) {
+        /* Three or four: the same in registers, a two-level tournament (a|b, c|d, then the
+         * winners); a missing fourth is a sentinel that never wins. Any equal timestamp among
+         * the compared heads (rare) lets the full key decide among the real heads. */
+        static const ht_reader_event never = {.event = {.timestamp_ns = UINT64_MAX}};
+        const ht_reader_event *a = p[0], *b = p[1], *c = p[2], *d = n == 4 ? p[3] : &never;
+        const ht_reader_event *ea = end[0], *eb = end[1], *ec = end[2];
+        const ht_reader_event *ed = n == 4 ? end[3] : &never + 1;
+        for (;;) {
+            uint64_t ta = a->event.timestamp_ns, tb = b->event.timestamp_ns;
+            uint64_t tc = c->event.timestamp_ns, td = d->event.timestamp_ns;
+            /* bit arithmetic, not ?: (compilers make the coin tosses branches) */
+            uint64_t ab = tb < ta, cd = td < tc;
+            uint64_t tab = ta ^ ((ta ^ tb) & (0 - ab)), tcd = tc ^ ((tc ^ td) & (0 - cd));
+            uint64_t w = tcd < tab;
+            uint64_t k = (w << 1) | (ab ^ ((ab ^ cd) & (0 - w)));
+            if (__builtin_expect((ta == tb) | (tc == td) | (tab == tcd), 0)) {
+                const ht_reader_event *h4[4] = {a, b, c, d};
+                k = 0;
+                for (unsigned j = 1; j < n; j++)
+                    k = event_less(&h4[j]->event, &h4[k]->event) ? j : k;
+            }
+            uintptr_t m0 = 0 - (uintptr_t)(k == 0), m1 = 0 - (uintptr_t)(k == 1);
+            uintptr_t m2 = 0 - (uintptr_t)(k == 2), m3 = 0 - (uintptr_t)(k == 3);
+            out[m++] = (const ht_reader_event *)(((uintptr_t)a & m0) | ((uintptr_t)b & m1) |
+                                                 ((uintptr_t)c & m2) | ((uintptr_t)d & m3));
+            a = (const ht_reader_event *)((uintptr_t)a + (sizeof *a & m0));
+            b = (const ht_reader_event *)((uintptr_t)b + (sizeof *b & m1));
+            c = (const ht_reader_event *)((uintptr_t)c + (sizeof *c & m2));
+            d = (const ht_reader_event *)((uintptr_t)d + (sizeof *d & m3));
+            if ((a == ea) | (b == eb) | (c == ec) | (d == ed) | (m == BATCH))
+                break;
+        }
+        p[0] = a;
+        p[1] = b;
+        p[2] = c;
+        if (n == 4)
+            p[3] = d;
+    } else {
+        for (;;) {
+            uint64_t i = 0, best = ts[0], second = UINT64_MAX;
+            for (size_t k = 1; k < n; k++)
+                scan_step(ts[k], k, &best, &i, &second);
+            if (__builtin_expect(second == best, 0)) { /* another head has this timestamp */
+                i = 0;
+                for (size_t k = 1; k < n; k++)
+                    i = event_less(&p[k]->event, &p[i]->event) ? k : i;
+            }
+            const ht_reader_event *e = p[i]++;
+            out[m++] = e;
+            if (e + 1 == end[i] || m == BATCH)
+                break;
+            ts[i] = e[1].event.timestamp_ns;
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        rd_cursor *c = h[k].cursor;
+        c->pos = (uint32_t)(p[k] - c->ev);
+        if (c->pos < c->n_ev)
+            head_set(&h[k], c);
+    }
+    r->b_n = m;
+}
+
 bool ht_reader_next(ht_reader *r, ht_reader_event *out)
 {
     if (!r->merge_started)
         ht__rd_merge_start(r);
-    if (r->failed || r->n_heap == 0)
+    if (r->failed && r->b_pos == r->b_n)
         return false;
-    /* Up to HEAD_LINEAR threads: a branch-free scan for the minimum (which thread comes next
-     * is a coin toss, so a heap's compares would mispredict); beyond: the binary heap. The
-     * scan needs no order in heap[], so switching from heap to scan as threads end is safe. */
-    rd_head *h = r->heap;
-    size_t i = 0;
-    if (r->n_heap <= HEAD_LINEAR) {
-        for (size_t k = 1; k < r->n_heap; k++)
-            i = head_less_nobranch(&h[k], &h[i]) ? k : i;
+    /* Up to HEAD_LINEAR threads: batches merged by batch_fill. Beyond: the binary heap, one
+     * event at a time; as threads end, the heap hands over to the batches (which need no
+     * order in heap[]). */
+    if (r->n_heap <= HEAD_LINEAR || r->b_pos < r->b_n) {
+        if (r->b_pos == r->b_n) {
+            batch_fill(r);
+            if (r->b_n == 0)
+                return false;
+        }
+        *out = *r->batch[r->b_pos++];
+        return true;
     }
-    rd_cursor *c = h[i].cursor;
+    rd_head *h = r->heap;
+    rd_cursor *c = h[0].cursor;
     *out = c->ev[c->pos++];
     if (c->pos == c->n_ev && !cursor_load(r, c)) {
         if (r->failed) {
             r->n_heap = 0;
             return true; /* this event came from a good chunk; the next call says stop */
         }
-        h[i] = h[--r->n_heap];
+        h[0] = h[--r->n_heap];
     } else {
-        head_set(&h[i], c);
+        head_set(&h[0], c);
     }
-    if (r->n_heap > HEAD_LINEAR)
-        sift_down(r, 0);
+    sift_down(r, 0);
     return true;
 }

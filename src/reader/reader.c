@@ -663,6 +663,7 @@ void ht_reader_close(ht_reader *r)
     free(r->stacks.start);
     free(r->stacks.def_off);
     free(r->heap);
+    free(r->batch);
     free(r->scratch);
     free(r->cmdline);
     free(r);

@@ -28,7 +28,8 @@ typedef struct rd_cursor {
     uint64_t scan_off;   /* where the walk for its next chunk resumes; first_off <= scan_off */
     ht_reader_event *ev; /* decoded events of the current chunk */
     uint32_t n_ev;       /* events in ev */
-    uint32_t pos;        /* next event to hand out: pos < n_ev while in the merge heap */
+    uint32_t pos;        /* next event to hand out: pos < n_ev while in the merge heap (scan
+                            mode: == n_ev until the next batch_fill loads its next chunk) */
     size_t ev_cap;       /* capacity of ev, in events */
     uint8_t *raw;        /* payload bytes (file mode only) */
     size_t raw_cap;      /* capacity of raw */
@@ -83,6 +84,8 @@ struct ht_reader {
 
     rd_head *heap; /* merge heap: heap[0] is the next event's cursor */
     size_t n_heap;
+    const ht_reader_event **batch; /* scan mode: the next events, merged (batch_fill) */
+    size_t b_pos, b_n;             /* batch[b_pos .. b_n) are still to be handed out */
     bool merge_started;
 
     uint8_t *scratch; /* scan payload buffer (file mode) */

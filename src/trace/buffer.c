@@ -311,6 +311,81 @@ out:
     atomic_store_explicit(&b->busy, 0, memory_order_release);
 }
 
+/* ht__trace_emit and ht__buf_emit in one pass for the common case, without an ht_event: an
+ * ALLOC or FREE (no flags) of a thread whose buffer is registered, while only the file records
+ * (fast_off: no consumer), no gap in the sequence, room in the packet.
+ * Anything else returns false before writing anything (a stack it captured is only interned),
+ * and the caller takes the general path. The same busy/generation protocol as ht__buf_emit;
+ * the stack is captured first, so that an event the unwinder causes (dropped, counted) takes
+ * its sequence number before this one is chosen. */
+static inline __attribute__((always_inline)) bool emit_block(ht_event_type type, uintptr_t heap,
+                                                             uintptr_t address, uint64_t size,
+                                                             unsigned source, uint64_t ts,
+                                                             const bool stacks)
+{
+    uint64_t gen = t_gen;
+    ht_tbuf *b = t_buf;
+    if (UNLIKELY(gen == 0 || atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
+                 ht__rec.fast_off != 0 || t_in_stack != 0 || b->pos == b->end))
+        return false;                     /* pos == end == NULL: no packet yet */
+    if (UNLIKELY(ht__rec.strong_fence)) { /* as in ht__buf_emit */
+        atomic_exchange(&b->busy, 1);
+    } else {
+        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+    }
+    if (UNLIKELY(atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen))
+        goto decline;
+    uint32_t stack_id = 0;
+    if (stacks) {
+        t_in_stack = 1;
+        stack_id = ht__callsite_capture(ht__rec.stack_depth);
+        t_in_stack = 0;
+        stack_id = stack_id == HT_STACK_ID_FULL ? HT_STACK_ID_NONE : stack_id;
+    }
+    uint64_t seq = ht__trace_seq + 1;
+    ht_raw_event *p = b->pos;
+    if (UNLIKELY(seq != b->next_seq || p == b->end))
+        goto decline;
+    p->ts_ns = ts;
+    p->heap = heap;
+    p->a = address;
+    p->b = size;
+    p->c = 0;
+    p->stack_id = stack_id;
+    p->flags = 0;
+    p->type = (uint8_t)type;
+    p->source = (uint8_t)source;
+    b->pos = p + 1;
+    b->next_seq = seq + 1;
+    ht__trace_seq = seq;
+    ht_packet *pk = b->cur;
+    atomic_store_explicit(&pk->n_committed,
+                          atomic_load_explicit(&pk->n_committed, memory_order_relaxed) + 1,
+                          memory_order_release);
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
+    return true;
+decline:
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
+    return false;
+}
+
+/* Without stacks the path makes no call, so it saves no registers: a separate instance. */
+__attribute__((noinline)) static bool emit_block_stack(ht_event_type type, uintptr_t heap,
+                                                       uintptr_t address, uint64_t size,
+                                                       unsigned source, uint64_t ts)
+{
+    return emit_block(type, heap, address, size, source, ts, true);
+}
+
+bool ht__trace_emit_block(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
+                          unsigned source, uint64_t ts)
+{
+    if (ht__rec.stack_depth != 0)
+        return emit_block_stack(type, heap, address, size, source, ts);
+    return emit_block(type, heap, address, size, source, ts, false);
+}
+
 ht_tbuf *ht__buf_self(void)
 {
     uint64_t gen = atomic_load(&ht__rec.live_gen);

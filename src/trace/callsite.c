@@ -169,14 +169,67 @@ void ht__callsite_init(void)
 
 /* -- the hot path --------------------------------------------------------------------------- */
 
+/* pc -> inside an entry point, for pcs inside the hull: (pc << 1 | answer), 0 = empty. The
+ * answer is a function of pc alone (the ranges never change once found), so racing threads
+ * may overwrite each other's slots freely. heaptrail's own return addresses are few. */
+#define PC_CACHE 256u
+static _Atomic uint64_t g_pc_cache[PC_CACHE];
+
 static inline bool in_entry(uintptr_t pc)
 {
     if (pc < g_span.lo || pc >= g_span.hi)
         return false;
-    for (unsigned i = 0; i < g_n_entry; i++)
-        if (pc >= g_entry[i].lo && pc < g_entry[i].hi)
-            return true;
-    return false;
+    _Atomic uint64_t *slot = &g_pc_cache[(pc ^ (pc >> 8)) % PC_CACHE];
+    uint64_t v = atomic_load_explicit(slot, memory_order_relaxed);
+    if (v >> 1 == (uint64_t)pc)
+        return (v & 1) != 0;
+    bool in = false;
+    for (unsigned i = 0; i < g_n_entry && !in; i++)
+        in = pc >= g_entry[i].lo && pc < g_entry[i].hi;
+    atomic_store_explicit(slot, (uint64_t)pc << 1 | (in ? 1u : 0u), memory_order_relaxed);
+    return in;
+}
+
+/* This thread's last few interned stacks, by their first frame (alloc and free call sites
+ * differ there): a hit answers with the id without hashing or probing the shared table. Valid
+ * for the session generation (live_gen) it was filled in: ids start again in each session.
+ * Stacks deeper than SC_DEPTH are not kept. */
+#define SC_WAYS  4u
+#define SC_DEPTH 32u
+
+typedef struct sc_entry {
+    uint64_t gen; /* ht__rec.gen when filled; 0 = empty */
+    uint32_t id, n;
+    uint64_t frames[SC_DEPTH];
+} sc_entry;
+
+static __thread sc_entry t_sc[SC_WAYS] __attribute__((tls_model("initial-exec")));
+
+static uint32_t intern_cached(const uint64_t *frames, size_t n)
+{
+    uint64_t gen = atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed);
+    if (n > SC_DEPTH || gen == 0)
+        return ht__stack_intern(frames, n);
+    sc_entry *e = &t_sc[(frames[0] ^ (frames[0] >> 5)) % SC_WAYS];
+    if (e->gen == gen && e->n == n && memcmp(e->frames, frames, n * sizeof *frames) == 0)
+        return e->id;
+    uint32_t id = ht__stack_intern(frames, n);
+    if (id != HT_STACK_ID_NONE && id != HT_STACK_ID_FULL) {
+        e->gen = gen;
+        e->id = id;
+        e->n = (uint32_t)n;
+        memcpy(e->frames, frames, n * sizeof *frames);
+    }
+    return id;
+}
+
+/* heaptrail's frames in this thread's last capture: the next walk asks for that many beyond
+ * depth instead of CALLSITE_EXTRA (a frame pointer walk costs per frame). */
+static __thread unsigned t_own __attribute__((tls_model("initial-exec"))) = CALLSITE_EXTRA;
+
+static inline bool in_span(uintptr_t pc)
+{
+    return pc >= g_span.lo && pc < g_span.hi;
 }
 
 __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
@@ -187,13 +240,25 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
     if (depth > HT_STACK_MAX_DEPTH)
         depth = HT_STACK_MAX_DEPTH;
     uint64_t frames[HT_STACK_MAX_DEPTH + CALLSITE_EXTRA];
-    size_t n = u->capture(frames, depth + CALLSITE_EXTRA, 0);
-    size_t first = 0, scan = n < CALLSITE_EXTRA ? n : CALLSITE_EXTRA;
-    for (size_t i = 0; i < scan; i++)
-        if (in_entry((uintptr_t)frames[i] - 1))
-            first = i + 1;
+    unsigned own = t_own;
+    size_t n = 0, first = 0;
+    for (;;) {
+        n = u->capture(frames, depth + own, 0);
+        first = 0;
+        size_t scan = n < own ? n : own;
+        for (size_t i = 0; i < scan; i++)
+            if (in_entry((uintptr_t)frames[i] - 1))
+                first = i + 1;
+        /* Trusted when the cut is within the walk and the frame after it is not heaptrail's
+         * (else an outer entry may lie further out): otherwise walk again, the full extra. */
+        if (own == CALLSITE_EXTRA ||
+            (first != 0 && (first == n || !in_span((uintptr_t)frames[first] - 1))))
+            break;
+        own = CALLSITE_EXTRA;
+    }
+    t_own = first != 0 && first < CALLSITE_EXTRA ? (unsigned)first : CALLSITE_EXTRA;
     if (first >= n)
         return HT_STACK_ID_NONE;
     size_t k = n - first < depth ? n - first : depth;
-    return ht__stack_intern(frames + first, k);
+    return intern_cached(frames + first, k);
 }

@@ -30,6 +30,9 @@ static inline uint64_t ht__rec_bufs_end(void)
  * No locks, no syscalls on the fast path; the first event of a thread registers its
  * buffer (slow path). Returns at once when no file session records. */
 void ht__buf_emit(const ht_event *ev);
+/* -- session.c -- */
+/* This thread's last event sequence number (ht__trace_emit; the fast path in buffer.c). */
+extern __thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
 /* Seals b's partial packet (if it holds slots) so the writer takes it. Only the owner, or
  * another thread once the owner is quiescent (stop, after the busy wait). */
 void ht__buf_seal(ht_tbuf *b);

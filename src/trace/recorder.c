@@ -274,7 +274,7 @@ int ht__rec_start(const ht_trace_config *config)
     ht__rec.writer_cpu_ns = 0;
     ht__rec.ran = true;
 
-    ht__rec.start_ns = ht__trace_now();
+    ht__rec.start_ns = ht__trace_now_ns();
     rc = header_write(ht__rec.start_ns);
     if (rc != 0)
         goto fail_close;
@@ -293,6 +293,7 @@ int ht__rec_start(const ht_trace_config *config)
         goto fail_close;
     }
     handlers_install();
+    ht__rec.fast_off = config->consumer != NULL;
     atomic_store(&ht__rec.live_gen, ht__rec.gen); /* recording from here */
     return 0;
 

@@ -4,6 +4,7 @@
  * in-consumer guard) lives in initial-exec TLS. Never calls malloc. */
 #include "trace/trace.h"
 
+#include "common/clock.h"
 #include "common/os.h"
 #include "trace/internal.h"
 
@@ -27,7 +28,7 @@ typedef struct trace_session {
 static trace_session g_session;
 
 static __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
-static __thread uint64_t t_seq __attribute__((tls_model("initial-exec")));
+__thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
 static __thread int t_in_consumer __attribute__((tls_model("initial-exec")));
 
 static void tid_reset_after_fork(void)
@@ -52,6 +53,11 @@ uint32_t ht__trace_tid(void)
 
 uint64_t ht__trace_now(void)
 {
+    return ht__os_stamp();
+}
+
+uint64_t ht__trace_now_ns(void)
+{
     return ht__os.now_ns();
 }
 
@@ -66,6 +72,9 @@ int ht__trace_session_start(const ht_trace_config *config)
         return -EINVAL;
     if (atomic_load(&g_session.active) != 0)
         return -EBUSY;
+    /* A file-only session stamps with the TSC when usable (the writer converts); with an
+     * in-process consumer, CLOCK_MONOTONIC: each event is delivered in exact ns at once. */
+    ht__clock_use(config->consumer == NULL ? HT_CLOCK_TSC : HT_CLOCK_MONOTONIC);
     if (config->path != NULL) {
         int rc = ht__rec_start(config);
         if (rc != 0)
@@ -109,10 +118,11 @@ void ht__trace_emit(ht_event *ev)
     if (sinks == 0)
         return;
     ev->tid = ht__trace_tid();
-    ev->sequence = ++t_seq;
+    ev->sequence = ++ht__trace_seq;
     if ((sinks & SINK_FILE) != 0)
         ht__buf_emit(ev); /* checks and waits on its own, without the shared counter */
     if ((sinks & SINK_CONSUMER) != 0) {
+        ev->timestamp_ns = ht__clock_to_ns(ev->timestamp_ns); /* the file took the stamp */
         atomic_fetch_add(&g_session.n_inflight, 1);
         if (atomic_load(&g_session.active) != 0) {
             t_in_consumer = 1;

@@ -17,10 +17,19 @@ int ht__trace_session_stop(void);
 /* Stamps tid and sequence, then delivers the event; drops it when no session runs or this
  * thread is inside the consumer. ev->timestamp_ns must already be set. */
 void ht__trace_emit(ht_event *ev);
+/* (buffer.c) ht__trace_emit for an ALLOC (size) or FREE (size 0) without flags, from its
+ * fields, when only the file records and the buffer takes it at once; false when the caller
+ * must build the ht_event and call ht__trace_emit (nothing was done). ts: ht__trace_now. */
+bool ht__trace_emit_block(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
+                          unsigned source, uint64_t ts);
 /* True while this thread runs the consumer: its heap operations are not traced. */
 bool ht__trace_in_consumer(void);
-/* The trace clock (CLOCK_MONOTONIC ns). */
+/* An event stamp in the process's trace clock (src/common/os.h: CLOCK_MONOTONIC ns, or TSC
+ * ticks under HT_CLOCK_TSC, converted to ns by the writer and for the consumer). What
+ * ht_event.timestamp_ns holds until ht__trace_emit delivers it. */
 uint64_t ht__trace_now(void);
+/* CLOCK_MONOTONIC ns now (file header, metadata and end records). */
+uint64_t ht__trace_now_ns(void);
 /* This thread's kernel id, cached. */
 uint32_t ht__trace_tid(void);
 

@@ -88,6 +88,7 @@ typedef struct ht_wstream {
     ht_enc_stream enc;  /* chunk numbers, sequence, events, lost_so_far */
     uint64_t lost_base; /* lost events of earlier buffers with this tid */
     ht_tbuf *cur;       /* the buffer currently feeding the stream */
+    uint64_t last_ns;   /* the stream's latest event time written (ns) */
 } ht_wstream;
 
 /* The recorder: one per process. Fields above `config` are read on the hot path. */
@@ -99,6 +100,7 @@ typedef struct ht_recorder {
     unsigned n_packets;        /* packets per thread buffer */
     unsigned loss_policy;      /* HT_TRACE_LOSS_* */
     unsigned stack_depth;      /* frames per event stack; 0 = no stacks */
+    int fast_off;              /* 1: ht__trace_emit_block declines (a consumer records) */
 
     /* -- session (set at start, read-only while recording) -- */
     _Alignas(64) uint64_t gen; /* generation of the current or last session */

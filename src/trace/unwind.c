@@ -153,10 +153,13 @@ NO_ASAN __attribute__((noinline)) static size_t fp_capture(uint64_t *frames, siz
     uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
     if (!(t_lo <= fp && fp < t_hi) && !bounds_refresh(fp))
         return 0;
-    uintptr_t lo = fp, hi = t_hi;
+    if (t_hi - fp < 2 * sizeof(uintptr_t))
+        return 0;
+    /* fp is trusted iff fp - lo <= span (one unsigned compare for both bounds) and aligned */
+    const uintptr_t lo = fp, span = t_hi - 2 * sizeof(uintptr_t) - lo;
     size_t skip_left = (size_t)skip + 1, n = 0;
     while (n < max) {
-        if (fp < lo || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)) != 0)
+        if (fp - lo > span || (fp & (sizeof(uintptr_t) - 1)) != 0)
             break;
         const uintptr_t *frame = (const uintptr_t *)fp;
         uintptr_t next = frame[0], ra = frame[1];

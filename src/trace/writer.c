@@ -9,6 +9,7 @@
  * the owner may still write, never writes part of a chunk on purpose. */
 #include "trace/internal.h"
 
+#include "common/clock.h"
 #include "common/os.h"
 #include "trace/format.h"
 #include "trace/stack.h"
@@ -192,7 +193,7 @@ static void modules_write(void)
         ht__rec.modules_done = true;
         ht__modules_snapshot(meta_module_cb, &ht__rec.start_ns);
     } else {
-        uint64_t ts = ht__trace_now();
+        uint64_t ts = ht__trace_now_ns();
         ht__modules_poll(meta_module_cb, &ts);
     }
     meta_close();
@@ -226,6 +227,25 @@ static uint64_t count_events(const ht_raw_event *slots, size_t n)
     return k;
 }
 
+/* Turns the events' stamps into CLOCK_MONOTONIC ns (src/common/clock.h), nondecreasing per
+ * stream (a thread that moved to a CPU whose TSC lags keeps its order). Each slot exactly
+ * once: a sealed packet is the writer's until the tail store; on the crash path, committed
+ * slots the owner no longer writes, encoded once. */
+static void packet_stamps_to_ns(ht_wstream *s, ht_raw_event *slots, size_t n)
+{
+    uint64_t last = s->last_ns;
+    ht_clock_view v;
+    ht__clock_view_get(&v);
+    for (size_t i = 0; i < n; i++) {
+        if (slots[i].type == HT_RAW_SEQ_SKIP || slots[i].type == HT_RAW_REALLOC_TAIL)
+            continue;
+        uint64_t ns = ht__clock_view_ns(&v, slots[i].ts_ns);
+        last = ns > last ? ns : last;
+        slots[i].ts_ns = last;
+    }
+    s->last_ns = last;
+}
+
 /* Encodes the first n_slots slots of pk (all of a sealed packet; the committed ones of a
  * current packet on the crash path). */
 static void encode_packet(ht_wstream *s, ht_tbuf *b, ht_packet *pk, uint32_t n_slots)
@@ -239,6 +259,7 @@ static void encode_packet(ht_wstream *s, ht_tbuf *b, ht_packet *pk, uint32_t n_s
         ht__rec.n_lost_io += count_events(slots, n);
         return;
     }
+    packet_stamps_to_ns(s, slots, n);
     if (ht__rec.stack_depth != 0)
         packet_stacks(slots, n); /* the sealed packet is the writer's until the tail store */
     while (n > 0) {
@@ -367,7 +388,7 @@ static void write_end_summary(void)
         t[i].n_chunks = s->enc.n_chunks;
     }
     uint8_t *buf = mem + totals_size;
-    size_t size = ht__enc_end(buf, cap, ht__rec.meta_seq, ht__trace_now(), t, n);
+    size_t size = ht__enc_end(buf, cap, ht__rec.meta_seq, ht__trace_now_ns(), t, n);
     if (size != 0 && atomic_load(&ht__rec.io_error) == 0 && ht__writer_write(buf, size)) {
         ht__rec.meta_seq++;
         atomic_fetch_add_explicit(&ht__rec.n_chunks, 1, memory_order_relaxed);

@@ -1,0 +1,173 @@
+/* test_recorder_clock.c — the trace clock (src/common/clock.c, docs/decisions/0002): TSC
+ * stamps converted to CLOCK_MONOTONIC ns are nondecreasing, stay within a small bound of
+ * CLOCK_MONOTONIC across map refreshes, and convert the same way every time; ns stamps pass
+ * through; end to end, a file-only session's events (stamped with the TSC where usable, forced
+ * by HEAPTRAIL_CLOCK=tsc) are nondecreasing per thread and within the bound of
+ * CLOCK_MONOTONIC read around each call. Skips the TSC parts where the CPU has none. */
+#include "common/clock.h"
+#include "harness.h"
+#include "recorder_util.h"
+
+#include <inttypes.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#define BOUND_NS 20000u /* the map may be off CLOCK_MONOTONIC by this much (expected: < 1 µs) */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {0, us * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static void ns_stamps_pass_through(void)
+{
+    ht__clock_init();
+    uint64_t m = mono_ns();
+    CHECK(ht__clock_to_ns(m) == m);
+    CHECK(ht__clock_to_ns(0) == 0);
+}
+
+#define N_SAMPLES 400
+
+/* 400 samples over ~450 ms: crosses the 10, 20, 40, 80 and 100 ms refreshes. */
+static void tsc_map_monotone_and_close(void)
+{
+    if (ht__clock_init() != HT_CLOCK_TSC) {
+        fprintf(stderr, "  (no usable TSC here: skipped)\n");
+        return;
+    }
+    static uint64_t stamp[N_SAMPLES], conv[N_SAMPLES];
+    uint64_t prev = 0, worst = 0;
+    for (int i = 0; i < N_SAMPLES; i++) {
+        uint64_t before = mono_ns();
+        uint64_t s = ht__os_tsc_ordered() | HT_STAMP_TSC;
+        uint64_t after = mono_ns();
+        uint64_t ns = ht__clock_to_ns(s);
+        stamp[i] = s;
+        conv[i] = ns;
+        CHECK(ns >= prev);
+        CHECK(ns + BOUND_NS >= before && ns <= after + BOUND_NS);
+        uint64_t off = ns < before ? before - ns : ns > after ? ns - after : 0;
+        worst = off > worst ? off : worst;
+        prev = ns;
+        sleep_us(i % 7 == 0 ? 3000 : 700);
+    }
+    /* Converted again later (as the writer does with a packet that waited): same values. */
+    for (int i = 0; i < N_SAMPLES; i++)
+        CHECK(ht__clock_to_ns(stamp[i]) == conv[i]);
+    /* Ticks close together keep their order. */
+    uint64_t a = ht__os_tsc_ordered() | HT_STAMP_TSC;
+    uint64_t b = ht__os_tsc_ordered() | HT_STAMP_TSC;
+    CHECK(ht__clock_to_ns(a) <= ht__clock_to_ns(b));
+    fprintf(stderr, "  worst distance from CLOCK_MONOTONIC %" PRIu64 " ns, %u map pieces\n", worst,
+            ht__clock_pieces());
+}
+
+/* -- end to end -------------------------------------------------------------------------- */
+
+#define N_THREADS 4
+#define N_OPS     20000
+
+typedef struct worker {
+    ht_heap *heap;
+    uint32_t tid;
+    uint64_t before[2 * N_OPS], after[2 * N_OPS]; /* around event k of this thread */
+} worker;
+
+static uint32_t gettid_(void)
+{
+    return (uint32_t)syscall(SYS_gettid);
+}
+
+static void *work(void *p)
+{
+    worker *w = p;
+    w->tid = gettid_();
+    for (int i = 0; i < N_OPS; i++) {
+        w->before[2 * i] = mono_ns();
+        void *q = ht_heap_alloc(w->heap, 0, 16 + (size_t)(i % 200));
+        w->after[2 * i] = mono_ns();
+        if (i % 1000 == 999)
+            sleep_us(2000); /* the run spans refreshes of the map */
+        w->before[2 * i + 1] = mono_ns();
+        ht_heap_free(w->heap, 0, q);
+        w->after[2 * i + 1] = mono_ns();
+    }
+    return NULL;
+}
+
+static void file_events_monotone_and_close(void)
+{
+    char path[256];
+    ru_path(path, sizeof path, "clock");
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    REQUIRE(h != NULL);
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.path = path;
+    cfg.flags = HT_TRACE_NO_RUNDOWN;
+    cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
+    REQUIRE(ht_trace_start(&cfg) == 0);
+    static worker w[N_THREADS];
+    pthread_t th[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++) {
+        w[i].heap = h;
+        pthread_create(&th[i], NULL, work, &w[i]);
+    }
+    for (int i = 0; i < N_THREADS; i++)
+        pthread_join(th[i], NULL);
+    CHECK_EQ_U(ht_trace_stop(), 0);
+
+    ru_file f;
+    ru_file_read(path, &f);
+    CHECK_EQ_U(f.status, HT_READER_OK);
+    uint64_t last[N_THREADS] = {0}, k[N_THREADS] = {0}, worst = 0;
+    size_t n_mine = 0;
+    for (size_t i = 0; i < f.n; i++) {
+        const ht_event *e = &f.ev[i];
+        if (e->heap_handle != (uintptr_t)h ||
+            (e->type != HT_EVENT_HEAP_ALLOC && e->type != HT_EVENT_HEAP_FREE))
+            continue;
+        int t = 0;
+        while (t < N_THREADS && w[t].tid != e->tid)
+            t++;
+        REQUIRE(t < N_THREADS);
+        n_mine++;
+        CHECK(e->timestamp_ns >= last[t]); /* nondecreasing per thread */
+        last[t] = e->timestamp_ns;
+        uint64_t j = k[t]++;
+        REQUIRE(j < 2 * N_OPS);
+        CHECK_EQ_U(e->type, j % 2 == 0 ? HT_EVENT_HEAP_ALLOC : HT_EVENT_HEAP_FREE);
+        uint64_t lo = w[t].before[j], hi = w[t].after[j];
+        CHECK(e->timestamp_ns + BOUND_NS >= lo && e->timestamp_ns <= hi + BOUND_NS);
+        uint64_t off = e->timestamp_ns < lo   ? lo - e->timestamp_ns
+                       : e->timestamp_ns > hi ? e->timestamp_ns - hi
+                                              : 0;
+        worst = off > worst ? off : worst;
+    }
+    CHECK_EQ_U(n_mine, (uint64_t)N_THREADS * 2 * N_OPS);
+    fprintf(stderr,
+            "  clock %s: worst distance outside the call's CLOCK_MONOTONIC bracket %" PRIu64
+            " ns\n",
+            ht__clock_init() == HT_CLOCK_TSC ? "tsc" : "monotonic", worst);
+    ru_file_free(&f);
+    ht_heap_destroy(h);
+    unlink(path);
+}
+
+int main(int argc, char **argv)
+{
+    setenv("HEAPTRAIL_CLOCK", "tsc", 1); /* before the first session: the choice is once */
+    static const harness_test tests[] = {TEST(ns_stamps_pass_through),
+                                         TEST(tsc_map_monotone_and_close),
+                                         TEST(file_events_monotone_and_close)};
+    return harness_run(tests, sizeof tests / sizeof tests[0], argc, argv);
+}
