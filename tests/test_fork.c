@@ -1,5 +1,6 @@
-/* test_fork.c — fork while other threads work the heaps: the child must find no lock held
- * (it allocates, frees and validates every heap), and the parent goes on unharmed. */
+/* test_fork.c — fork while other threads work the heaps and threads come and go: the child
+ * must find no lock held (it allocates, frees and validates every heap), and the parent goes
+ * on unharmed. */
 #include "harness.h"
 
 #include <heaptrail.h>
@@ -32,6 +33,27 @@ static void *churn(void *arg)
     return NULL;
 }
 
+/* Short-lived threads: each makes its per-thread state (pool objects under the pools' locks)
+ * on its first call and gives it back at exit, so forks land inside those paths too. */
+static void *one_shot(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++)
+        ht_heap_free(g_heaps[i], 0, ht_heap_alloc(g_heaps[i], 0, 64));
+    return NULL;
+}
+
+static void *spawner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&g_stop)) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, one_shot, NULL) == 0)
+            pthread_join(t, NULL);
+    }
+    return NULL;
+}
+
 static int child_work(void)
 {
     for (int i = 0; i < 3; i++) {
@@ -55,9 +77,10 @@ static void fork_under_load(void)
     g_heaps[1] = ht_heap_create(0, 0, 0);
     g_heaps[2] = ht_heap_create(HT_HEAP_ENABLE_LFH, 0, 0);
     REQUIRE(g_heaps[1] != NULL && g_heaps[2] != NULL);
-    pthread_t t[2];
+    pthread_t t[3];
     for (uintptr_t i = 0; i < 2; i++)
         REQUIRE(pthread_create(&t[i], NULL, churn, (void *)(i + 1)) == 0);
+    REQUIRE(pthread_create(&t[2], NULL, spawner, NULL) == 0);
     int bad = 0, hung = 0;
     for (int round = 0; round < 40; round++) {
         pid_t pid = fork();
@@ -76,7 +99,7 @@ static void fork_under_load(void)
         usleep(2000);
     }
     atomic_store(&g_stop, 1);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         pthread_join(t[i], NULL);
     CHECK_EQ_U(hung, 0);
     CHECK_EQ_U(bad, 0);

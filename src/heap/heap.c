@@ -37,10 +37,12 @@ static void fork_prepare(void)
         if (g_slot_used[i] && atomic_load(&heap->magic) == HT_HEAP_MAGIC)
             ht__heap_lock_all(heap);
     }
+    ht__tcache_fork_prepare(); /* a thread making its first tcache holds a pool lock */
 }
 
 static void fork_release(void)
 {
+    ht__tcache_fork_parent();
     for (unsigned i = HT_MAX_HEAPS; i-- > 0;) {
         ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
         if (g_slot_used[i] && atomic_load(&heap->magic) == HT_HEAP_MAGIC)
@@ -73,6 +75,7 @@ static void fork_child(void)
         atomic_store(&heap->api_owner, 0);
         heap->api_depth = 0;
     }
+    ht__tcache_fork_child();
     recursive_mutex_init(&ht__registry_lock);
 }
 

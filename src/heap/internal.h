@@ -63,6 +63,11 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap);
 void ht__tcache_flush(ht_tcache *tc, ht_heap *heap);
 void ht__tcache_detach_all_locked(ht_heap *heap);             /* registry lock held */
 void ht__stats_sum_locked(ht_heap *heap, ht_heap_stats *out); /* registry lock held */
+/* fork: the object pools' locks (leaves: taken after the registry and heap locks) are held
+ * across fork and made free in the child, like every other heap lock. */
+void ht__tcache_fork_prepare(void);
+void ht__tcache_fork_parent(void);
+void ht__tcache_fork_child(void);
 extern __thread ht_tls *ht__tls __attribute__((tls_model("initial-exec")));
 
 /* -- heap.c: heap table, registry, locks -- */

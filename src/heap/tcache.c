@@ -54,6 +54,25 @@ static void pool_put(pool *p, void *o)
     ht__spin_unlock(&p->lock);
 }
 
+void ht__tcache_fork_prepare(void)
+{
+    ht__spin_lock(&g_tls_pool.lock);
+    ht__spin_lock(&g_tc_pool.lock);
+}
+
+void ht__tcache_fork_parent(void)
+{
+    ht__spin_unlock(&g_tc_pool.lock);
+    ht__spin_unlock(&g_tls_pool.lock);
+}
+
+/* A thread that held a pool lock at fork does not exist in the child: the prepare handler
+ * made sure none did, so the locks (held by the forking thread) are simply released. */
+void ht__tcache_fork_child(void)
+{
+    ht__tcache_fork_parent();
+}
+
 /* ---- thread exit ---- */
 
 static ht_tls g_dead_tls; /* all slots NULL: threads past their exit get no tcache */
