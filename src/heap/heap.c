@@ -130,18 +130,6 @@ void ht__heap_unlock(ht_heap *heap)
         pthread_mutex_unlock(&heap->lock);
 }
 
-void ht__bin_lock(ht_heap *heap, ht_bin *bin)
-{
-    if (heap->serialize && !api_held_here(heap))
-        ht__spin_lock(&bin->lock);
-}
-
-void ht__bin_unlock(ht_heap *heap, ht_bin *bin)
-{
-    if (heap->serialize && !api_held_here(heap))
-        ht__spin_unlock(&bin->lock);
-}
-
 void ht__heap_lock_all(ht_heap *heap)
 {
     if (!heap->serialize)

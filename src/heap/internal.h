@@ -3,9 +3,11 @@
 #ifndef HT_HEAP_INTERNAL_H
 #define HT_HEAP_INTERNAL_H
 
+#include "heap/shim.h"
 #include "heap/types.h"
 
 #include "common/os.h"
+#include "trace/trace.h"
 
 #include <string.h>
 
@@ -53,7 +55,10 @@ unsigned ht__main_fl_index(size_t size);
 
 /* -- lfh.c: size classes and the low-fragmentation front end -- */
 extern const uint32_t ht__class_size[HT_N_CLASSES];
-void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op);
+/* A block of class cls from one of its runs (the run in *run_out), or NULL. */
+void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op, ht_run **run_out);
+/* The same for a known affinity slot aff (< HT_LFH_AFFINITY). */
+void *ht__lfh_alloc_aff(ht_heap *heap, unsigned cls, unsigned aff, ht_op *op, ht_run **run_out);
 void ht__lfh_free(ht_heap *heap, ht_run *run, void *block, ht_op *op);
 /* Gives runs with no block out back to the main path (bins and heap lock held). */
 void ht__lfh_release_empty_locked(ht_heap *heap, ht_op *op, bool all);
@@ -64,14 +69,18 @@ void ht__tcache_flush(ht_tcache *tc, ht_heap *heap);
 void ht__tcache_detach_all_locked(ht_heap *heap);             /* registry lock held */
 void ht__stats_sum_locked(ht_heap *heap, ht_heap_stats *out); /* registry lock held */
 extern __thread ht_tls *ht__tls __attribute__((tls_model("initial-exec")));
+/* The calling thread's tcache of the process heap (heap index 0), or ht__tc_none: every list
+ * empty and full (count >= any depth), affinity matching no thread, so a fast path that reads
+ * it falls through to the slow one without a separate check. */
+extern __thread ht_tcache *ht__tc_process __attribute__((tls_model("initial-exec")));
+extern ht_tcache ht__tc_none;
 
 /* -- heap.c: heap table, registry, locks -- */
 extern pthread_mutex_t ht__registry_lock;
 ht_heap *ht__heap_check(const ht_heap *heap); /* NULL + EINVAL if not a live heap */
 void ht__heap_lock(ht_heap *heap);
 void ht__heap_unlock(ht_heap *heap);
-void ht__bin_lock(ht_heap *heap, ht_bin *bin);
-void ht__bin_unlock(ht_heap *heap, ht_bin *bin);
+/* ht__bin_lock / ht__bin_unlock: inline, below */
 void ht__heap_lock_all(ht_heap *heap); /* bins then heap lock (skips what the api holds) */
 void ht__heap_unlock_all(ht_heap *heap);
 void ht__op_emit_pending(ht_heap *heap, ht_op *op);
@@ -81,6 +90,28 @@ void ht__heap_init_once(void);
 bool ht__walk_locked(ht_heap *heap, ht_heap_entry *entry);
 
 /* ---- inline helpers ---- */
+
+/* A bin's lock, unless the heap is unserialized or this thread holds ht_heap_lock (which
+ * holds every bin). Inline: every LFH operation takes one. */
+static inline bool ht__bin_lock_needed(ht_heap *heap)
+{
+    if (!heap->serialize)
+        return false;
+    int owner = atomic_load_explicit(&heap->api_owner, memory_order_relaxed);
+    return HT_LIKELY(owner == 0) || (uint32_t)owner != ht__trace_tid();
+}
+
+static inline void ht__bin_lock(ht_heap *heap, ht_bin *bin)
+{
+    if (ht__bin_lock_needed(heap))
+        ht__spin_lock(&bin->lock);
+}
+
+static inline void ht__bin_unlock(ht_heap *heap, ht_bin *bin)
+{
+    if (ht__bin_lock_needed(heap))
+        ht__spin_unlock(&bin->lock);
+}
 
 static inline size_t ht__align_up(size_t v, size_t a)
 {

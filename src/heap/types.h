@@ -154,10 +154,15 @@ typedef struct ht_bin {
     ht_run *avail;    /* runs with a free or uncarved block */
 } __attribute__((aligned(64))) ht_bin;
 
-/* Statistics shares: the heap's own (atomic adds) and each tcache's (owner writes). */
+/* Statistics shares: the heap's own (atomic adds) and each tcache's (owner writes).
+ * The live figures are not counted per operation: summed over every share of a heap,
+ *   live_blocks = sum(n_alloc[1..4]) - sum(n_free[1..4]) - inplace_blocks
+ *   live_bytes  = sum(bytes_alloc[1..4]) - sum(bytes_free[1..4]) - inplace_bytes
+ * since an in-place realloc counts as an alloc of the new size without a free of the old. */
 typedef struct ht_stat_acc {
     _Atomic uint64_t n_alloc[7], n_free[7], bytes_alloc[7], bytes_free[7];
-    _Atomic int64_t live_blocks, live_bytes; /* deltas */
+    _Atomic uint64_t inplace_blocks; /* in-place reallocs */
+    _Atomic uint64_t inplace_bytes;  /* their old requested sizes */
     _Atomic uint64_t n_invalid;
 } ht_stat_acc;
 
@@ -167,8 +172,9 @@ typedef struct ht_lookaside {
 } ht_lookaside;
 
 typedef struct ht_tcache {
-    ht_heap *heap; /* NULL once the heap is gone */
-    uint64_t gen;  /* heap->gen when made; mismatch = stale */
+    ht_heap *heap;     /* NULL once the heap is gone */
+    uint64_t gen;      /* heap->gen when made; mismatch = stale */
+    unsigned affinity; /* the owner thread's LFH bin index (ht_tls.affinity) */
     ht_lookaside la[HT_N_CLASSES];
     ht_stat_acc st;                  /* this thread's share of the heap's counters */
     struct ht_tcache *hnext, *hprev; /* the heap's tcaches (registry lock) */
