@@ -1,7 +1,8 @@
 /* fastpath.c — malloc/free pairs on one thread, for per-operation costs of the two small
  * paths (run it under callgrind for instruction and cache-miss counts, or plainly for ns/op).
  *
- *   bench_fastpath --alloc malloc|ht --pattern pair|batch [--size B] [--batch N] [--ops M]
+ *   bench_fastpath --alloc malloc|ht|ht-nolock --pattern pair|batch [--size B] [--batch N]
+ *                  [--ops M]
  *
  *   pair   malloc(B) then free of that block, M times: after the first round every
  *          allocation is a lookaside hit and every free a lookaside push (heaptrail).
@@ -9,7 +10,8 @@
  *          above the lookaside depth (at most 128) most operations take the LFH path.
  *
  * malloc: the process's malloc (glibc, or LD_PRELOAD=libheaptrail-preload.so, …);
- * ht: ht_heap_alloc/ht_heap_free on ht_process_heap().
+ * ht: ht_heap_alloc/ht_heap_free on ht_process_heap(); ht-nolock: on a private
+ * HT_HEAP_NO_SERIALIZE heap (plain stores instead of atomics: what the atomics cost).
  * The timed loop is the function run_loop (callgrind: --toggle-collect=run_loop).
  * Output: one line: fastpath alloc=… pattern=… size=… batch=… pairs=… ns_per_pair=… */
 #ifndef _GNU_SOURCE
@@ -92,21 +94,26 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--ops") == 0)
             ops = strtoull(argv[i + 1], NULL, 10);
         else {
-            fprintf(stderr, "usage: bench_fastpath --alloc malloc|ht --pattern pair|batch "
-                            "[--size B] [--batch N] [--ops M]\n");
+            fprintf(stderr,
+                    "usage: bench_fastpath --alloc malloc|ht|ht-nolock --pattern pair|batch "
+                    "[--size B] [--batch N] [--ops M]\n");
             return 2;
         }
     }
-    use_ht = strcmp(alloc, "ht") == 0;
+    use_ht = strncmp(alloc, "ht", 2) == 0;
     int batch_mode = strcmp(pattern, "batch") == 0;
     if (batch == 0)
         batch = 1;
-    if (use_ht)
+    if (strcmp(alloc, "ht-nolock") == 0)
+        g_heap = ht_heap_create(HT_HEAP_NO_SERIALIZE, 0, 0);
+    else if (use_ht)
         g_heap = ht_process_heap();
     g_slots = calloc(batch, sizeof *g_slots);
     if (g_slots == NULL || (use_ht && g_heap == NULL))
         return 1;
-    /* warm-up: one round of the pattern (runs carved, lookaside filled, classes active) */
+    /* warm-up: 64 blocks at once (the class becomes LFH-active in heaptrail's heaps, as in
+     * any program that allocates), then one round of the pattern */
+    run_loop(1, size, 64, 64);
     run_loop(batch_mode, size, batch, batch_mode ? batch * 2 : 1000);
     double t0 = now_s();
     uint64_t sum = run_loop(batch_mode, size, batch, ops);

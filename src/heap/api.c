@@ -622,10 +622,12 @@ __attribute__((always_inline)) static inline bool free_common(ht_heap *heap, voi
     if (block == NULL)
         return true;
     uintptr_t p = (uintptr_t)block;
+    /* one test: misaligned, or at or above 2^47 (never heaptrail's) */
+    uintptr_t bad = (HT_GRANULE - 1) | ~(((uintptr_t)1 << HT_ADDR_BITS) - 1);
     if (HT_UNLIKELY(atomic_load_explicit(&heap->trace_on, memory_order_relaxed)) ||
-        HT_UNLIKELY((p & (HT_GRANULE - 1)) != 0))
+        HT_UNLIKELY((p & bad) != 0))
         return free_slow(heap, block, set_errno);
-    ht_region *r = ht__region_of(p);
+    ht_region *r = ht__region_of_known(p);
     if (HT_UNLIKELY(r == NULL || r->heap != heap || r->kind != HT_REGION_SEGMENT ||
                     p < (uintptr_t)r + HT_SEG_META))
         return free_slow(heap, block, set_errno);

@@ -77,7 +77,9 @@ extern ht_tcache ht__tc_none;
 
 /* -- heap.c: heap table, registry, locks -- */
 extern pthread_mutex_t ht__registry_lock;
-ht_heap *ht__heap_check(const ht_heap *heap); /* NULL + EINVAL if not a live heap */
+extern uint8_t *ht__heap_table;     /* HT_MAX_HEAPS slots of HT_HEAP_SLOT_SIZE bytes */
+ht_heap *ht__heap_check_fail(void); /* sets EINVAL, returns NULL */
+/* ht__heap_check (inline, below): heap, or NULL + EINVAL if it is not a live heap. */
 void ht__heap_lock(ht_heap *heap);
 void ht__heap_unlock(ht_heap *heap);
 /* ht__bin_lock / ht__bin_unlock: inline, below */
@@ -90,6 +92,29 @@ void ht__heap_init_once(void);
 bool ht__walk_locked(ht_heap *heap, ht_heap_entry *entry);
 
 /* ---- inline helpers ---- */
+
+/* The handle check of every API call: a slot of the heap table (one mask test: below the
+ * table, misaligned and past its end all leave bits outside the slot-index bits) holding a
+ * live heap. */
+static inline ht_heap *ht__heap_check(const ht_heap *heap)
+{
+    uint8_t *table = ht__heap_table;
+    uintptr_t off = (uintptr_t)heap - (uintptr_t)table;
+    uintptr_t bad = ~(uintptr_t)((HT_MAX_HEAPS * HT_HEAP_SLOT_SIZE - 1) & ~(HT_HEAP_SLOT_SIZE - 1));
+    if (HT_LIKELY(table != NULL && (off & bad) == 0 &&
+                  atomic_load_explicit(&((ht_heap *)heap)->magic, memory_order_acquire) ==
+                      HT_HEAP_MAGIC))
+        return (ht_heap *)heap;
+    (void)ht__heap_check_fail();
+    return NULL;
+}
+
+/* The region of p for a fast path that already holds a live heap (so the segment map
+ * exists); p must be below 2^47. */
+static inline ht_region *ht__region_of_known(uintptr_t p)
+{
+    return (ht_region *)atomic_load_explicit(&ht__segmap[p >> HT_SEG_SHIFT], memory_order_acquire);
+}
 
 /* A bin's lock, unless the heap is unserialized or this thread holds ht_heap_lock (which
  * holds every bin). Inline: every LFH operation takes one. */
@@ -145,7 +170,7 @@ static inline void ht__live_set(ht_segment *seg, uintptr_t p, bool shared)
 {
     size_t g = ht__granule(seg, p);
     uint64_t bit = (uint64_t)1 << (g & 63);
-    if (shared)
+    if (HT_LIKELY(shared))
         atomic_fetch_or_explicit(&seg->live[g >> 6], bit, memory_order_relaxed);
     else
         atomic_store_explicit(&seg->live[g >> 6],
@@ -158,7 +183,7 @@ static inline bool ht__live_clear(ht_segment *seg, uintptr_t p, bool shared)
 {
     size_t g = ht__granule(seg, p);
     uint64_t bit = (uint64_t)1 << (g & 63);
-    if (shared)
+    if (HT_LIKELY(shared))
         return (atomic_fetch_and_explicit(&seg->live[g >> 6], ~bit, memory_order_relaxed) & bit) !=
                0;
     uint64_t w = atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed);

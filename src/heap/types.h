@@ -45,11 +45,12 @@
 #define HT_COMMIT_STEP    ((size_t)256 << 10)              /* minimum commit growth */
 #define HT_COMMIT_ALIGN   ((size_t)64 << 10)
 
-#define HT_N_CLASSES    36u
-#define HT_LFH_MAX      16384u /* largest class */
-#define HT_MAX_HEAPS    4096u
-#define HT_TLS_SLOTS    64u /* tcaches per thread, direct-mapped */
-#define HT_LFH_AFFINITY 4u  /* LFH bins per class */
+#define HT_N_CLASSES      36u
+#define HT_LFH_MAX        16384u /* largest class */
+#define HT_MAX_HEAPS      4096u
+#define HT_HEAP_SLOT_SIZE ((size_t)16384) /* bytes per heap-table slot, a power of two */
+#define HT_TLS_SLOTS      64u             /* tcaches per thread, direct-mapped */
+#define HT_LFH_AFFINITY   4u              /* LFH bins per class */
 
 #define HT_LARGE_CACHE_MAX   64u
 #define HT_LARGE_CACHE_BYTES ((size_t)64 << 20)
@@ -129,12 +130,13 @@ typedef struct ht_run {
     uint32_t n_blocks;          /* capacity */
     uint32_t n_used;            /* blocks out: live or on a lookaside list */
     uint32_t n_carved;          /* blocks handed out at least once; first unused */
-    uint64_t inv;               /* ceil(2^40 / block_size), index = (off*inv) >> 40 */
-    void *free_list;            /* returned blocks, linked through their first word */
     uint32_t n_free_list;       /* length of free_list */
-    uint32_t on_avail;          /* linked in the bin's avail list */
-    struct ht_run *next, *prev; /* the bin's runs with room */
+    uint64_t inv;               /* ceil(2^40 / block_size), index = (off*inv) >> 40 */
     uint8_t *first;             /* first block; blocks [first, first + n*size) */
+    void *free_list;            /* returned blocks, linked through their first word */
+    uint32_t on_avail;          /* linked in the bin's avail list */
+    struct ht_run *next, *prev; /* the bin's runs with room (second cache line: everything a
+                                   free or an allocation reads is in the first) */
     uint16_t meta[];            /* per block: slack | (source - 1) << 14; runs of
                                    blocks >= 16 KiB use two entries a block (the
                                    slack can be 16384), see ht__run_meta_* */
