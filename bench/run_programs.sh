@@ -9,11 +9,13 @@
 # Environment (all optional):
 #   BENCH_ROUNDS     interleaved rounds (default 3)
 #   BENCH_PROGRAMS   from: python python-malloc sqlite gcc churn (default: all five)
-#   BENCH_MODES      from: glibc jemalloc mimalloc tcmalloc ht ht-trace ht-stacks heaptrack lttng
-#                    (default: all)
+#   BENCH_MODES      from: glibc jemalloc mimalloc tcmalloc ht-before ht ht-trace ht-stacks heaptrack
+#                    lttng (default: all but ht-before; with BENCH_PRELOAD_BEFORE all)
 #   BENCH_STACKS     stack depth of ht-stacks (default 16)
 #   BENCH_SCALE      multiplies each program's work (default 1)
 #   BENCH_PRELOAD    libheaptrail-preload.so (default: build/release/libheaptrail-preload.so)
+#   BENCH_PRELOAD_BEFORE  a second libheaptrail-preload.so (e.g. an earlier commit's): adds the
+#                    mode ht-before (untraced), interleaved with the others
 #   BENCH_LIBDIR     where the peer allocators live (default /usr/lib/x86_64-linux-gnu)
 #   BENCH_TIMEOUT    seconds before one run is killed (default 600)
 #   BENCH_PYTHON     the python3 to run (default /usr/bin/python3: Debian's, not a pyenv shim,
@@ -34,6 +36,10 @@ modes=${BENCH_MODES:-glibc jemalloc mimalloc tcmalloc ht ht-trace ht-stacks heap
 depth=${BENCH_STACKS:-16}
 scale=${BENCH_SCALE:-1}
 preload_lib=${BENCH_PRELOAD:-$root/build/release/libheaptrail-preload.so}
+preload_before=${BENCH_PRELOAD_BEFORE:-}
+if [[ -n $preload_before && -z ${BENCH_MODES:-} ]]; then
+    modes="glibc jemalloc mimalloc tcmalloc ht-before ht ht-trace ht-stacks heaptrack lttng"
+fi
 libdir=${BENCH_LIBDIR:-/usr/lib/x86_64-linux-gnu}
 timeout_s=${BENCH_TIMEOUT:-600}
 churn_bin=$root/build/release/bench_churn
@@ -67,6 +73,12 @@ for v in preload_lib churn_bin check_bin; do
         printf -v "$v" '%s' "$tmp/bin/$(basename "${!v}")"
     fi
 done
+if [[ -n $preload_before ]]; then
+    [[ -e $preload_before ]] || die "BENCH_PRELOAD_BEFORE: no $preload_before"
+    mkdir -p "$tmp/bin/before"
+    cp "$preload_before" "$tmp/bin/before/" || die "cannot copy $preload_before"
+    preload_before=$tmp/bin/before/$(basename "$preload_before")
+fi
 
 # ---- the workloads ----------------------------------------------------------------------------
 cat >"$tmp/work.py" <<EOF
@@ -134,6 +146,7 @@ for m in $modes; do
     mimalloc) label[$m]="mimalloc" lib=$libdir/libmimalloc.so.2 ;;
     tcmalloc) label[$m]="tcmalloc" lib=$libdir/libtcmalloc_minimal.so.4 ;;
     ht) label[$m]="heaptrail, untraced" lib=$preload_lib ;;
+    ht-before) label[$m]="heaptrail, untraced (before)" lib=${preload_before:-/nonexistent} ;;
     ht-trace) label[$m]="heaptrail, traced, no stacks" lib=$preload_lib ;;
     ht-stacks) label[$m]="heaptrail, traced, stacks $depth (${HEAPTRAIL_UNWIND:-auto})" lib=$preload_lib ;;
     heaptrack) label[$m]="heaptrack (stacks)" lib=$(command -v heaptrack || echo /usr/bin/heaptrack) ;;
@@ -227,6 +240,7 @@ one_run() {
     mimalloc) env_=(LD_PRELOAD=$libdir/libmimalloc.so.2) ;;
     tcmalloc) env_=(LD_PRELOAD=$libdir/libtcmalloc_minimal.so.4) ;;
     ht) env_=(LD_PRELOAD=$preload_lib HEAPTRAIL_ENABLED=0) ;;
+    ht-before) env_=(LD_PRELOAD=$preload_before HEAPTRAIL_ENABLED=0) ;;
     ht-trace) env_=(LD_PRELOAD=$preload_lib HEAPTRAIL_ENABLED=1
         "HEAPTRAIL_OUTPUT=$tmp/trace/t.%p.htr" HEAPTRAIL_STACKS=0) ;;
     ht-stacks) env_=(LD_PRELOAD=$preload_lib HEAPTRAIL_ENABLED=1
@@ -336,7 +350,7 @@ rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "?")
 echo "## Real programs under each allocator and tracer"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs; $(uname -sr); heaptrail commit $rev"
-echo "- command: \`BENCH_ROUNDS=$rounds BENCH_SCALE=$scale${BENCH_PROGRAMS:+ BENCH_PROGRAMS=\"$programs\"}${BENCH_MODES:+ BENCH_MODES=\"$modes\"} bash bench/run_programs.sh\`"
+echo "- command: \`BENCH_ROUNDS=$rounds BENCH_SCALE=$scale${BENCH_PROGRAMS:+ BENCH_PROGRAMS=\"$programs\"}${BENCH_MODES:+ BENCH_MODES=\"$modes\"}${BENCH_PRELOAD_BEFORE:+ BENCH_PRELOAD_BEFORE=$BENCH_PRELOAD_BEFORE} bash bench/run_programs.sh\`"
 echo "- programs: python3 (dict/list script; python-malloc: the same with PYTHONMALLOC=malloc," \
     "every object from malloc), sqlite3 (SQL batch, in-memory db), gcc -O2 -g -c of four heaptrail" \
     "files (writer.c, reader.c, walk.c, symbolize.c; gcc runs cc1 and as per file: exec is followed)," \
