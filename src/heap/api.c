@@ -150,9 +150,8 @@ static void count_invalid(ht_heap *heap, ht_tcache *tc, bool as_alloc, size_t ne
         stat_add(&a->n_free[HT_SOURCE_INVALID], 1, tc == NULL);
 }
 
-/* Marks a small block (LFH slot or MB_SMALL main block) live with its size and Source. */
-static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_t size,
-                              unsigned src)
+/* Writes a small block's (LFH slot or MB_SMALL main block) size and Source. */
+static inline void small_set_size(ht_segment *seg, uintptr_t p, size_t size, unsigned src)
 {
     ht_run *run = ht__run_of(seg, p);
     size_t usable;
@@ -165,7 +164,15 @@ static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_
         ht__mb_set_busy(b, size, src);
         usable = ht__mb_payload(b);
     }
+    (void)usable;
     HT_UNPOISON((void *)p, usable); /* up to the usable size, as malloc_usable_size allows */
+}
+
+/* Marks a small block (LFH slot or MB_SMALL main block) live with its size and Source. */
+static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_t size,
+                              unsigned src)
+{
+    small_set_size(seg, p, size, src);
     ht__live_set(seg, p, heap->serialize);
 }
 
@@ -741,7 +748,10 @@ static unsigned realloc_in_place(ht_heap *heap, void *p, blockinfo *bi, size_t s
         if (size > bi->usable || (!in_place_only && size <= bi->usable / 2))
             return 0;
         unsigned src = bi->run != NULL ? HT_SOURCE_LOWFRAG : HT_SOURCE_MAINPATH;
-        small_mark(heap, ht__seg_of(p), (uintptr_t)p, size, src);
+        /* the block is live (classify saw its bit): only its size entry changes. Setting the
+         * bit again would be one more locked instruction, and would bring back a block that
+         * a racing free has just claimed and parked (a program bug the heap must survive) */
+        small_set_size(ht__seg_of(p), (uintptr_t)p, size, src);
         return src;
     }
     if (bi->mb != NULL) {
