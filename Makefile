@@ -16,7 +16,7 @@ CLANG_FORMAT ?= clang-format
 # Debian packages, per target.
 DEPS_PKGS   := build-essential cmake pkg-config libunwind-dev libdw-dev python3 sqlite3 git perl procps
 BENCH_PKGS  := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 time heaptrack lttng-tools \
-               liblttng-ust1
+               liblttng-ust1 babeltrace2
 FORMAT_PKGS := clang-format
 
 # Sources that clang-format owns.
@@ -67,7 +67,7 @@ help:
 	@echo "  make check           Debug build with -Werror, every test (ctest), format check"
 	@echo "  make check-sanitize  tests under ASan+UBSan (build/asan) and TSan (build/tsan)"
 	@echo "  make build           release build (RelWithDebInfo -O2) in build/release"
-	@echo "  make bench           release build, then bench/run.sh, run_trace.sh, run_report.sh"
+	@echo "  make bench           release build, then bench/run.sh, run_trace.sh, run_report.sh, run_programs.sh"
 	@echo "  make install         release build, then install to PREFIX (now $(PREFIX))"
 	@echo "  make format          clang-format -i over the sources"
 	@echo "  make check-format    clang-format --dry-run --Werror over the sources"
@@ -129,6 +129,7 @@ bench: bench-deps
 	bash bench/run.sh
 	bash bench/run_trace.sh
 	bash bench/run_report.sh
+	bash bench/run_programs.sh
 
 install: deps
 	$(call preset_build,release,-DCMAKE_INSTALL_PREFIX=$(PREFIX))

@@ -21,6 +21,8 @@
 #                  these VMs often differ in speed, which would add noise between runs)
 #   BENCH_TIMEOUT  seconds before one run is killed (default: 300)
 #   BENCH_LIBDIR   where the peer allocators live (default: /usr/lib/x86_64-linux-gnu)
+#   BENCH_BIN_BEFORE  a second bench_churn (e.g. built from an earlier commit): every heaptrail
+#                  row is also run with it, interleaved in the same rounds, as "… (before)"
 # Exit status: 0 when every run that was attempted succeeded (a peer allocator that is not
 # installed is skipped with a note), 1 when a run failed or crashed, 2 on bad setup.
 set -u -o pipefail
@@ -38,6 +40,7 @@ allocs=${BENCH_ALLOCS:-glibc jemalloc mimalloc tcmalloc ht-process ht-private ht
 pin=${BENCH_PIN:-1}
 timeout_s=${BENCH_TIMEOUT:-300}
 libdir=${BENCH_LIBDIR:-/usr/lib/x86_64-linux-gnu}
+bin_before=${BENCH_BIN_BEFORE:-}
 
 die() {
     echo "bench/run.sh: $*" >&2
@@ -45,6 +48,7 @@ die() {
 }
 
 [[ -x $bin ]] || die "no benchmark binary at $bin (build first: make build, or set BENCH_BIN)"
+[[ -z $bin_before || -x $bin_before ]] || die "BENCH_BIN_BEFORE: no binary at $bin_before"
 [[ $ops =~ ^[0-9]+$ && $ops -gt 0 ]] || die "BENCH_OPS must be a positive integer"
 [[ $rounds =~ ^[0-9]+$ && $rounds -gt 0 ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ -z $slots || $slots =~ ^[0-9]+$ ]] || die "BENCH_SLOTS must be an integer"
@@ -72,6 +76,10 @@ for a in $allocs; do
         continue
     fi
     rows+=("$a")
+    if [[ -n $bin_before && $a == ht-* ]]; then
+        label[$a-before]="${label[$a]} (before)" mode[$a-before]=${mode[$a]} preload[$a-before]=""
+        rows+=("$a-before")
+    fi
 done
 [[ ${#rows[@]} -gt 0 ]] || die "nothing to run"
 have_glibc=0
@@ -86,6 +94,9 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/ht-bench.XXXXXX") || die "mktemp failed"
 trap 'rm -rf "$tmp"' EXIT
 # Run a private copy of the binary, so that a rebuild during the run cannot mix two builds.
 cp "$bin" "$tmp/bench_churn" || die "cannot copy $bin"
+if [[ -n $bin_before ]]; then
+    cp "$bin_before" "$tmp/bench_churn_before" || die "cannot copy $bin_before"
+fi
 results=$tmp/results # label-key threads round ops_per_s maxrss_kib minflt cpu_s wall_s
 : >"$results"
 failed=0
@@ -97,7 +108,9 @@ slots_arg=()
 # one_run ROW THREADS ROUND: runs bench_churn once and appends its numbers to $results.
 one_run() {
     local a=$1 t=$2 r=$3 out err rc line
-    local -a cmd=("$tmp/bench_churn" --threads "$t" --ops "$ops" --seed "$seed" --alloc "${mode[$a]}"
+    local exe=$tmp/bench_churn
+    [[ $a == *-before ]] && exe=$tmp/bench_churn_before
+    local -a cmd=("$exe" --threads "$t" --ops "$ops" --seed "$seed" --alloc "${mode[$a]}"
         "${slots_arg[@]}")
     [[ $t == 1 ]] && cmd=("${pin_cmd[@]}" "${cmd[@]}")
     out=$tmp/out err=$tmp/err
@@ -147,6 +160,7 @@ cmdline="bash bench/run.sh"
 envline="BENCH_OPS=$ops BENCH_ROUNDS=$rounds BENCH_THREADS=\"$threads_list\" BENCH_SEED=$seed"
 [[ -n $slots ]] && envline+=" BENCH_SLOTS=$slots"
 envline+=" BENCH_PIN=$pin"
+[[ -n $bin_before ]] && envline+=" BENCH_BIN_BEFORE=$bin_before"
 echo "bench/run.sh: ${#rows[@]} allocators x threads {$threads_list} x $rounds rounds, $ops ops per run" >&2
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r/$rounds" >&2
@@ -175,6 +189,7 @@ echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- machine: $(nproc) CPUs, ${model:-unknown CPU}, $(uname -srm), glibc ${glibc_ver:-?}"
 [[ -n $pkgs ]] && echo "- peers: $pkgs"
 echo "- heaptrail: commit $rev (working tree as built), binary $bin ($(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC'))"
+[[ -n $bin_before ]] && echo "- rows \"(before)\": binary $bin_before ($(date -u -r "$bin_before" '+%Y-%m-%d %H:%M UTC'))"
 echo "- command: \`$envline $cmdline\`"
 echo "- per run: \`$(basename "$bin") --threads T --ops $ops --seed $seed --alloc MODE${slots:+ --slots $slots}\`" \
     "(peers via LD_PRELOAD=$libdir/lib….so)${pin_cmd[*]:+; 1-thread runs under \`${pin_cmd[*]}\`}"

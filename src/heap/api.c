@@ -31,21 +31,6 @@ static inline void stat_add(_Atomic uint64_t *x, uint64_t v, bool shared)
                               memory_order_relaxed);
 }
 
-static inline void stat_live(ht_stat_acc *a, int64_t blocks, int64_t bytes, bool shared)
-{
-    if (shared) {
-        atomic_fetch_add_explicit(&a->live_blocks, blocks, memory_order_relaxed);
-        atomic_fetch_add_explicit(&a->live_bytes, bytes, memory_order_relaxed);
-    } else {
-        atomic_store_explicit(&a->live_blocks,
-                              atomic_load_explicit(&a->live_blocks, memory_order_relaxed) + blocks,
-                              memory_order_relaxed);
-        atomic_store_explicit(&a->live_bytes,
-                              atomic_load_explicit(&a->live_bytes, memory_order_relaxed) + bytes,
-                              memory_order_relaxed);
-    }
-}
-
 static inline ht_stat_acc *acc_of(ht_heap *heap, ht_tcache *tc)
 {
     return tc != NULL ? &tc->st : &heap->shared;
@@ -56,7 +41,6 @@ static void stats_alloc(ht_heap *heap, ht_tcache *tc, unsigned src, size_t size)
     ht_stat_acc *a = acc_of(heap, tc);
     stat_add(&a->n_alloc[src], 1, tc == NULL);
     stat_add(&a->bytes_alloc[src], size, tc == NULL);
-    stat_live(a, 1, (int64_t)size, tc == NULL);
 }
 
 static void stats_free(ht_heap *heap, ht_tcache *tc, unsigned src, size_t size)
@@ -64,7 +48,6 @@ static void stats_free(ht_heap *heap, ht_tcache *tc, unsigned src, size_t size)
     ht_stat_acc *a = acc_of(heap, tc);
     stat_add(&a->n_free[src], 1, tc == NULL);
     stat_add(&a->bytes_free[src], size, tc == NULL);
-    stat_live(a, -1, -(int64_t)size, tc == NULL);
 }
 
 /* ---- helpers ---- */
@@ -78,6 +61,21 @@ static inline ht_tcache *tcache_get(ht_heap *heap)
             return tc;
     }
     return ht__tcache_get_slow(heap);
+}
+
+/* The calling thread's tcache of heap if it has a valid one, else ht__tc_none (for fast
+ * paths: they fall through to the slow path, which makes one, on their own checks). */
+static inline ht_tcache *tcache_peek(ht_heap *heap)
+{
+    if (HT_LIKELY(heap->index == 0))
+        return ht__tc_process;
+    ht_tls *tls = ht__tls;
+    if (tls != NULL) {
+        ht_tcache *tc = tls->slot[heap->index % HT_TLS_SLOTS];
+        if (tc != NULL && tc->heap == heap && tc->gen == heap->gen)
+            return tc;
+    }
+    return &ht__tc_none;
 }
 
 static inline void op_init(ht_op *op, ht_heap *heap)
@@ -162,9 +160,8 @@ static void count_invalid(ht_heap *heap, ht_tcache *tc, bool as_alloc, size_t ne
         stat_add(&a->n_free[HT_SOURCE_INVALID], 1, tc == NULL);
 }
 
-/* Marks a small block (LFH slot or MB_SMALL main block) live with its size and Source. */
-static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_t size,
-                              unsigned src)
+/* Writes a small block's (LFH slot or MB_SMALL main block) size and Source. */
+static inline void small_set_size(ht_segment *seg, uintptr_t p, size_t size, unsigned src)
 {
     ht_run *run = ht__run_of(seg, p);
     size_t usable;
@@ -177,7 +174,15 @@ static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_
         ht__mb_set_busy(b, size, src);
         usable = ht__mb_payload(b);
     }
+    (void)usable;
     HT_UNPOISON((void *)p, usable); /* up to the usable size, as malloc_usable_size allows */
+}
+
+/* Marks a small block (LFH slot or MB_SMALL main block) live with its size and Source. */
+static inline void small_mark(ht_heap *heap, ht_segment *seg, uintptr_t p, size_t size,
+                              unsigned src)
+{
+    small_set_size(seg, p, size, src);
     ht__live_set(seg, p, heap->serialize);
 }
 
@@ -260,6 +265,56 @@ static bool classify(ht_heap *heap, uintptr_t p, blockinfo *bi)
 
 static bool claim(const ht_heap *heap, const blockinfo *bi, uintptr_t p);
 
+/* ---- the lookaside fast paths ----
+ * A block on a lookaside list keeps, in its second word, where its size/Source entry lives:
+ * the address of its run's meta entry (LFH block), or 0 (main-path block: the header before
+ * it). A hit then writes that entry and the live bit without finding the run again. */
+
+static inline void la_push(ht_lookaside *la, void *p, uintptr_t meta)
+{
+    HT_UNPOISON(p, 2 * sizeof(void *));
+    ((void **)p)[0] = la->head;
+    ((uintptr_t *)p)[1] = meta;
+    la->head = p;
+    la->count++;
+}
+
+/* Pops the head of la (not empty) and marks it live with size, Source LOOKASIDE. */
+static inline void *la_pop_mark(ht_heap *heap, ht_lookaside *la, unsigned cls, size_t size)
+{
+    void *p = la->head;
+    la->head = ((void **)p)[0];
+    la->count--;
+    uintptr_t meta = ((uintptr_t *)p)[1];
+    uint16_t srcbits = (uint16_t)((HT_SOURCE_LOOKASIDE - 1u) << RUN_META_SRC_SHIFT);
+    size_t usable;
+    if (meta != 0) {
+        uint16_t *m = (uint16_t *)meta;
+        usable = ht__class_size[cls];
+        size_t slack = usable - size;
+        if (HT_UNLIKELY(usable >= RUN_META_WIDE)) {
+            HT_ST(m[0], (uint16_t)((slack & RUN_META_SLACK) | srcbits));
+            HT_ST(m[1], (uint16_t)(slack >> RUN_META_SRC_SHIFT));
+        } else {
+            HT_ST(m[0], (uint16_t)(slack | srcbits));
+        }
+    } else {
+        ht_mblock *b = (ht_mblock *)p - 1;
+        ht__mb_set_busy(b, size, HT_SOURCE_LOOKASIDE);
+        usable = ht__mb_payload(b);
+    }
+    (void)usable;
+    HT_UNPOISON(p, usable);
+    ht__live_set(ht__seg_of(p), (uintptr_t)p, heap->serialize);
+    return p;
+}
+
+/* The meta entry address of run slot i, as la_push stores it. */
+static inline uintptr_t run_meta_addr(ht_run *run, uint32_t i)
+{
+    return (uintptr_t)&run->meta[run->block_size >= RUN_META_WIDE ? 2 * i : i];
+}
+
 /* ---- allocation ---- */
 
 /* Obtains a block; returns it with *src set, or NULL. Statistics and events are the
@@ -271,17 +326,14 @@ static void *alloc_block(ht_heap *heap, ht_tcache *tc, size_t size, size_t align
         unsigned cls = ht__size_class(size);
         if (tc != NULL) {
             ht_lookaside *la = &tc->la[cls];
-            void *p = la->head;
-            if (p != NULL) {
-                la->head = *(void **)p;
-                la->count--;
-                small_mark(heap, ht__seg_of(p), (uintptr_t)p, size, HT_SOURCE_LOOKASIDE);
+            if (la->head != NULL) {
                 *src = HT_SOURCE_LOOKASIDE;
-                return p;
+                return la_pop_mark(heap, la, cls, size);
             }
         }
         if (atomic_load_explicit(&heap->class_active[cls], memory_order_relaxed) != 0) {
-            void *p = ht__lfh_alloc(heap, cls, op);
+            ht_run *run;
+            void *p = ht__lfh_alloc(heap, cls, op, &run);
             if (p == NULL)
                 return NULL;
             *src = op->slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_LOWFRAG;
@@ -337,7 +389,8 @@ static void *alloc_fail(ht_heap *heap, unsigned flags, ht_op *op, size_t size)
     return NULL;
 }
 
-static void *alloc_common(ht_heap *heap, unsigned flags, size_t size, size_t align)
+__attribute__((noinline)) static void *alloc_common(ht_heap *heap, unsigned flags, size_t size,
+                                                    size_t align)
 {
     ht_op op;
     op_init(&op, heap);
@@ -357,12 +410,68 @@ static void *alloc_common(ht_heap *heap, unsigned flags, size_t size, size_t ali
     return p;
 }
 
+/* An untraced small allocation of an LFH-active class that missed the lookaside list (tc is
+ * the thread's real tcache): straight to the LFH, with the run it returns. */
+__attribute__((noinline)) static void *alloc_lfh(ht_heap *heap, ht_tcache *tc, unsigned flags,
+                                                 size_t size, unsigned cls)
+{
+    ht_op op;
+    op.trace = false; /* sampled once, by alloc_small */
+    op.slow = false;
+    op.n_pending = 0;
+    ht_run *run;
+    void *p = ht__lfh_alloc_aff(heap, cls, tc->affinity, &op, &run);
+    if (HT_UNLIKELY(p == NULL))
+        return alloc_fail(heap, flags, &op, size);
+    unsigned src = op.slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_LOWFRAG;
+    ht__run_meta_set(run, ht__run_index(run, (uintptr_t)p), size, src);
+    HT_UNPOISON(p, run->block_size);
+    ht__live_set(ht__seg_of(p), (uintptr_t)p, heap->serialize);
+    stat_add(&tc->st.n_alloc[src], 1, false);
+    stat_add(&tc->st.bytes_alloc[src], size, false);
+    if ((flags & HT_HEAP_ZERO_MEMORY) != 0)
+        memset(p, 0, size);
+    DEBUG_VALIDATE(heap);
+    return p;
+}
+
+/* ht_heap_alloc in a live heap: untraced, a lookaside hit is served here; the rest goes
+ * through alloc_common. */
+__attribute__((always_inline)) static inline void *alloc_small(ht_heap *heap, unsigned flags,
+                                                               size_t size)
+{
+    if (HT_LIKELY(size <= HT_LFH_MAX) &&
+        HT_LIKELY(!atomic_load_explicit(&heap->trace_on, memory_order_relaxed))) {
+        ht_tcache *tc = tcache_peek(heap);
+        unsigned cls = ht__size_class(size);
+        ht_lookaside *la = &tc->la[cls];
+        if (HT_LIKELY(la->head != NULL)) {
+            void *p = la_pop_mark(heap, la, cls, size);
+            stat_add(&tc->st.n_alloc[HT_SOURCE_LOOKASIDE], 1, false);
+            stat_add(&tc->st.bytes_alloc[HT_SOURCE_LOOKASIDE], size, false);
+            if (HT_UNLIKELY((flags & HT_HEAP_ZERO_MEMORY) != 0))
+                memset(p, 0, size);
+            DEBUG_VALIDATE(heap);
+            return p;
+        }
+        if (atomic_load_explicit(&heap->class_active[cls], memory_order_relaxed) != 0 &&
+            tc != &ht__tc_none)
+            return alloc_lfh(heap, tc, flags, size, cls);
+    }
+    return alloc_common(heap, flags, size, HT_GRANULE);
+}
+
 void *ht_heap_alloc(ht_heap *h, unsigned flags, size_t size)
 {
     ht_heap *heap = ht__heap_check(h);
     if (heap == NULL)
         return NULL;
-    return alloc_common(heap, flags, size, HT_GRANULE);
+    return alloc_small(heap, flags, size);
+}
+
+void *ht__heap_alloc_known(ht_heap *heap, unsigned flags, size_t size)
+{
+    return alloc_small(heap, flags, size);
 }
 
 void *ht_heap_alloc_aligned(ht_heap *h, unsigned flags, size_t size, size_t alignment)
@@ -393,11 +502,11 @@ static unsigned release_block(ht_heap *heap, ht_tcache *tc, void *p, const block
     if (bi->cls >= 0 && tc != NULL && (bi->run == NULL || bi->run->affinity == ht__tls->affinity)) {
         ht_lookaside *la = &tc->la[bi->cls];
         if (la->count < heap->la_depth[bi->cls]) {
-            HT_UNPOISON(p, sizeof(void *));
-            HT_POISON((uint8_t *)p + sizeof(void *), bi->usable - sizeof(void *));
-            *(void **)p = la->head;
-            la->head = p;
-            la->count++;
+            HT_POISON((uint8_t *)p + 2 * sizeof(void *), bi->usable - 2 * sizeof(void *));
+            uintptr_t meta = 0;
+            if (bi->run != NULL)
+                meta = run_meta_addr(bi->run, ht__run_index(bi->run, (uintptr_t)p));
+            la_push(la, p, meta);
             return HT_SOURCE_LOOKASIDE;
         }
     }
@@ -440,14 +549,35 @@ static bool invalid_free(ht_heap *heap, ht_tcache *tc, ht_op *op, const void *p,
     return false;
 }
 
-bool ht_heap_free(ht_heap *h, unsigned flags, void *block)
+static bool free_invalid(ht_heap *heap, ht_tcache *tc, ht_op *op, void *block, uint64_t ts,
+                         bool set_errno)
 {
-    (void)flags;
-    ht_heap *heap = ht__heap_check(h);
-    if (heap == NULL)
-        return false;
-    if (block == NULL)
-        return true;
+    if (set_errno)
+        return invalid_free(heap, tc, op, block, ts, 0);
+    int saved = errno;
+    invalid_free(heap, tc, op, block, ts, 0);
+    errno = saved;
+    return false;
+}
+
+/* The generic free of a block whose region is known (bi from locate) and which this caller
+ * has claimed. */
+static bool free_claimed(ht_heap *heap, ht_tcache *tc, ht_op *op, void *block, blockinfo *bi,
+                         uint64_t ts)
+{
+    describe((uintptr_t)block, bi);
+    unsigned src = release_block(heap, tc, block, bi, op);
+    stats_free(heap, tc, src, bi->size);
+    if (op->trace)
+        emit_free(heap, op, block, src, ts, 0);
+    DEBUG_VALIDATE(heap);
+    return true;
+}
+
+/* The generic free (traced, or anything but a small segment block of this heap). */
+__attribute__((noinline)) static bool free_slow(ht_heap *heap, void *block, bool set_errno)
+{
+    uintptr_t p = (uintptr_t)block;
     ht_op op;
     op_init(&op, heap);
     uint64_t ts = op.trace ? ht__trace_now() : 0;
@@ -455,15 +585,131 @@ bool ht_heap_free(ht_heap *h, unsigned flags, void *block)
     blockinfo bi;
     /* claim before reading the header: a racing double free must not read a block that the
      * winner is already coalescing */
-    if (!locate(heap, (uintptr_t)block, &bi) || !claim(heap, &bi, (uintptr_t)block))
-        return invalid_free(heap, tc, &op, block, ts, 0);
-    describe((uintptr_t)block, &bi);
-    unsigned src = release_block(heap, tc, block, &bi, &op);
-    stats_free(heap, tc, src, bi.size);
-    if (op.trace)
-        emit_free(heap, &op, block, src, ts, 0);
+    if (locate(heap, p, &bi) && claim(heap, &bi, p))
+        return free_claimed(heap, tc, &op, block, &bi, ts);
+    return free_invalid(heap, tc, &op, block, ts, set_errno);
+}
+
+/* The rest of an untraced free that free_common claimed but cannot push (another affinity
+ * slot's LFH block, a full list, no tcache yet, not a small block). */
+__attribute__((noinline)) static bool free_slow_claimed(ht_heap *heap, void *block, ht_region *r)
+{
+    ht_op op;
+    op_init(&op, heap);
+    op.trace = false; /* sampled once, by free_common */
+    blockinfo bi = {.region = r, .cls = -1};
+    return free_claimed(heap, tcache_get(heap), &op, block, &bi, 0);
+}
+
+/* An untraced free whose live bit was not set. */
+__attribute__((noinline)) static bool free_slow_invalid(ht_heap *heap, void *block, bool set_errno)
+{
+    ht_op op;
+    op_init(&op, heap);
+    op.trace = false; /* sampled once, by free_common */
+    return free_invalid(heap, tcache_get(heap), &op, block, 0, set_errno);
+}
+
+/* An untraced free of an LFH block that free_common claimed but cannot push: back to its
+ * run. tc: the thread's tcache. */
+__attribute__((noinline)) static bool free_lfh(ht_heap *heap, ht_tcache *tc, ht_run *run,
+                                               void *block, size_t size)
+{
+    ht_op op;
+    op.trace = false; /* sampled once, by free_common */
+    op.slow = false;
+    op.n_pending = 0;
+    HT_UNPOISON(block, sizeof(void *));
+    HT_POISON((uint8_t *)block + sizeof(void *), run->block_size - sizeof(void *));
+    ht__lfh_free(heap, run, block, &op);
+    unsigned src = op.slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_LOWFRAG;
+    stat_add(&tc->st.n_free[src], 1, false);
+    stat_add(&tc->st.bytes_free[src], size, false);
     DEBUG_VALIDATE(heap);
     return true;
+}
+
+/* free of block in a live heap. Untraced, a small block that goes to this thread's lookaside
+ * list takes the short way: segment map, the claiming atomic, its size entry, the push;
+ * everything else leaves through one of the out-of-line slow paths above.
+ * set_errno false: an invalid block leaves errno as it was (the preload library's free). */
+__attribute__((always_inline)) static inline bool free_common(ht_heap *heap, void *block,
+                                                              bool set_errno)
+{
+    if (block == NULL)
+        return true;
+    uintptr_t p = (uintptr_t)block;
+    /* one test: misaligned, or at or above 2^47 (never heaptrail's) */
+    uintptr_t bad = (HT_GRANULE - 1) | ~(((uintptr_t)1 << HT_ADDR_BITS) - 1);
+    if (HT_UNLIKELY(atomic_load_explicit(&heap->trace_on, memory_order_relaxed)) ||
+        HT_UNLIKELY((p & bad) != 0))
+        return free_slow(heap, block, set_errno);
+    ht_region *r = ht__region_of_known(p);
+    if (HT_UNLIKELY(r == NULL || r->heap != heap || r->kind != HT_REGION_SEGMENT ||
+                    p < (uintptr_t)r + HT_SEG_META))
+        return free_slow(heap, block, set_errno);
+    ht_segment *seg = (ht_segment *)r;
+    /* claim before reading the header: a racing double free must not read a block that the
+     * winner is already coalescing */
+    if (HT_UNLIKELY(!ht__live_clear(seg, p, heap->serialize)))
+        return free_slow_invalid(heap, block, set_errno);
+    ht_tcache *tc = tcache_peek(heap);
+    ht_run *run = ht__run_of(seg, p);
+    unsigned cls;
+    size_t size, usable;
+    uintptr_t meta;
+    if (run != NULL) {
+        uint32_t i = ht__run_index(run, p);
+        cls = run->cls;
+        usable = run->block_size;
+        if (HT_UNLIKELY(usable >= RUN_META_WIDE)) {
+            size = ht__run_meta_size(run, i);
+            meta = (uintptr_t)&run->meta[2 * i];
+        } else {
+            size = usable - (HT_LD(run->meta[i]) & RUN_META_SLACK);
+            meta = (uintptr_t)&run->meta[i];
+        }
+        /* an LFH block of another affinity slot goes home to its run (see release_block);
+         * so does one that finds the list full */
+        if (HT_UNLIKELY(run->affinity != tc->affinity ||
+                        tc->la[cls].count >= heap->la_depth[cls])) {
+            if (tc == &ht__tc_none) /* no tcache yet: the slow path makes one */
+                return free_slow_claimed(heap, block, r);
+            return free_lfh(heap, tc, run, block, size);
+        }
+    } else {
+        ht_mblock *b = (ht_mblock *)p - 1;
+        if ((b->flags & MB_SMALL) == 0)
+            return free_slow_claimed(heap, block, r);
+        cls = b->cls;
+        usable = ht__mb_payload(b);
+        size = usable - HT_LD(b->aux);
+        meta = 0;
+    }
+    ht_lookaside *la = &tc->la[cls];
+    if (HT_UNLIKELY(la->count >= heap->la_depth[cls]))
+        return free_slow_claimed(heap, block, r);
+    (void)usable;
+    HT_POISON((uint8_t *)block + 2 * sizeof(void *), usable - 2 * sizeof(void *));
+    la_push(la, block, meta);
+    stat_add(&tc->st.n_free[HT_SOURCE_LOOKASIDE], 1, false);
+    stat_add(&tc->st.bytes_free[HT_SOURCE_LOOKASIDE], size, false);
+    DEBUG_VALIDATE(heap);
+    return true;
+}
+
+bool ht_heap_free(ht_heap *h, unsigned flags, void *block)
+{
+    (void)flags;
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return false;
+    return free_common(heap, block, true);
+}
+
+bool ht__heap_free_keep_errno(ht_heap *heap, void *block)
+{
+    return free_common(heap, block, false);
 }
 
 size_t ht_heap_size(ht_heap *h, unsigned flags, const void *block)
@@ -512,7 +758,10 @@ static unsigned realloc_in_place(ht_heap *heap, void *p, blockinfo *bi, size_t s
         if (size > bi->usable || (!in_place_only && size <= bi->usable / 2))
             return 0;
         unsigned src = bi->run != NULL ? HT_SOURCE_LOWFRAG : HT_SOURCE_MAINPATH;
-        small_mark(heap, ht__seg_of(p), (uintptr_t)p, size, src);
+        /* the block is live (classify saw its bit): only its size entry changes. Setting the
+         * bit again would be one more locked instruction, and would bring back a block that
+         * a racing free has just claimed and parked (a program bug the heap must survive) */
+        small_set_size(ht__seg_of(p), (uintptr_t)p, size, src);
         return src;
     }
     if (bi->mb != NULL) {
@@ -575,7 +824,8 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
         ht_stat_acc *a = acc_of(heap, tc);
         stat_add(&a->n_alloc[src], 1, tc == NULL);
         stat_add(&a->bytes_alloc[src], size, tc == NULL);
-        stat_live(a, 0, (int64_t)size - (int64_t)old, tc == NULL);
+        stat_add(&a->inplace_blocks, 1, tc == NULL);
+        stat_add(&a->inplace_bytes, old, tc == NULL);
     } else {
         if (in_place_only)
             return alloc_fail(heap, flags & ~HT_HEAP_GENERATE_EXCEPTIONS, &op, size);

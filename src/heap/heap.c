@@ -9,11 +9,12 @@
 #include <errno.h>
 #include <sys/mman.h>
 
-#define HEAP_SLOT_SIZE ((size_t)16384)
+#define HEAP_SLOT_SIZE HT_HEAP_SLOT_SIZE
 _Static_assert(sizeof(ht_heap) <= HEAP_SLOT_SIZE, "ht_heap must fit its slot");
 
 pthread_mutex_t ht__registry_lock;
-static uint8_t *g_table;                  /* HT_MAX_HEAPS slots of HEAP_SLOT_SIZE */
+uint8_t *ht__heap_table; /* HT_MAX_HEAPS slots of HEAP_SLOT_SIZE */
+#define g_table ht__heap_table
 static uint8_t g_slot_used[HT_MAX_HEAPS]; /* registry lock */
 static uint64_t g_next_gen = 1;           /* registry lock */
 static bool g_init_ok;
@@ -100,17 +101,10 @@ void ht__heap_init_once(void)
     pthread_once(&g_init_once, init);
 }
 
-ht_heap *ht__heap_check(const ht_heap *heap)
+ht_heap *ht__heap_check_fail(void)
 {
-    uintptr_t off = (uintptr_t)heap - (uintptr_t)g_table;
-    if (HT_UNLIKELY(heap == NULL || g_table == NULL || off >= HT_MAX_HEAPS * HEAP_SLOT_SIZE ||
-                    (off & (HEAP_SLOT_SIZE - 1)) != 0 ||
-                    atomic_load_explicit(&((ht_heap *)heap)->magic, memory_order_acquire) !=
-                        HT_HEAP_MAGIC)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    return (ht_heap *)heap;
+    errno = EINVAL;
+    return NULL;
 }
 
 /* ---- locks ---- */
@@ -131,18 +125,6 @@ void ht__heap_unlock(ht_heap *heap)
 {
     if (heap->serialize)
         pthread_mutex_unlock(&heap->lock);
-}
-
-void ht__bin_lock(ht_heap *heap, ht_bin *bin)
-{
-    if (heap->serialize && !api_held_here(heap))
-        ht__spin_lock(&bin->lock);
-}
-
-void ht__bin_unlock(ht_heap *heap, ht_bin *bin)
-{
-    if (heap->serialize && !api_held_here(heap))
-        ht__spin_unlock(&bin->lock);
 }
 
 void ht__heap_lock_all(ht_heap *heap)

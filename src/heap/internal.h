@@ -3,9 +3,11 @@
 #ifndef HT_HEAP_INTERNAL_H
 #define HT_HEAP_INTERNAL_H
 
+#include "heap/shim.h"
 #include "heap/types.h"
 
 #include "common/os.h"
+#include "trace/trace.h"
 
 #include <string.h>
 
@@ -53,7 +55,10 @@ unsigned ht__main_fl_index(size_t size);
 
 /* -- lfh.c: size classes and the low-fragmentation front end -- */
 extern const uint32_t ht__class_size[HT_N_CLASSES];
-void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op);
+/* A block of class cls from one of its runs (the run in *run_out), or NULL. */
+void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op, ht_run **run_out);
+/* The same for a known affinity slot aff (< HT_LFH_AFFINITY). */
+void *ht__lfh_alloc_aff(ht_heap *heap, unsigned cls, unsigned aff, ht_op *op, ht_run **run_out);
 void ht__lfh_free(ht_heap *heap, ht_run *run, void *block, ht_op *op);
 /* Gives runs with no block out back to the main path (bins and heap lock held). */
 void ht__lfh_release_empty_locked(ht_heap *heap, ht_op *op, bool all);
@@ -69,14 +74,20 @@ void ht__tcache_fork_prepare(void);
 void ht__tcache_fork_parent(void);
 void ht__tcache_fork_child(void);
 extern __thread ht_tls *ht__tls __attribute__((tls_model("initial-exec")));
+/* The calling thread's tcache of the process heap (heap index 0), or ht__tc_none: every list
+ * empty and full (count >= any depth), affinity matching no thread, so a fast path that reads
+ * it falls through to the slow one without a separate check. */
+extern __thread ht_tcache *ht__tc_process __attribute__((tls_model("initial-exec")));
+extern ht_tcache ht__tc_none;
 
 /* -- heap.c: heap table, registry, locks -- */
 extern pthread_mutex_t ht__registry_lock;
-ht_heap *ht__heap_check(const ht_heap *heap); /* NULL + EINVAL if not a live heap */
+extern uint8_t *ht__heap_table;     /* HT_MAX_HEAPS slots of HT_HEAP_SLOT_SIZE bytes */
+ht_heap *ht__heap_check_fail(void); /* sets EINVAL, returns NULL */
+/* ht__heap_check (inline, below): heap, or NULL + EINVAL if it is not a live heap. */
 void ht__heap_lock(ht_heap *heap);
 void ht__heap_unlock(ht_heap *heap);
-void ht__bin_lock(ht_heap *heap, ht_bin *bin);
-void ht__bin_unlock(ht_heap *heap, ht_bin *bin);
+/* ht__bin_lock / ht__bin_unlock: inline, below */
 void ht__heap_lock_all(ht_heap *heap); /* bins then heap lock (skips what the api holds) */
 void ht__heap_unlock_all(ht_heap *heap);
 void ht__op_emit_pending(ht_heap *heap, ht_op *op);
@@ -86,6 +97,51 @@ void ht__heap_init_once(void);
 bool ht__walk_locked(ht_heap *heap, ht_heap_entry *entry);
 
 /* ---- inline helpers ---- */
+
+/* The handle check of every API call: a slot of the heap table (one mask test: below the
+ * table, misaligned and past its end all leave bits outside the slot-index bits) holding a
+ * live heap. */
+static inline ht_heap *ht__heap_check(const ht_heap *heap)
+{
+    uint8_t *table = ht__heap_table;
+    uintptr_t off = (uintptr_t)heap - (uintptr_t)table;
+    uintptr_t bad = ~(uintptr_t)((HT_MAX_HEAPS * HT_HEAP_SLOT_SIZE - 1) & ~(HT_HEAP_SLOT_SIZE - 1));
+    if (HT_LIKELY(table != NULL && (off & bad) == 0 &&
+                  atomic_load_explicit(&((ht_heap *)heap)->magic, memory_order_acquire) ==
+                      HT_HEAP_MAGIC))
+        return (ht_heap *)heap;
+    (void)ht__heap_check_fail();
+    return NULL;
+}
+
+/* The region of p for a fast path that already holds a live heap (so the segment map
+ * exists); p must be below 2^47. */
+static inline ht_region *ht__region_of_known(uintptr_t p)
+{
+    return (ht_region *)atomic_load_explicit(&ht__segmap[p >> HT_SEG_SHIFT], memory_order_acquire);
+}
+
+/* A bin's lock, unless the heap is unserialized or this thread holds ht_heap_lock (which
+ * holds every bin). Inline: every LFH operation takes one. */
+static inline bool ht__bin_lock_needed(ht_heap *heap)
+{
+    if (!heap->serialize)
+        return false;
+    int owner = atomic_load_explicit(&heap->api_owner, memory_order_relaxed);
+    return HT_LIKELY(owner == 0) || (uint32_t)owner != ht__trace_tid();
+}
+
+static inline void ht__bin_lock(ht_heap *heap, ht_bin *bin)
+{
+    if (ht__bin_lock_needed(heap))
+        ht__spin_lock(&bin->lock);
+}
+
+static inline void ht__bin_unlock(ht_heap *heap, ht_bin *bin)
+{
+    if (ht__bin_lock_needed(heap))
+        ht__spin_unlock(&bin->lock);
+}
 
 static inline size_t ht__align_up(size_t v, size_t a)
 {
@@ -119,7 +175,7 @@ static inline void ht__live_set(ht_segment *seg, uintptr_t p, bool shared)
 {
     size_t g = ht__granule(seg, p);
     uint64_t bit = (uint64_t)1 << (g & 63);
-    if (shared)
+    if (HT_LIKELY(shared))
         atomic_fetch_or_explicit(&seg->live[g >> 6], bit, memory_order_relaxed);
     else
         atomic_store_explicit(&seg->live[g >> 6],
@@ -132,7 +188,7 @@ static inline bool ht__live_clear(ht_segment *seg, uintptr_t p, bool shared)
 {
     size_t g = ht__granule(seg, p);
     uint64_t bit = (uint64_t)1 << (g & 63);
-    if (shared)
+    if (HT_LIKELY(shared))
         return (atomic_fetch_and_explicit(&seg->live[g >> 6], ~bit, memory_order_relaxed) & bit) !=
                0;
     uint64_t w = atomic_load_explicit(&seg->live[g >> 6], memory_order_relaxed);

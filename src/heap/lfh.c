@@ -102,10 +102,15 @@ static ht_run *run_new(ht_heap *heap, ht_bin *bin, unsigned cls, ht_op *op)
     return run;
 }
 
-void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op)
+void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op, ht_run **run_out)
 {
     ht_tls *tls = ht__tls;
     unsigned aff = tls != NULL ? tls->affinity : 0;
+    return ht__lfh_alloc_aff(heap, cls, aff, op, run_out);
+}
+
+void *ht__lfh_alloc_aff(ht_heap *heap, unsigned cls, unsigned aff, ht_op *op, ht_run **run_out)
+{
     ht_bin *bin = &heap->bins[aff][cls];
     ht__bin_lock(heap, bin);
     ht_run *run = bin->avail;
@@ -130,6 +135,7 @@ void *ht__lfh_alloc(ht_heap *heap, unsigned cls, ht_op *op)
     if (run->free_list == NULL && run->n_carved == run->n_blocks)
         avail_remove(bin, run);
     ht__bin_unlock(heap, bin);
+    *run_out = run;
     return p;
 }
 

@@ -8,6 +8,21 @@
 
 __thread ht_tls *ht__tls __attribute__((tls_model("initial-exec")));
 
+#define LA_NONE                                                                                    \
+    {                                                                                              \
+        NULL, UINT32_MAX                                                                           \
+    }
+#define LA_NONE4 LA_NONE, LA_NONE, LA_NONE, LA_NONE
+ht_tcache ht__tc_none = {
+    .heap = NULL,
+    .gen = 0,
+    .affinity = UINT32_MAX,
+    .la = {LA_NONE4, LA_NONE4, LA_NONE4, LA_NONE4, LA_NONE4, LA_NONE4, LA_NONE4, LA_NONE4,
+           LA_NONE4},
+};
+_Static_assert(HT_N_CLASSES == 36, "ht__tc_none lists every class");
+__thread ht_tcache *ht__tc_process __attribute__((tls_model("initial-exec"))) = &ht__tc_none;
+
 /* ---- a fixed-size object pool over mmap ---- */
 
 typedef struct pool {
@@ -86,6 +101,7 @@ static void tls_destroy(void *arg)
 {
     ht_tls *tls = arg;
     ht__tls = &g_dead_tls;
+    ht__tc_process = &ht__tc_none;
     for (unsigned i = 0; i < HT_TLS_SLOTS; i++) {
         ht_tcache *tc = tls->slot[i];
         if (tc == NULL)
@@ -113,8 +129,8 @@ static void acc_fold(ht_stat_acc *dst, ht_stat_acc *src)
         atomic_fetch_add(&dst->bytes_alloc[s], atomic_load(&src->bytes_alloc[s]));
         atomic_fetch_add(&dst->bytes_free[s], atomic_load(&src->bytes_free[s]));
     }
-    atomic_fetch_add(&dst->live_blocks, atomic_load(&src->live_blocks));
-    atomic_fetch_add(&dst->live_bytes, atomic_load(&src->live_bytes));
+    atomic_fetch_add(&dst->inplace_blocks, atomic_load(&src->inplace_blocks));
+    atomic_fetch_add(&dst->inplace_bytes, atomic_load(&src->inplace_bytes));
     atomic_fetch_add(&dst->n_invalid, atomic_load(&src->n_invalid));
 }
 
@@ -162,6 +178,8 @@ static void heap_list_remove(ht_heap *heap, ht_tcache *tc)
 static void tcache_retire_locked(ht_tcache *tc)
 {
     ht_heap *heap = tc->heap;
+    if (tc == ht__tc_process) /* always the calling thread's own tcaches here */
+        ht__tc_process = &ht__tc_none;
     if (heap != NULL && atomic_load(&heap->magic) == HT_HEAP_MAGIC && heap->gen == tc->gen) {
         ht__tcache_flush(tc, heap);
         acc_fold(&heap->shared, &tc->st);
@@ -209,6 +227,7 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
     if (tc != NULL) {
         tc->heap = heap;
         tc->gen = heap->gen;
+        tc->affinity = tls->affinity;
         tc->owner = tls;
         tc->hprev = NULL;
         tc->hnext = heap->tcaches;
@@ -216,6 +235,8 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
             heap->tcaches->hprev = tc;
         heap->tcaches = tc;
         tls->slot[slot] = tc;
+        if (heap->index == 0)
+            ht__tc_process = tc;
     }
     pthread_mutex_unlock(&ht__registry_lock);
     return tc;
@@ -223,16 +244,23 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
 
 static void acc_sum(ht_heap_stats *out, ht_stat_acc *a, int64_t *blocks, int64_t *bytes)
 {
+    /* live figures: see ht_stat_acc (INVALID, Source 5, never changes them) */
     for (int s = 1; s <= 5; s++) {
-        out->by_source[s].n_alloc += atomic_load_explicit(&a->n_alloc[s], memory_order_relaxed);
-        out->by_source[s].n_free += atomic_load_explicit(&a->n_free[s], memory_order_relaxed);
-        out->by_source[s].bytes_alloc +=
-            atomic_load_explicit(&a->bytes_alloc[s], memory_order_relaxed);
-        out->by_source[s].bytes_free +=
-            atomic_load_explicit(&a->bytes_free[s], memory_order_relaxed);
+        uint64_t na = atomic_load_explicit(&a->n_alloc[s], memory_order_relaxed);
+        uint64_t nf = atomic_load_explicit(&a->n_free[s], memory_order_relaxed);
+        uint64_t ba = atomic_load_explicit(&a->bytes_alloc[s], memory_order_relaxed);
+        uint64_t bf = atomic_load_explicit(&a->bytes_free[s], memory_order_relaxed);
+        out->by_source[s].n_alloc += na;
+        out->by_source[s].n_free += nf;
+        out->by_source[s].bytes_alloc += ba;
+        out->by_source[s].bytes_free += bf;
+        if (s != HT_SOURCE_INVALID) {
+            *blocks += (int64_t)(na - nf);
+            *bytes += (int64_t)(ba - bf);
+        }
     }
-    *blocks += atomic_load_explicit(&a->live_blocks, memory_order_relaxed);
-    *bytes += atomic_load_explicit(&a->live_bytes, memory_order_relaxed);
+    *blocks -= (int64_t)atomic_load_explicit(&a->inplace_blocks, memory_order_relaxed);
+    *bytes -= (int64_t)atomic_load_explicit(&a->inplace_bytes, memory_order_relaxed);
     out->n_invalid += atomic_load_explicit(&a->n_invalid, memory_order_relaxed);
 }
 

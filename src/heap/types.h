@@ -45,11 +45,12 @@
 #define HT_COMMIT_STEP    ((size_t)256 << 10)              /* minimum commit growth */
 #define HT_COMMIT_ALIGN   ((size_t)64 << 10)
 
-#define HT_N_CLASSES    36u
-#define HT_LFH_MAX      16384u /* largest class */
-#define HT_MAX_HEAPS    4096u
-#define HT_TLS_SLOTS    64u /* tcaches per thread, direct-mapped */
-#define HT_LFH_AFFINITY 4u  /* LFH bins per class */
+#define HT_N_CLASSES      36u
+#define HT_LFH_MAX        16384u /* largest class */
+#define HT_MAX_HEAPS      4096u
+#define HT_HEAP_SLOT_SIZE ((size_t)16384) /* bytes per heap-table slot, a power of two */
+#define HT_TLS_SLOTS      64u             /* tcaches per thread, direct-mapped */
+#define HT_LFH_AFFINITY   4u              /* LFH bins per class */
 
 #define HT_LARGE_CACHE_MAX   64u
 #define HT_LARGE_CACHE_BYTES ((size_t)64 << 20)
@@ -129,12 +130,13 @@ typedef struct ht_run {
     uint32_t n_blocks;          /* capacity */
     uint32_t n_used;            /* blocks out: live or on a lookaside list */
     uint32_t n_carved;          /* blocks handed out at least once; first unused */
-    uint64_t inv;               /* ceil(2^40 / block_size), index = (off*inv) >> 40 */
-    void *free_list;            /* returned blocks, linked through their first word */
     uint32_t n_free_list;       /* length of free_list */
-    uint32_t on_avail;          /* linked in the bin's avail list */
-    struct ht_run *next, *prev; /* the bin's runs with room */
+    uint64_t inv;               /* ceil(2^40 / block_size), index = (off*inv) >> 40 */
     uint8_t *first;             /* first block; blocks [first, first + n*size) */
+    void *free_list;            /* returned blocks, linked through their first word */
+    uint32_t on_avail;          /* linked in the bin's avail list */
+    struct ht_run *next, *prev; /* the bin's runs with room (second cache line: everything a
+                                   free or an allocation reads is in the first) */
     uint16_t meta[];            /* per block: slack | (source - 1) << 14; runs of
                                    blocks >= 16 KiB use two entries a block (the
                                    slack can be 16384), see ht__run_meta_* */
@@ -154,10 +156,15 @@ typedef struct ht_bin {
     ht_run *avail;    /* runs with a free or uncarved block */
 } __attribute__((aligned(64))) ht_bin;
 
-/* Statistics shares: the heap's own (atomic adds) and each tcache's (owner writes). */
+/* Statistics shares: the heap's own (atomic adds) and each tcache's (owner writes).
+ * The live figures are not counted per operation: summed over every share of a heap,
+ *   live_blocks = sum(n_alloc[1..4]) - sum(n_free[1..4]) - inplace_blocks
+ *   live_bytes  = sum(bytes_alloc[1..4]) - sum(bytes_free[1..4]) - inplace_bytes
+ * since an in-place realloc counts as an alloc of the new size without a free of the old. */
 typedef struct ht_stat_acc {
     _Atomic uint64_t n_alloc[7], n_free[7], bytes_alloc[7], bytes_free[7];
-    _Atomic int64_t live_blocks, live_bytes; /* deltas */
+    _Atomic uint64_t inplace_blocks; /* in-place reallocs */
+    _Atomic uint64_t inplace_bytes;  /* their old requested sizes */
     _Atomic uint64_t n_invalid;
 } ht_stat_acc;
 
@@ -167,8 +174,9 @@ typedef struct ht_lookaside {
 } ht_lookaside;
 
 typedef struct ht_tcache {
-    ht_heap *heap; /* NULL once the heap is gone */
-    uint64_t gen;  /* heap->gen when made; mismatch = stale */
+    ht_heap *heap;     /* NULL once the heap is gone */
+    uint64_t gen;      /* heap->gen when made; mismatch = stale */
+    unsigned affinity; /* the owner thread's LFH bin index (ht_tls.affinity) */
     ht_lookaside la[HT_N_CLASSES];
     ht_stat_acc st;                  /* this thread's share of the heap's counters */
     struct ht_tcache *hnext, *hprev; /* the heap's tcaches (registry lock) */

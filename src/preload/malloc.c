@@ -4,6 +4,7 @@
  * served by a static bootstrap arena), the fork hook (the child resumes tracing at its first
  * call) and the library constructor (options, tracing on). Nothing here calls malloc, uses
  * stdio or lazily allocated TLS. */
+#include "heap/shim.h"
 #include "preload/control.h"
 #include "preload/internal.h"
 
@@ -156,7 +157,7 @@ static void *alloc_aligned(size_t align, size_t size)
     if (UNLIKELY(heap == NULL))
         return boot_alloc(size, align);
     if (align <= ALIGN_MIN)
-        return ht_heap_alloc(heap, 0, size);
+        return ht__heap_alloc_known(heap, 0, size);
     return ht_heap_alloc_aligned(heap, 0, size, align);
 }
 
@@ -165,7 +166,7 @@ SHIM void *malloc(size_t size)
     ht_heap *heap = heap_get();
     if (UNLIKELY(heap == NULL))
         return boot_alloc(size, ALIGN_MIN);
-    return ht_heap_alloc(heap, 0, size);
+    return ht__heap_alloc_known(heap, 0, size);
 }
 
 /* A pointer the heap does not own (ld.so's early blocks, another allocator's, a double
@@ -178,9 +179,7 @@ SHIM void free(void *block)
     ht_heap *heap = heap_get();
     if (UNLIKELY(heap == NULL))
         return;
-    int saved = errno;
-    if (UNLIKELY(!ht_heap_free(heap, 0, block)))
-        errno = saved;
+    (void)ht__heap_free_keep_errno(heap, block);
 }
 
 SHIM void *calloc(size_t n, size_t size)
@@ -193,7 +192,7 @@ SHIM void *calloc(size_t n, size_t size)
     ht_heap *heap = heap_get();
     if (UNLIKELY(heap == NULL))
         return boot_alloc(total, ALIGN_MIN); /* .bss: already zero */
-    return ht_heap_alloc(heap, HT_HEAP_ZERO_MEMORY, total);
+    return ht__heap_alloc_known(heap, HT_HEAP_ZERO_MEMORY, total);
 }
 
 /* As glibc: realloc(NULL, n) is malloc(n); realloc(p, 0) frees p and returns NULL. A block
