@@ -197,7 +197,7 @@ static bool cpuinfo_flags(const char *const *words, size_t n_words)
 
 static ht_clock_kind select_kind(void)
 {
-    const char *env = getenv("HEAPTRAIL_CLOCK");
+    const char *env = secure_getenv("HEAPTRAIL_CLOCK");
     if (!HAVE_TSC || (env != NULL && strcmp(env, "monotonic") == 0))
         return HT_CLOCK_MONOTONIC;
     if (env != NULL && strcmp(env, "tsc") == 0)

@@ -207,7 +207,7 @@ static int options_check(const ht_trace_config *c, size_t *packet_size, unsigned
  * unset = auto), the interning table, and the entry-point ranges callsite.c strips at. */
 static int stacks_start(unsigned depth)
 {
-    int kind = ht__unwind_kind_from_name(getenv("HEAPTRAIL_UNWIND"));
+    int kind = ht__unwind_kind_from_name(secure_getenv("HEAPTRAIL_UNWIND"));
     if (kind < 0)
         return -EINVAL;
     ht_stack_config sc;
