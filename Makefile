@@ -58,7 +58,7 @@ $(CMAKE) --preset $(1) $(2)
 $(CMAKE) --build --preset $(1) -j $(JOBS)
 endef
 
-.PHONY: help deps bench-deps format-deps build demo check check-format check-sanitize bench \
+.PHONY: help deps bench-deps format-deps build demo check check-format check-sanitize check-debug3 bench \
         install clean format
 
 help:
@@ -66,6 +66,7 @@ help:
 	@echo "  make demo            release build, example_demo, then record python3 and report it"
 	@echo "  make check           Debug build with -Werror, every test (ctest), format check"
 	@echo "  make check-sanitize  tests under ASan+UBSan (build/asan) and TSan (build/tsan)"
+	@echo "  make check-debug3    the heap's tests with HT_DEBUG=3: whole-heap check after every operation (build/debug3)"
 	@echo "  make build           release build (RelWithDebInfo -O2) in build/release"
 	@echo "  make bench           release build, then bench/run.sh, run_trace.sh, run_report.sh, run_programs.sh"
 	@echo "  make install         release build, then install to PREFIX (now $(PREFIX))"
@@ -122,6 +123,14 @@ check-sanitize: deps
 	$(CTEST) --test-dir build/asan $(CTEST_FLAGS)
 	$(call preset_build,tsan)
 	$(NO_ASLR) $(CTEST) --test-dir build/tsan $(CTEST_FLAGS)
+
+# The heap's tests in a HT_DEBUG=3 build (the whole heap is checked after every operation):
+# ~3 min on 2 cores, so not part of make check.
+DEBUG3_TESTS := ^test_(api|invalid|sources|model|walk_cursor|asan_poison|fork|stress_threads)$$
+
+check-debug3: deps
+	$(call preset_build,debug3)
+	$(CTEST) --test-dir build/debug3 $(CTEST_FLAGS) -R '$(DEBUG3_TESTS)'
 
 bench: bench-deps
 	$(call preset_build,release)

@@ -162,7 +162,8 @@ HT_API bool ht_heap_walk(ht_heap *heap, ht_heap_entry *entry);
  * the size of the largest free block left (0 + errno for a bad heap). */
 HT_API size_t ht_heap_compact(ht_heap *heap, unsigned flags);
 /* Holds the heap's locks (recursive for the owning thread). Other threads block in every
- * operation that needs a lock; their lookaside-list hits proceed. */
+ * operation that needs a lock; their lookaside-list hits proceed (except in a HT_DEBUG=3
+ * build, where every operation ends with a whole-heap check that takes every lock). */
 HT_API bool ht_heap_lock(ht_heap *heap);
 HT_API bool ht_heap_unlock(ht_heap *heap);
 

@@ -922,7 +922,10 @@ static void lock_unlock(void)
     CHECK(ht_heap_destroy(h));
 }
 
-/* While a heap is locked, another thread's lookaside-list hits proceed (header). */
+/* While a heap is locked, another thread's lookaside-list hits proceed (header). Not under
+ * HT_DEBUG=3: there every operation ends with the whole-heap check, which takes every lock of
+ * the heap (it reads bins, runs and free lists that the lock holder may be changing), so the
+ * hit itself runs but its operation returns only once the heap is unlocked. */
 static sem_t la_ready, la_go;
 static atomic_int la_hit_done;
 static void *la_thread(void *arg)
@@ -950,6 +953,14 @@ static void lock_lookaside_hits_proceed(void)
     sem_wait(&la_ready);
     CHECK(ht_heap_lock(h));
     sem_post(&la_go);
+#if HT_DEBUG >= 3
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    CHECK_EQ_U(atomic_load(&la_hit_done), 0); /* its check waits for the lock */
+    CHECK(ht_heap_unlock(h));
+    pthread_join(t, NULL);
+    CHECK_EQ_U(atomic_load(&la_hit_done), 1); /* and it was a hit: the same block */
+#else
     for (int i = 0; i < 2000 && atomic_load(&la_hit_done) == 0; i++) { /* up to 2 s */
         struct timespec ts = {0, 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -957,9 +968,57 @@ static void lock_lookaside_hits_proceed(void)
     CHECK_EQ_U(atomic_load(&la_hit_done), 1); /* done while the lock is held, same block */
     CHECK(ht_heap_unlock(h));
     pthread_join(t, NULL);
+#endif
     sem_destroy(&la_ready);
     sem_destroy(&la_go);
     CHECK(ht_heap_destroy(h));
+}
+
+/* Two heaps validated at the same time, each under its own locks, each by its own thread:
+ * the check keeps its per-bin counts per call (they were once static, shared by every heap,
+ * and one heap's count ran into another's: "bin run counts" under HT_DEBUG=3). */
+static atomic_int vt_failures;
+static atomic_int vt_start;
+static void *validate_thread(void *arg)
+{
+    ht_heap *h = arg;
+    while (atomic_load(&vt_start) == 0)
+        ;
+    for (int i = 0; i < 5000; i++)
+        if (!ht_heap_validate(h, 0, NULL))
+            atomic_fetch_add(&vt_failures, 1);
+    return NULL;
+}
+
+static void validate_two_heaps_at_once(void)
+{
+    /* a: LFH runs in many classes and affinity slot 0; b: runs in none */
+    ht_heap *a = ht_heap_create(HT_HEAP_ENABLE_LFH, 0, 0);
+    ht_heap *b = ht_heap_create(0, 0, 0);
+    REQUIRE(a != NULL && b != NULL);
+    static void *ps[24];
+    for (unsigned i = 0; i < 24; i++) {
+        ps[i] = ht_heap_alloc(a, 0, 16 + 48 * (size_t)i);
+        CHECK(ps[i] != NULL);
+    }
+    void *q = ht_heap_alloc(b, 0, 100000);
+    CHECK(q != NULL);
+    CHECK(ht_heap_validate(a, 0, NULL));
+    CHECK(ht_heap_validate(b, 0, NULL));
+    atomic_store(&vt_failures, 0);
+    atomic_store(&vt_start, 0);
+    pthread_t ta, tb;
+    REQUIRE(pthread_create(&ta, NULL, validate_thread, a) == 0);
+    REQUIRE(pthread_create(&tb, NULL, validate_thread, b) == 0);
+    atomic_store(&vt_start, 1);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK_EQ_U(atomic_load(&vt_failures), 0);
+    for (unsigned i = 0; i < 24; i++)
+        CHECK(ht_heap_free(a, 0, ps[i]));
+    CHECK(ht_heap_free(b, 0, q));
+    CHECK(ht_heap_destroy(a));
+    CHECK(ht_heap_destroy(b));
 }
 
 /* ---- stats ---------------------------------------------------------------------------- */
@@ -1880,8 +1939,8 @@ TEST_MAIN(TEST(create_destroy_flags), TEST(create_initial_size), TEST(destroy_pr
           TEST(realloc_null_is_alloc), TEST(realloc_in_place_lfh), TEST(realloc_in_place_main),
           TEST(realloc_in_place_large), TEST(free_null_and_validate), TEST(walk_exact),
           TEST(compact_then_works), TEST(lock_unlock), TEST(lock_lookaside_hits_proceed),
-          TEST(stats_exact), TEST(options_roundtrip), TEST(maximum_size_enforced),
-          TEST(maximum_size_large_blocks), TEST(large_cache_bounded),
+          TEST(validate_two_heaps_at_once), TEST(stats_exact), TEST(options_roundtrip),
+          TEST(maximum_size_enforced), TEST(maximum_size_large_blocks), TEST(large_cache_bounded),
           TEST(validate_detects_corruption), TEST(generate_exceptions_abort),
           TEST(terminate_on_corruption_abort), TEST(trace_start_errors), TEST(trace_basic_events),
           TEST(trace_event_order_threads), TEST(trace_enable_heap_switch),

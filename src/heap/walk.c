@@ -256,9 +256,9 @@ static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint32_t *n_e
 static bool check_heap(ht_heap *heap)
 {
     size_t committed = 0, free_committed = 0, reserved = 0, n_free_blocks = 0;
-    static uint32_t runs[HT_LFH_AFFINITY][HT_N_CLASSES], empties[HT_LFH_AFFINITY][HT_N_CLASSES];
-    memset(runs, 0, sizeof runs);
-    memset(empties, 0, sizeof empties);
+    /* On the stack, not static: checks of two heaps run at once under their own locks. */
+    uint32_t runs[HT_LFH_AFFINITY][HT_N_CLASSES] = {{0}};
+    uint32_t empties[HT_LFH_AFFINITY][HT_N_CLASSES] = {{0}};
     for (ht_segment *seg = heap->segs; seg != NULL; seg = seg->next) {
         if (seg->r.magic != HT_REGION_MAGIC || seg->r.kind != HT_REGION_SEGMENT ||
             seg->r.heap != heap || ((uintptr_t)seg & (HT_SEG_SIZE - 1)) != 0)
