@@ -256,6 +256,42 @@ static void test_stale_and_orphans(void)
     ht__an_destroy(an);
 }
 
+/* The heap and thread indexes through many growths, against plain arrays: every handle and
+ * tid finds its entry, a handle used again after its heap (ht__an_heap_new) names the newest
+ * heap, and lookups after all that still agree. */
+static void test_indexes_grow(void)
+{
+    ht_analysis *an = ht__an_create(NULL, 0);
+    REQUIRE(an != NULL);
+    enum { N = 3000 };
+    static size_t heap_pos[N], thread_pos[N];
+    for (size_t i = 0; i < N; i++) {
+        heap_pos[i] = ht__an_heap_get(an, 0x7f0000000000ull + (uint64_t)i * 0x400000u);
+        thread_pos[i] = ht__an_thread_get(an, (uint32_t)(1000 + i * 7));
+        REQUIRE(heap_pos[i] == i && thread_pos[i] == i);
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < N; i++) {
+        bad += ht__an_heap_get(an, 0x7f0000000000ull + (uint64_t)i * 0x400000u) != heap_pos[i];
+        bad += ht__an_thread_get(an, (uint32_t)(1000 + i * 7)) != thread_pos[i];
+    }
+    CHECK_EQ_U(bad, 0);
+    /* Handle reuse: every 10th handle gets a new heap; lookups name the new one. */
+    size_t n = N;
+    for (size_t i = 0; i < N; i += 10)
+        heap_pos[i] = ht__an_heap_new(an, 0x7f0000000000ull + (uint64_t)i * 0x400000u);
+    for (size_t i = 0; i < N; i++) {
+        if (i % 10 == 0)
+            bad += heap_pos[i] != n++;
+        bad += ht__an_heap_lookup(an, 0x7f0000000000ull + (uint64_t)i * 0x400000u) != heap_pos[i];
+    }
+    CHECK_EQ_U(bad, 0);
+    CHECK(ht__an_heap_lookup(an, 0x1234) == SIZE_MAX);
+    CHECK_EQ_U(an->n_heaps, N + N / 10);
+    CHECK_EQ_U(an->n_threads, N);
+    ht__an_destroy(an);
+}
+
 static void test_dump_extremes(void)
 {
     char buf[HT_DUMP_LINE_MAX];
@@ -367,4 +403,5 @@ static void test_lost_events_report(void)
 
 TEST_MAIN(TEST(test_lfh_table_matches_heap), TEST(test_livemap_against_array),
           TEST(test_peak_snapshot_brute_force), TEST(test_window_and_temporaries),
-          TEST(test_stale_and_orphans), TEST(test_dump_extremes), TEST(test_lost_events_report))
+          TEST(test_stale_and_orphans), TEST(test_indexes_grow), TEST(test_dump_extremes),
+          TEST(test_lost_events_report))

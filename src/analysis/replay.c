@@ -36,11 +36,11 @@ void ht__an_destroy(ht_analysis *an)
     for (size_t i = 0; i < an->n_heaps; i++)
         ht__live_free(&an->heaps[i].live);
     free(an->heaps);
-    free(an->heap_keys);
-    free(an->heap_vals);
+    free(an->heap_index.keys);
+    free(an->heap_index.vals);
     free(an->threads);
-    free(an->thread_keys);
-    free(an->thread_vals);
+    free(an->thread_index.keys);
+    free(an->thread_index.vals);
     free(an->pairs);
     free(an->sites);
     free(an->invalid);

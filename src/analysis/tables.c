@@ -32,46 +32,73 @@ static bool grow_array(void **arr, size_t *cap, size_t need, size_t elem)
     return true;
 }
 
-/* ---- heaps --------------------------------------------------------------------------------- */
+/* ---- the index (heaps by handle, threads by tid) ------------------------------------------- */
 
-static bool heap_index_rebuild(ht_analysis *an, size_t cap)
+/* The position stored for key, or SIZE_MAX. */
+static size_t index_find(const ht_index *x, uint64_t key)
 {
-    uint64_t *keys = calloc(cap, sizeof *keys);
-    uint32_t *vals = calloc(cap, sizeof *vals);
-    if (keys == NULL || vals == NULL) {
-        free(keys);
-        free(vals);
+    if (x->mask == 0)
+        return SIZE_MAX;
+    for (size_t i = mix64(key, x->mask); x->vals[i] != 0; i = (i + 1) & x->mask)
+        if (x->keys[i] == key)
+            return x->vals[i] - 1u;
+    return SIZE_MAX;
+}
+
+/* Stores key -> pos, replacing what key had (room is the caller's: see index_needs_grow). */
+static void index_put(ht_index *x, uint64_t key, size_t pos)
+{
+    size_t i = mix64(key, x->mask);
+    while (x->vals[i] != 0 && x->keys[i] != key)
+        i = (i + 1) & x->mask;
+    x->keys[i] = key;
+    x->vals[i] = (uint32_t)(pos + 1);
+}
+
+/* Makes x a fresh index of n entries, key_of(arr, k) for k = 0 .. n-1, with room for at least
+ * one more (at most half full); later entries of the same key win. x stays as it was (and
+ * false is returned) when memory runs out. */
+static bool index_rebuild(ht_index *x, size_t n, const void *arr,
+                          uint64_t (*key_of)(const void *arr, size_t k))
+{
+    size_t cap = 64;
+    while ((n + 1) * 2 > cap)
+        cap *= 2;
+    ht_index y = {calloc(cap, sizeof *y.keys), calloc(cap, sizeof *y.vals), cap - 1};
+    if (y.keys == NULL || y.vals == NULL) {
+        free(y.keys);
+        free(y.vals);
         return false;
     }
-    size_t mask = cap - 1;
-    /* Later heaps with the same handle replace earlier ones (handle reuse after destroy). */
-    for (size_t k = 0; k < an->n_heaps; k++) {
-        uint64_t h = an->heaps[k].handle;
-        size_t i = mix64(h, mask);
-        while (vals[i] != 0 && keys[i] != h)
-            i = (i + 1) & mask;
-        keys[i] = h;
-        vals[i] = (uint32_t)(k + 1);
-    }
-    free(an->heap_keys);
-    free(an->heap_vals);
-    an->heap_keys = keys;
-    an->heap_vals = vals;
-    an->heap_mask = mask;
+    for (size_t k = 0; k < n; k++)
+        index_put(&y, key_of(arr, k), k);
+    free(x->keys);
+    free(x->vals);
+    *x = y;
     return true;
+}
+
+/* Appends key at position pos (= the array's new last entry, already there): into x when it
+ * stays at most half full, else by a rebuild over all n entries. False: out of memory. */
+static bool index_add(ht_index *x, uint64_t key, size_t pos, size_t n, const void *arr,
+                      uint64_t (*key_of)(const void *arr, size_t k))
+{
+    if (x->mask == 0 || n * 2 > x->mask + 1)
+        return index_rebuild(x, n, arr, key_of);
+    index_put(x, key, pos);
+    return true;
+}
+
+/* ---- heaps --------------------------------------------------------------------------------- */
+
+static uint64_t heap_key(const void *arr, size_t k)
+{
+    return ((const ht_heap_info *)arr)[k].handle;
 }
 
 size_t ht__an_heap_lookup(const ht_analysis *an, uint64_t handle)
 {
-    if (an->heap_mask == 0)
-        return SIZE_MAX;
-    size_t i = mix64(handle, an->heap_mask);
-    while (an->heap_vals[i] != 0) {
-        if (an->heap_keys[i] == handle)
-            return an->heap_vals[i] - 1u;
-        i = (i + 1) & an->heap_mask;
-    }
-    return SIZE_MAX;
+    return index_find(&an->heap_index, handle);
 }
 
 size_t ht__an_heap_new(ht_analysis *an, uint64_t handle)
@@ -84,21 +111,12 @@ size_t ht__an_heap_new(ht_analysis *an, uint64_t handle)
     size_t k = an->n_heaps++;
     memset(&an->heaps[k], 0, sizeof an->heaps[k]);
     an->heaps[k].handle = handle;
-    size_t cap = an->heap_mask + 1;
-    if (an->heap_mask == 0 || an->n_heaps * 2 > cap) {
-        if (!heap_index_rebuild(an, an->heap_mask == 0 ? 64 : cap * 2)) {
-            an->n_heaps--;
-            an->oom = true;
-            return SIZE_MAX;
-        }
-        an->last_heap = k;
-        return k;
+    /* A handle used again after its heap's destroy now names this heap. */
+    if (!index_add(&an->heap_index, handle, k, an->n_heaps, an->heaps, heap_key)) {
+        an->n_heaps--;
+        an->oom = true;
+        return SIZE_MAX;
     }
-    size_t i = mix64(handle, an->heap_mask);
-    while (an->heap_vals[i] != 0 && an->heap_keys[i] != handle)
-        i = (i + 1) & an->heap_mask;
-    an->heap_keys[i] = handle;
-    an->heap_vals[i] = (uint32_t)(k + 1);
     an->last_heap = k;
     return k;
 }
@@ -119,66 +137,32 @@ size_t ht__an_heap_get(ht_analysis *an, uint64_t handle)
 
 /* ---- threads ------------------------------------------------------------------------------- */
 
-static bool thread_index_rebuild(ht_analysis *an, size_t cap)
+static uint64_t thread_key(const void *arr, size_t k)
 {
-    uint32_t *keys = calloc(cap, sizeof *keys);
-    uint32_t *vals = calloc(cap, sizeof *vals);
-    if (keys == NULL || vals == NULL) {
-        free(keys);
-        free(vals);
-        return false;
-    }
-    size_t mask = cap - 1;
-    for (size_t k = 0; k < an->n_threads; k++) {
-        size_t i = mix64(an->threads[k].tid, mask);
-        while (vals[i] != 0)
-            i = (i + 1) & mask;
-        keys[i] = an->threads[k].tid;
-        vals[i] = (uint32_t)(k + 1);
-    }
-    free(an->thread_keys);
-    free(an->thread_vals);
-    an->thread_keys = keys;
-    an->thread_vals = vals;
-    an->thread_mask = mask;
-    return true;
+    return ((const ht_thread_info *)arr)[k].tid;
 }
 
 size_t ht__an_thread_get(ht_analysis *an, uint32_t tid)
 {
     if (an->n_threads > 0 && an->threads[an->last_thread].tid == tid)
         return an->last_thread;
-    if (an->thread_mask != 0) {
-        size_t i = mix64(tid, an->thread_mask);
-        while (an->thread_vals[i] != 0) {
-            if (an->thread_keys[i] == tid) {
-                an->last_thread = an->thread_vals[i] - 1u;
-                return an->last_thread;
-            }
-            i = (i + 1) & an->thread_mask;
-        }
+    size_t k = index_find(&an->thread_index, tid);
+    if (k != SIZE_MAX) {
+        an->last_thread = k;
+        return k;
     }
     if (an->n_threads >= UINT32_MAX - 1 || !grow_array((void **)&an->threads, &an->cap_threads,
                                                        an->n_threads + 1, sizeof *an->threads)) {
         an->oom = true;
         return SIZE_MAX;
     }
-    size_t k = an->n_threads++;
+    k = an->n_threads++;
     memset(&an->threads[k], 0, sizeof an->threads[k]);
     an->threads[k].tid = tid;
-    size_t cap = an->thread_mask + 1;
-    if (an->thread_mask == 0 || an->n_threads * 2 > cap) {
-        if (!thread_index_rebuild(an, an->thread_mask == 0 ? 64 : cap * 2)) {
-            an->n_threads--;
-            an->oom = true;
-            return SIZE_MAX;
-        }
-    } else {
-        size_t i = mix64(tid, an->thread_mask);
-        while (an->thread_vals[i] != 0)
-            i = (i + 1) & an->thread_mask;
-        an->thread_keys[i] = tid;
-        an->thread_vals[i] = (uint32_t)(k + 1);
+    if (!index_add(&an->thread_index, tid, k, an->n_threads, an->threads, thread_key)) {
+        an->n_threads--;
+        an->oom = true;
+        return SIZE_MAX;
     }
     an->last_thread = k;
     return k;

@@ -172,6 +172,14 @@ typedef struct ht_cb {
 } ht_cb;
 
 /* The whole analysis state (one replay). */
+/* A small open-addressing index from a 64-bit key to a position in an array (tables.c).
+ * vals[i] = position + 1, 0 = empty slot; at most half the slots are used. */
+typedef struct ht_index {
+    uint64_t *keys; /* the key of each used slot */
+    uint32_t *vals; /* position + 1; 0 = empty */
+    size_t mask;    /* capacity - 1 (a power of two); 0 = not allocated yet */
+} ht_index;
+
 typedef struct ht_analysis {
     ht_an_config cfg;  /* options */
     uint64_t start_ns; /* trace start (event clock): window and displayed times are relative */
@@ -205,17 +213,13 @@ typedef struct ht_analysis {
     ht_heap_info *heaps; /* in order of appearance */
     size_t n_heaps, cap_heaps;
     size_t last_heap;    /* index of the heap of the previous event (cache) */
-    uint64_t *heap_keys; /* handle index: open addressing over handle -> index + 1 */
-    uint32_t *heap_vals;
-    size_t heap_mask; /* capacity - 1 of heap_keys / heap_vals (0: not allocated) */
+    ht_index heap_index; /* handle -> position in heaps (the newest heap of a handle) */
 
     /* threads */
     ht_thread_info *threads;
     size_t n_threads, cap_threads;
     size_t last_thread;    /* cache */
-    uint32_t *thread_keys; /* tid index: tid -> index + 1 (tid 0 is never an event's) */
-    uint32_t *thread_vals;
-    size_t thread_mask;
+    ht_index thread_index; /* tid -> position in threads */
 
     /* threads matrix */
     ht_pair *pairs;
