@@ -5,6 +5,7 @@
 #include "heap/internal.h"
 
 #include "common/log.h"
+#include "trace/emit.h"
 #include "trace/trace.h"
 
 #include <errno.h>
@@ -124,12 +125,11 @@ static void emit_free(ht_heap *heap, ht_op *op, const void *p, unsigned src, uin
     ht__op_emit_pending(heap, op);
 }
 
-/* An ALLOC (size) or FREE (size 0) without flags or pending events: the fast paths' event. */
-static inline void emit_event(ht_heap *heap, ht_event_type type, const void *p, size_t size,
-                              unsigned src, uint64_t ts)
+/* emit_event when the inline path declined: the general one, through an ht_event. */
+__attribute__((noinline)) static void emit_event_slow(ht_heap *heap, ht_event_type type,
+                                                      const void *p, size_t size, unsigned src,
+                                                      uint64_t ts)
 {
-    if (HT_LIKELY(ht__trace_emit_block(type, (uintptr_t)heap, (uintptr_t)p, size, src, ts)))
-        return;
     ht_event ev;
     memset(&ev, 0, sizeof ev);
     ev.timestamp_ns = ts;
@@ -144,6 +144,15 @@ static inline void emit_event(ht_heap *heap, ht_event_type type, const void *p, 
         ev.free.source = src;
     }
     ht__trace_emit(&ev);
+}
+
+/* An ALLOC (size) or FREE (size 0) without flags or pending events: the fast paths' event. */
+__attribute__((always_inline)) static inline void
+emit_event(ht_heap *heap, ht_event_type type, const void *p, size_t size, unsigned src, uint64_t ts)
+{
+    if (HT_UNLIKELY(
+            !ht__trace_emit_block_inline(type, (uintptr_t)heap, (uintptr_t)p, size, src, ts)))
+        emit_event_slow(heap, type, p, size, src, ts);
 }
 
 static void emit_realloc(ht_heap *heap, ht_op *op, const void *np, const void *op_, size_t nsize,
