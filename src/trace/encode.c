@@ -36,15 +36,38 @@ static void chunk_header_write(uint8_t *buf, const chunk_fields *f)
     ht_fmt_put32(buf + HT_FMT_CH_HEADER_CRC, ht_fmt_crc32c(buf, HT_FMT_CH_HEADER_CRC));
 }
 
+/* ht_fmt_put_varint unrolled for the lengths the common record's fields take (1-3 bytes:
+ * time deltas, sizes, address deltas); the same bytes. */
+static inline __attribute__((always_inline)) uint8_t *varint_put(uint8_t *p, uint64_t v)
+{
+    if (v < (1u << 7)) {
+        p[0] = (uint8_t)v;
+        return p + 1;
+    }
+    if (v < (1u << 14)) {
+        p[0] = (uint8_t)(v | 0x80);
+        p[1] = (uint8_t)(v >> 7);
+        return p + 2;
+    }
+    if (v < (1u << 21)) {
+        p[0] = (uint8_t)(v | 0x80);
+        p[1] = (uint8_t)(v >> 7 | 0x80);
+        p[2] = (uint8_t)(v >> 14);
+        return p + 3;
+    }
+    return ht_fmt_put_varint(p, v);
+}
+
 /* An address field (FORMAT.md 6.2): delta against *reg, /16 when aligned. */
-static uint8_t *addr_put(uint8_t *p, uint64_t *reg, uint64_t address)
+static inline __attribute__((always_inline)) uint8_t *addr_put(uint8_t *p, uint64_t *reg,
+                                                               uint64_t address)
 {
     uint64_t d = address - *reg;
     *reg = address;
     if ((d & 15u) == 0)
-        return ht_fmt_put_varint(p, ht_fmt_zigzag((int64_t)d >> 4) << 1);
+        return varint_put(p, ht_fmt_zigzag((int64_t)d >> 4) << 1);
     *p++ = 1;
-    return ht_fmt_put_varint(p, ht_fmt_zigzag((int64_t)d));
+    return varint_put(p, ht_fmt_zigzag((int64_t)d));
 }
 
 /* -- file header ------------------------------------------------------------------------- */
@@ -184,6 +207,31 @@ size_t ht__enc_chunk(ht_enc_stream *s, const ht_raw_event *slots, size_t n, uint
 
     while (i < n && p <= limit) {
         const ht_raw_event *e = &slots[i];
+        /* The common record, the same bytes as event_put writes for it: an ALLOC or FREE
+         * after the first record, no flags, no pending skip, time not going back, the same
+         * heap as the record before, a Source that needs no escape. */
+        unsigned op = e->type;
+        if (__builtin_expect((op == HT_EVENT_HEAP_ALLOC || op == HT_EVENT_HEAP_FREE) &&
+                                 n_rec != 0 && skip == 0 && e->flags == 0 && e->ts_ns >= r.ts &&
+                                 e->heap == r.heap && e->source < HT_FMT_SRC_ESCAPE,
+                             1)) {
+            unsigned t = op == HT_EVENT_HEAP_ALLOC ? HT_FMT_T_ALLOC : HT_FMT_T_FREE;
+            unsigned tag = t << HT_FMT_TAG_TYPE_SHIFT | e->source;
+            if (e->stack_id != 0)
+                tag |= HT_FMT_TAG_S;
+            *p++ = (uint8_t)tag;
+            p = varint_put(p, e->ts_ns - r.ts);
+            r.ts = e->ts_ns;
+            if (e->stack_id != 0)
+                p = varint_put(p, e->stack_id);
+            if (op == HT_EVENT_HEAP_ALLOC)
+                p = varint_put(p, e->b);
+            p = addr_put(p, &r.addr, e->a);
+            seq++;
+            n_rec++;
+            i++;
+            continue;
+        }
         if (e->type == HT_RAW_SEQ_SKIP) {
             skip += e->a;
             i++;
