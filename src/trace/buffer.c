@@ -35,16 +35,24 @@ static int g_key_rc;
 
 /* -- slot filling ------------------------------------------------------------------------ */
 
-/* Fills the event's slot(s) at e (1, or 2 for REALLOC); returns the slot after them. */
+/* The slots an event of type takes (1, or 2 with a tail), without HEAP and SEQ_SKIP. */
+static inline size_t slots_of(ht_event_type type)
+{
+    return type == HT_EVENT_HEAP_ALLOC || type == HT_EVENT_HEAP_FREE ||
+                   type == HT_EVENT_HEAP_DESTROY
+               ? 1u
+               : 2u;
+}
+
+/* Fills the event's slot(s) at e (slots_of(ev->type)); returns the slot after them. */
 static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev, uint32_t stack_id)
 {
+    memset(e, 0, slots_of(ev->type) * sizeof *e);
     e->ts_ns = ev->timestamp_ns;
-    e->heap = ev->heap_handle;
     e->stack_id = stack_id;
     e->flags = ev->flags;
     e->type = (uint8_t)ev->type;
-    e->source = 0;
-    e->c = 0;
+    ht_raw_event *tail = &e[1];
     switch (ev->type) {
     case HT_EVENT_HEAP_ALLOC:
         e->a = ev->alloc.address;
@@ -53,33 +61,30 @@ static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev, uint3
         return e + 1;
     case HT_EVENT_HEAP_FREE:
         e->a = ev->free.address;
-        e->b = 0;
         e->source = (uint8_t)ev->free.source;
+        return e + 1;
+    case HT_EVENT_HEAP_DESTROY:
         return e + 1;
     case HT_EVENT_HEAP_REALLOC:
         e->a = ev->realloc.new_address;
         e->b = ev->realloc.old_address;
-        e->c = ev->realloc.new_size;
         e->source = (uint8_t)ev->realloc.source;
-        memset(&e[1], 0, sizeof e[1]);
-        e[1].type = HT_RAW_REALLOC_TAIL;
-        e[1].a = ev->realloc.old_size;
-        return e + 2;
+        tail->a = ev->realloc.new_size;
+        tail->b = ev->realloc.old_size;
+        break;
     case HT_EVENT_HEAP_CREATE:
         e->a = ev->create.reserved_space;
         e->b = ev->create.committed_space;
-        e->c = ev->create.flags;
-        return e + 1;
-    case HT_EVENT_HEAP_DESTROY:
-        e->a = 0;
-        e->b = 0;
-        return e + 1;
+        tail->a = ev->create.flags;
+        break;
     default: /* EXPAND, CONTRACT */
         e->a = ev->expand.address;
         e->b = ev->expand.size;
-        e->c = ev->expand.committed_space;
-        return e + 1;
+        tail->a = ev->expand.committed_space;
+        break;
     }
+    tail->type = HT_RAW_TAIL;
+    return e + 2;
 }
 
 /* The event's stack id (0: none). Rundown events describe blocks allocated before the
@@ -146,6 +151,7 @@ static ht_raw_event *buf_reserve_slow(ht_tbuf *b, uint64_t gen, bool must)
             pk->n_slots = 0;
             pk->n_lost = atomic_load_explicit(&b->n_lost, memory_order_relaxed);
             b->cur = pk; /* n_committed is 0: fresh pages, or zeroed when the writer gave it back */
+            b->heap = HT_TBUF_NO_HEAP; /* the packet's first event names its heap */
             b->pos = (ht_raw_event *)(pk + 1);
             b->end = b->pos + ht__rec.slots_per_packet;
             return b->pos;
@@ -204,6 +210,7 @@ static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
     b->pos = NULL;
     b->end = NULL;
     b->cur = NULL;
+    b->heap = HT_TBUF_NO_HEAP;
     b->next_seq = ev->sequence;
     atomic_store_explicit(&b->head, 0, memory_order_relaxed);
     atomic_store_explicit(&b->n_lost, 0, memory_order_relaxed);
@@ -284,7 +291,8 @@ void ht__buf_emit(const ht_event *ev)
     /* Captured while busy = 1: stop waits for it before the stack table goes away. */
     uint32_t stack_id = ht__rec.stack_depth != 0 ? event_stack(ev) : 0;
     uint64_t skip = ev->sequence > b->next_seq ? ev->sequence - b->next_seq : 0;
-    size_t need = 1u + (skip != 0 ? 1u : 0u) + (ev->type == HT_EVENT_HEAP_REALLOC ? 1u : 0u);
+    /* room for the HEAP slot too: a new packet always needs one */
+    size_t need = 1u + (skip != 0 ? 1u : 0u) + slots_of(ev->type);
     ht_raw_event *p = b->pos;
     if (UNLIKELY((uintptr_t)b->end - (uintptr_t)p < need * sizeof(ht_raw_event))) {
         p = buf_reserve_slow(b, gen, (ev->flags & HT_EVENT_RUNDOWN) != 0);
@@ -299,6 +307,13 @@ void ht__buf_emit(const ht_event *ev)
         memset(p, 0, sizeof *p);
         p->type = HT_RAW_SEQ_SKIP;
         p->a = skip;
+        p++;
+    }
+    if (ev->heap_handle != b->heap) {
+        memset(p, 0, sizeof *p);
+        p->type = HT_RAW_HEAP;
+        p->a = ev->heap_handle;
+        b->heap = ev->heap_handle;
         p++;
     }
     p = slot_fill(p, ev, stack_id);

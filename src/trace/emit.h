@@ -40,7 +40,7 @@ ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint6
     if (__builtin_expect(gen == 0 ||
                              atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
                              ht__rec.fast_off != 0 || ht__t_in_stack != 0 || b->pos == b->end ||
-                             (!stacks && ht__trace_seq + 1 != b->next_seq),
+                             b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
                          0))
         return false;                                /* pos == end == NULL: no packet yet */
     if (__builtin_expect(ht__rec.strong_fence, 0)) { /* as in ht__buf_emit */
@@ -64,10 +64,8 @@ ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint6
     if (stacks && __builtin_expect(seq != b->next_seq || p == b->end, 0))
         goto decline;
     p->ts_ns = ts;
-    p->heap = heap;
     p->a = address;
     p->b = size;
-    p->c = 0;
     p->stack_id = stack_id;
     p->flags = 0;
     p->type = (uint8_t)type;
