@@ -441,8 +441,9 @@ __attribute__((noinline)) static void *alloc_common(ht_heap *heap, unsigned flag
     return p;
 }
 
-/* An untraced small allocation of an LFH-active class that missed the lookaside list (tc is
- * the thread's real tcache): straight to the LFH, with the run it returns. */
+/* A small allocation of an LFH-active class that missed the lookaside list (tc is the
+ * thread's real tcache): straight to the LFH, with the run it returns; trace: the heap's
+ * switch as alloc_small sampled it. */
 __attribute__((noinline)) static void *alloc_lfh(ht_heap *heap, ht_tcache *tc, unsigned flags,
                                                  size_t size, unsigned cls, bool trace)
 {
@@ -640,10 +641,10 @@ __attribute__((noinline)) static bool free_slow(ht_heap *heap, void *block, bool
     return free_invalid(heap, tc, &op, block, ts, set_errno);
 }
 
-/* The rest of an untraced free that free_common claimed but cannot push (another affinity
- * slot's LFH block, a full list, no tcache yet, not a small block). */
 /* In the three below, ts is the free's stamp when free_common found the heap traced (taken
- * before the claim), 0 when untraced: the switch is sampled once per call, by free_common. */
+ * before the claim), 0 when untraced: the switch is sampled once per call, by free_common.
+ * This one: the rest of a free that free_body claimed but cannot push (another affinity
+ * slot's LFH block, a full list, no tcache yet, not a small block). */
 __attribute__((noinline)) static bool free_slow_claimed(ht_heap *heap, void *block, ht_region *r,
                                                         uint64_t ts)
 {
