@@ -1,12 +1,17 @@
-/* unwind.c — the two stack-capture strategies: a frame-pointer walker bounded by this
- * thread's stack mapping (read once per thread from /proc/self/maps with raw syscalls,
- * because pthread_getattr_np mallocs), and libunwind's local DWARF unwinder when it was
- * found at build time. Runs inside malloc: never calls malloc, stdio or pthread functions
- * that allocate; per-thread state is initial-exec TLS. Built with frame pointers. */
+/* unwind.c — the stack-capture strategies: a frame-pointer walker bounded by this thread's
+ * stack mapping (read once per thread from /proc/self/maps with raw syscalls, because
+ * pthread_getattr_np mallocs), the own DWARF CFI walker on x86-64 (rules from cfi_map.c's
+ * cache; a frame it cannot describe hands the whole capture to libunwind), and libunwind's
+ * local unwinder when it was found at build time. Runs inside malloc: never calls malloc,
+ * stdio or pthread functions that allocate; per-thread state is initial-exec TLS. Built with
+ * frame pointers. */
 #include "trace/stack.h"
+
+#include "trace/cfi.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,6 +21,12 @@
 #if HT_HAVE_LIBUNWIND
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
+#endif
+
+#if defined(__x86_64__)
+#define HT_HAVE_CFI 1 /* the own DWARF walker (cfi.c) knows x86-64 only */
+#else
+#define HT_HAVE_CFI 0
 #endif
 
 #define TLS_IE __attribute__((tls_model("initial-exec")))
@@ -208,14 +219,131 @@ __attribute__((noinline)) static size_t dwarf_capture(uint64_t *frames, size_t m
     return n;
 }
 
-static const ht_unwinder unwinder_dwarf = {"dwarf", dwarf_init, dwarf_capture};
+static const ht_unwinder unwinder_libunwind = {"libunwind", dwarf_init, dwarf_capture};
+#endif
+
+/* -- DWARF via the own CFI walker (x86-64) ------------------------------------------------- */
+
+#if HT_HAVE_CFI
+/* Captures handed to libunwind (or cut short without it): tests check it stays put. */
+static _Atomic uint64_t g_n_fallback;
+
+static bool cfi_init(void)
+{
+    uintptr_t lo, hi;
+    if (!ht__unwind_thread_bounds(&lo, &hi) || !ht__cfi_map_init())
+        return false;
+#if HT_HAVE_LIBUNWIND
+    (void)dwarf_init(); /* the fallback for frames the walker cannot describe */
+#endif
+    return true;
+}
+
+/* The whole capture again with libunwind (a frame the rules cannot describe: signal frames,
+ * CFA expressions, a pc in no known module). skip counts from cfi_capture's caller, so two
+ * more frames (the returns into cfi_capture and into its caller) are dropped. Never a tail call
+ * (the frame count depends on it). Without libunwind the walk just ends where it was. */
+__attribute__((noinline)) static size_t cfi_fallback(uint64_t *frames, size_t max, unsigned skip,
+                                                     size_t n_done)
+{
+    atomic_fetch_add_explicit(&g_n_fallback, 1, memory_order_relaxed);
+#if HT_HAVE_LIBUNWIND
+    (void)n_done;
+    size_t n = dwarf_capture(frames, max, skip + 2);
+    __asm__ volatile("" ::: "memory");
+    return n;
+#else
+    (void)frames;
+    (void)max;
+    (void)skip;
+    return n_done;
+#endif
+}
+
+/* Walks with per-return-address rules: CFA = (rsp or rbp) + off, return address at CFA - 8,
+ * rbp unchanged or reloaded from CFA - 8k; the caller's rsp is the CFA. Starts from this
+ * function's own frame (built with a frame pointer). Every stack read lies in [the current
+ * sp, t_hi - 8] and each CFA is above the previous sp, so the walk ends and never leaves the
+ * stack mapping. The first return address (into the capture's caller) is skipped. */
+NO_ASAN __attribute__((noinline)) static size_t cfi_capture(uint64_t *frames, size_t max,
+                                                            unsigned skip)
+{
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    if (!(t_lo <= fp && fp < t_hi) && !bounds_refresh(fp))
+        return 0;
+    if (t_hi - fp < 2 * sizeof(uintptr_t))
+        return 0;
+    const uintptr_t top = t_hi - sizeof(uintptr_t); /* highest readable word */
+    const uintptr_t *own = (const uintptr_t *)fp;
+    uintptr_t rbp = own[0], ra = own[1], sp = fp + 2 * sizeof(uintptr_t);
+    size_t skip_left = (size_t)skip + 1, n = 0;
+    while (n < max) {
+        if (ra - 4096 >= ((uintptr_t)1 << 47) - 4096)
+            break; /* not a user-space code address */
+        if (skip_left > 0)
+            skip_left--;
+        else
+            frames[n++] = ra;
+        uint64_t w = ht__cfi_rule(ra);
+        if (HT_CFI_W_KIND(w) != HT_CFI_W_NORMAL) {
+            if (HT_CFI_W_KIND(w) == HT_CFI_W_OUTER)
+                break;
+            return cfi_fallback(frames, max, skip, n);
+        }
+        uintptr_t cfa = ((w & HT_CFI_W_RBPCFA) != 0 ? rbp : sp) + HT_CFI_W_OFF(w);
+        uintptr_t ra_slot = cfa - sizeof(uintptr_t);
+        if (ra_slot - sp > top - sp)
+            break; /* below the current sp or past the stack's top */
+        unsigned k = HT_CFI_W_RBPK(w);
+        uintptr_t next_ra = *(const uintptr_t *)ra_slot;
+        if (k != 0) {
+            uintptr_t rbp_slot = cfa - 8u * k;
+            if (rbp_slot < sp)
+                break;
+            rbp = *(const uintptr_t *)rbp_slot;
+        }
+        ra = next_ra;
+        sp = cfa;
+    }
+    return n;
+}
+
+static const ht_unwinder unwinder_cfi = {"dwarf", cfi_init, cfi_capture};
 #endif
 
 /* -- choice ---------------------------------------------------------------------------------- */
 
 bool ht__unwind_have_dwarf(void)
 {
+    return HT_HAVE_CFI != 0 || HT_HAVE_LIBUNWIND != 0;
+}
+
+bool ht__unwind_have_libunwind(void)
+{
     return HT_HAVE_LIBUNWIND != 0;
+}
+
+void ht__unwind_refresh(void)
+{
+#if HT_HAVE_CFI
+    (void)ht__cfi_map_refresh();
+#endif
+}
+
+uint64_t ht__unwind_n_fallback(void)
+{
+#if HT_HAVE_CFI
+    return atomic_load_explicit(&g_n_fallback, memory_order_relaxed);
+#else
+    return 0;
+#endif
+}
+
+void ht__unwind_fini(void)
+{
+#if HT_HAVE_CFI
+    ht__cfi_map_fini();
+#endif
 }
 
 const ht_unwinder *ht__unwind_get(ht_unwind_kind kind)
@@ -223,17 +351,20 @@ const ht_unwinder *ht__unwind_get(ht_unwind_kind kind)
     switch (kind) {
     case HT_UNWIND_FP:
         return &unwinder_fp;
+    case HT_UNWIND_AUTO:
     case HT_UNWIND_DWARF:
+#if HT_HAVE_CFI
+        return &unwinder_cfi;
+#elif HT_HAVE_LIBUNWIND
+        return &unwinder_libunwind;
+#else
+        return kind == HT_UNWIND_AUTO ? &unwinder_fp : NULL;
+#endif
+    case HT_UNWIND_LIBUNWIND:
 #if HT_HAVE_LIBUNWIND
-        return &unwinder_dwarf;
+        return &unwinder_libunwind;
 #else
         return NULL;
-#endif
-    case HT_UNWIND_AUTO:
-#if HT_HAVE_LIBUNWIND
-        return &unwinder_dwarf;
-#else
-        return &unwinder_fp;
 #endif
     }
     return NULL;
@@ -247,5 +378,7 @@ int ht__unwind_kind_from_name(const char *name)
         return HT_UNWIND_FP;
     if (strcmp(name, "dwarf") == 0)
         return HT_UNWIND_DWARF;
+    if (strcmp(name, "libunwind") == 0)
+        return HT_UNWIND_LIBUNWIND;
     return -1;
 }
