@@ -228,6 +228,12 @@ static bool cie_parse(const ht_cfi_image *img, uint64_t off, cie *out)
 
 /* -- the CFA program ----------------------------------------------------------------------- */
 
+/* a * b with two's-complement wrap-around (factored offsets of hostile input overflow). */
+static inline int64_t mul_wrap(int64_t a, int64_t b)
+{
+    return (int64_t)((uint64_t)a * (uint64_t)b);
+}
+
 /* The rules of one row, only for the registers x86-64 unwinding to the next frame needs. */
 enum { R_SAME, R_UNDEF, R_OFFSET, R_OTHER }; /* rule kinds for rbp and ra */
 
@@ -289,7 +295,7 @@ static bool run(interp *in, cur c, const cie *ci, uint64_t pc, bool in_cie)
             advance = true;
             break;
         case 2: /* DW_CFA_offset */
-            rule_set(in, op & 0x3f, R_OFFSET, (int64_t)rd_uleb(&c) * ci->data_align, ci);
+            rule_set(in, op & 0x3f, R_OFFSET, mul_wrap((int64_t)rd_uleb(&c), ci->data_align), ci);
             break;
         case 3: /* DW_CFA_restore */
             rule_restore(in, op & 0x3f, ci);
@@ -319,7 +325,7 @@ static bool run(interp *in, cur c, const cie *ci, uint64_t pc, bool in_cie)
                 break;
             case 0x05: /* offset_extended */
                 reg = rd_uleb(&c);
-                rule_set(in, reg, R_OFFSET, (int64_t)rd_uleb(&c) * ci->data_align, ci);
+                rule_set(in, reg, R_OFFSET, mul_wrap((int64_t)rd_uleb(&c), ci->data_align), ci);
                 break;
             case 0x06: /* restore_extended */
                 rule_restore(in, rd_uleb(&c), ci);
@@ -369,15 +375,15 @@ static bool run(interp *in, cur c, const cie *ci, uint64_t pc, bool in_cie)
                 break;
             case 0x11: /* offset_extended_sf */
                 reg = rd_uleb(&c);
-                rule_set(in, reg, R_OFFSET, rd_sleb(&c) * ci->data_align, ci);
+                rule_set(in, reg, R_OFFSET, mul_wrap(rd_sleb(&c), ci->data_align), ci);
                 break;
             case 0x12: /* def_cfa_sf */
                 in->cur.cfa_reg = rd_uleb(&c);
-                in->cur.cfa_off = rd_sleb(&c) * ci->data_align;
+                in->cur.cfa_off = mul_wrap(rd_sleb(&c), ci->data_align);
                 in->cur.cfa_expr = false;
                 break;
             case 0x13: /* def_cfa_offset_sf */
-                in->cur.cfa_off = rd_sleb(&c) * ci->data_align;
+                in->cur.cfa_off = mul_wrap(rd_sleb(&c), ci->data_align);
                 break;
             case 0x14: /* val_offset */
                 reg = rd_uleb(&c);
@@ -394,7 +400,8 @@ static bool run(interp *in, cur c, const cie *ci, uint64_t pc, bool in_cie)
                 break;
             case 0x2f: /* GNU_negative_offset_extended */
                 reg = rd_uleb(&c);
-                rule_set(in, reg, R_OFFSET, -(int64_t)rd_uleb(&c) * ci->data_align, ci);
+                rule_set(in, reg, R_OFFSET, mul_wrap((int64_t)(0 - rd_uleb(&c)), ci->data_align),
+                         ci);
                 break;
             default: /* DW_CFA_GNU_window_save, vendor opcodes, garbage */
                 in->unsupported = true;
