@@ -223,9 +223,12 @@ static uint32_t intern_cached(const uint64_t *frames, size_t n)
     return id;
 }
 
-/* heaptrail's frames in this thread's last capture: the next walk asks for that many beyond
- * depth instead of CALLSITE_EXTRA (a frame pointer walk costs per frame). */
-static __thread unsigned t_own __attribute__((tls_model("initial-exec"))) = CALLSITE_EXTRA;
+/* heaptrail's frames in this thread's last two captures: the next walk asks for the larger
+ * beyond depth instead of CALLSITE_EXTRA (a walk costs per frame). Two, because alloc and
+ * free alternate in most programs and their paths differ by a frame or two: with only the
+ * last one, every capture of the deeper path walked twice. */
+static __thread unsigned t_own[2]
+    __attribute__((tls_model("initial-exec"))) = {CALLSITE_EXTRA, CALLSITE_EXTRA};
 
 static inline bool in_span(uintptr_t pc)
 {
@@ -240,7 +243,7 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
     if (depth > HT_STACK_MAX_DEPTH)
         depth = HT_STACK_MAX_DEPTH;
     uint64_t frames[HT_STACK_MAX_DEPTH + CALLSITE_EXTRA];
-    unsigned own = t_own;
+    unsigned own = t_own[0] > t_own[1] ? t_own[0] : t_own[1];
     size_t n = 0, first = 0;
     for (;;) {
         n = u->capture(frames, depth + own, 0);
@@ -256,7 +259,8 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
             break;
         own = CALLSITE_EXTRA;
     }
-    t_own = first != 0 && first < CALLSITE_EXTRA ? (unsigned)first : CALLSITE_EXTRA;
+    t_own[1] = t_own[0];
+    t_own[0] = first != 0 && first < CALLSITE_EXTRA ? (unsigned)first : CALLSITE_EXTRA;
     if (first >= n)
         return HT_STACK_ID_NONE;
     size_t k = n - first < depth ? n - first : depth;

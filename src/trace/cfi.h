@@ -57,7 +57,7 @@ const char *ht__cfi_status_name(ht_cfi_status st);
 /* -- cfi_map.c: the process's images and the rule cache ------------------------------------ */
 
 /* A cached rule in one 64-bit word (so racing threads may overwrite entries freely):
- *   63..32 pc tag (ra >> HT_CFI_CACHE_BITS)   31..28 map generation (low 4 bits)
+ *   63..32 pc tag (ra >> HT_CFI_CACHE_BITS)   31..28 map generation (1..15, cycling)
  *   27..26 kind (0 empty, HT_CFI_W_NORMAL, HT_CFI_W_OUTER, HT_CFI_W_UNSUP)
  *   25 CFA is rbp-based   24..19 rbp saved at CFA - 8 * k (0: unchanged)   18..0 CFA offset
  * A NORMAL word always has the return address at CFA - 8. */
@@ -71,20 +71,20 @@ const char *ht__cfi_status_name(ht_cfi_status st);
 #define HT_CFI_W_OFF(w)   ((uintptr_t)((w)&0x7FFFFu))
 
 extern _Atomic uint64_t *ht__cfi_cache;  /* 1 << HT_CFI_CACHE_BITS words, or NULL */
-extern _Atomic uint32_t ht__cfi_gen_tag; /* (generation & 15) << 28 of the current map */
+extern _Atomic uint32_t ht__cfi_gen_tag; /* the current map's generation bits (never 0) */
 
-/* The cached word for return address ra (a hit is a load and a compare); on a miss looks ra
- * up in the current map (binary search, then ht__cfi_find at ra - 1) and caches the answer.
- * A pc in no known module answers HT_CFI_W_UNSUP and asks for a refresh (done outside the
- * hot path). Lock-free; no malloc, no syscall. */
+/* The word for return address ra when the cache holds a NORMAL rule of the current map
+ * (cache = ht__cfi_cache, want_low = ht__cfi_gen_tag | HT_CFI_W_NORMAL << 26, both loaded
+ * once per capture): a load and a compare. Anything else goes to ht__cfi_rule_slow, which
+ * looks ra up in the current map (binary search, then ht__cfi_find at ra - 1), caches the
+ * answer and returns it (any kind). A pc in no known module answers HT_CFI_W_UNSUP uncached
+ * and asks for a refresh (done outside the hot path). Lock-free; no malloc, no syscall. */
 uint64_t ht__cfi_rule_slow(uintptr_t ra);
-static inline uint64_t ht__cfi_rule(uintptr_t ra)
+static inline uint64_t ht__cfi_rule(_Atomic uint64_t *cache, uint64_t want_low, uintptr_t ra)
 {
-    uint64_t w = atomic_load_explicit(&ht__cfi_cache[ra & ((1u << HT_CFI_CACHE_BITS) - 1)],
-                                      memory_order_relaxed);
-    uint64_t want = (uint64_t)(ra >> HT_CFI_CACHE_BITS) << 32 |
-                    atomic_load_explicit(&ht__cfi_gen_tag, memory_order_relaxed);
-    if ((w & 0xFFFFFFFFF0000000u) == want && HT_CFI_W_KIND(w) != 0)
+    uint64_t w =
+        atomic_load_explicit(&cache[ra & ((1u << HT_CFI_CACHE_BITS) - 1)], memory_order_relaxed);
+    if (((w ^ ((uint64_t)(ra >> HT_CFI_CACHE_BITS) << 32 | want_low)) >> 26) == 0)
         return w;
     return ht__cfi_rule_slow(ra);
 }

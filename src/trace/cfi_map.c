@@ -26,6 +26,7 @@ typedef struct cfi_module {
 
 typedef struct cfi_map {
     uint32_t gen;                  /* 1.. */
+    uint32_t tag;                  /* gen_tag(gen): bits 31..28 of its cache words */
     unsigned long long adds, subs; /* the loader's counters when scanned */
     size_t n;                      /* modules in mods, sorted by lo */
     cfi_module mods[MAX_MAP_MODULES];
@@ -53,6 +54,12 @@ static void retire(void *p, size_t size)
     if (g_n_retired < MAX_RETIRED)
         g_retired[g_n_retired++] = (retired){p, size};
     /* else: leaked on purpose rather than unmapped under a reader */
+}
+
+/* 1..15 in bits 31..28: never 0, so that an empty word (0) never matches a lookup. */
+static uint32_t gen_tag(uint32_t gen)
+{
+    return ((gen - 1u) % 15u + 1u) << 28;
 }
 
 static size_t round_pages(size_t size)
@@ -95,7 +102,7 @@ uint64_t ht__cfi_rule_slow(uintptr_t ra)
     uint64_t w = ht__cfi_encode(ra, st, &rule);
     if (w == 0)
         return unsup;
-    w |= (uint64_t)((m->gen & 15u) << 28);
+    w |= m->tag;
     _Atomic uint64_t *c = ht__cfi_cache;
     if (c != NULL)
         atomic_store_explicit(&c[ra & ((1u << HT_CFI_CACHE_BITS) - 1)], w, memory_order_relaxed);
@@ -244,6 +251,7 @@ static bool map_rebuild(void)
     if (next == NULL)
         return false;
     next->gen = old != NULL ? old->gen + 1 : 1;
+    next->tag = gen_tag(next->gen);
     scan_ctx s = {next, old, true};
     dl_iterate_phdr(scan_one, &s);
     if (old != NULL) {
@@ -258,10 +266,10 @@ static bool map_rebuild(void)
         retire(old, sizeof(cfi_map));
     }
     atomic_store_explicit(&g_map, next, memory_order_release);
-    atomic_store_explicit(&ht__cfi_gen_tag, (next->gen & 15u) << 28, memory_order_release);
+    atomic_store_explicit(&ht__cfi_gen_tag, next->tag, memory_order_release);
     /* Words of older generations no longer match; clearing also removes the ones a capture
      * that raced with the swap may still write with the old tag (they would otherwise match
-     * again 16 generations later). */
+     * again 15 generations later). */
     if (old != NULL && ht__cfi_cache != NULL) {
         for (size_t i = 0; i < (size_t)1 << HT_CFI_CACHE_BITS; i++)
             atomic_store_explicit(&ht__cfi_cache[i], 0, memory_order_relaxed);

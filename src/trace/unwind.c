@@ -168,19 +168,22 @@ NO_ASAN __attribute__((noinline)) static size_t fp_capture(uint64_t *frames, siz
         return 0;
     /* fp is trusted iff fp - lo <= span (one unsigned compare for both bounds) and aligned */
     const uintptr_t lo = fp, span = t_hi - 2 * sizeof(uintptr_t) - lo;
-    size_t skip_left = (size_t)skip + 1, n = 0;
+    size_t n = 0;
+    for (unsigned i = 0; i <= skip; i++) { /* skip + 1 frames, the first into our caller */
+        const uintptr_t *frame = (const uintptr_t *)fp;
+        uintptr_t next = frame[0];
+        if (frame[1] < 4096 || next <= fp || next - lo > span ||
+            (next & (sizeof(uintptr_t) - 1)) != 0)
+            return 0;
+        fp = next;
+    }
     while (n < max) {
-        if (fp - lo > span || (fp & (sizeof(uintptr_t) - 1)) != 0)
-            break;
         const uintptr_t *frame = (const uintptr_t *)fp;
         uintptr_t next = frame[0], ra = frame[1];
         if (ra < 4096)
             break;
-        if (skip_left > 0)
-            skip_left--;
-        else
-            frames[n++] = ra;
-        if (next <= fp)
+        frames[n++] = ra;
+        if (next <= fp || next - lo > span || (next & (sizeof(uintptr_t) - 1)) != 0)
             break;
         fp = next;
     }
@@ -260,11 +263,41 @@ __attribute__((noinline)) static size_t cfi_fallback(uint64_t *frames, size_t ma
 #endif
 }
 
-/* Walks with per-return-address rules: CFA = (rsp or rbp) + off, return address at CFA - 8,
- * rbp unchanged or reloaded from CFA - 8k; the caller's rsp is the CFA. Starts from this
- * function's own frame (built with a frame pointer). Every stack read lies in [the current
- * sp, t_hi - 8] and each CFA is above the previous sp, so the walk ends and never leaves the
- * stack mapping. The first return address (into the capture's caller) is skipped. */
+/* One step of the walk: the caller of the frame whose pc is *ra and whose rsp is *sp, by
+ * the rule word w (NORMAL): CFA = (rbp or rsp) + off, return address at CFA - 8, rbp
+ * unchanged or reloaded from CFA - 8k; the caller's rsp is the CFA. Every read lies in
+ * [*sp, top] and the new sp is above the old one, so a walk ends and never leaves the stack
+ * mapping. False when the rule points outside that. */
+NO_ASAN static inline bool cfi_step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp,
+                                    uintptr_t top)
+{
+    uintptr_t cfa = ((w & HT_CFI_W_RBPCFA) != 0 ? *rbp : *sp) + HT_CFI_W_OFF(w);
+    uintptr_t ra_slot = cfa - sizeof(uintptr_t);
+    if (ra_slot - *sp > top - *sp)
+        return false; /* below the current sp or past the stack's top */
+    unsigned k = HT_CFI_W_RBPK(w);
+    uintptr_t next_ra = *(const uintptr_t *)ra_slot;
+    if (k != 0) {
+        uintptr_t rbp_slot = cfa - 8u * k;
+        if (rbp_slot < *sp)
+            return false;
+        *rbp = *(const uintptr_t *)rbp_slot;
+    }
+    *ra = next_ra;
+    *sp = cfa;
+    return true;
+}
+
+/* A return address worth looking up: user space, not in the first page. */
+static inline bool ra_plausible(uintptr_t ra)
+{
+    return ra - 4096 < ((uintptr_t)1 << 47) - 4096;
+}
+
+/* Walks by per-return-address rules (cfi_step), starting from this function's own frame
+ * (built with a frame pointer); the first skip + 1 return addresses (the first one is into
+ * the capture's caller) are stepped over, not stored. A frame whose rule is not NORMAL ends
+ * the walk (OUTER) or hands the capture to libunwind (UNSUP). */
 NO_ASAN __attribute__((noinline)) static size_t cfi_capture(uint64_t *frames, size_t max,
                                                             unsigned skip)
 {
@@ -273,39 +306,36 @@ NO_ASAN __attribute__((noinline)) static size_t cfi_capture(uint64_t *frames, si
         return 0;
     if (t_hi - fp < 2 * sizeof(uintptr_t))
         return 0;
+    _Atomic uint64_t *cache = ht__cfi_cache;
+    const uint64_t want = atomic_load_explicit(&ht__cfi_gen_tag, memory_order_relaxed) |
+                          (uint64_t)HT_CFI_W_NORMAL << 26;
     const uintptr_t top = t_hi - sizeof(uintptr_t); /* highest readable word */
     const uintptr_t *own = (const uintptr_t *)fp;
     uintptr_t rbp = own[0], ra = own[1], sp = fp + 2 * sizeof(uintptr_t);
-    size_t skip_left = (size_t)skip + 1, n = 0;
-    while (n < max) {
-        if (ra - 4096 >= ((uintptr_t)1 << 47) - 4096)
-            break; /* not a user-space code address */
-        if (skip_left > 0)
-            skip_left--;
-        else
-            frames[n++] = ra;
-        uint64_t w = ht__cfi_rule(ra);
-        if (HT_CFI_W_KIND(w) != HT_CFI_W_NORMAL) {
-            if (HT_CFI_W_KIND(w) == HT_CFI_W_OUTER)
-                break;
-            return cfi_fallback(frames, max, skip, n);
-        }
-        uintptr_t cfa = ((w & HT_CFI_W_RBPCFA) != 0 ? rbp : sp) + HT_CFI_W_OFF(w);
-        uintptr_t ra_slot = cfa - sizeof(uintptr_t);
-        if (ra_slot - sp > top - sp)
-            break; /* below the current sp or past the stack's top */
-        unsigned k = HT_CFI_W_RBPK(w);
-        uintptr_t next_ra = *(const uintptr_t *)ra_slot;
-        if (k != 0) {
-            uintptr_t rbp_slot = cfa - 8u * k;
-            if (rbp_slot < sp)
-                break;
-            rbp = *(const uintptr_t *)rbp_slot;
-        }
-        ra = next_ra;
-        sp = cfa;
+    size_t n = 0;
+    uint64_t w;
+    for (unsigned i = 0; i <= skip; i++) { /* ra is into the caller's caller afterwards */
+        if (!ra_plausible(ra))
+            return 0;
+        w = ht__cfi_rule(cache, want, ra);
+        if (HT_CFI_W_KIND(w) != HT_CFI_W_NORMAL)
+            goto not_normal;
+        if (!cfi_step(w, &ra, &sp, &rbp, top))
+            return 0;
+    }
+    while (n < max && ra_plausible(ra)) {
+        frames[n++] = ra;
+        w = ht__cfi_rule(cache, want, ra);
+        if (HT_CFI_W_KIND(w) != HT_CFI_W_NORMAL)
+            goto not_normal;
+        if (!cfi_step(w, &ra, &sp, &rbp, top))
+            break;
     }
     return n;
+not_normal:
+    if (HT_CFI_W_KIND(w) == HT_CFI_W_OUTER)
+        return n;
+    return cfi_fallback(frames, max, skip, n);
 }
 
 static const ht_unwinder unwinder_cfi = {"dwarf", cfi_init, cfi_capture};
