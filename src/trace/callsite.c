@@ -235,6 +235,18 @@ static inline bool in_span(uintptr_t pc)
     return pc >= g_span.lo && pc < g_span.hi;
 }
 
+/* The id each of this thread's walker memo ways led to (unwind.c, HT_UNWIND_MEMO_*): when
+ * the walker says a capture is exactly the one that recorded way w (same arguments, every
+ * slot verified), the cut and the interning give what they gave then. Valid for the session
+ * generation it was filled in and the depth it was cut to. */
+typedef struct memo_id {
+    uint64_t gen;   /* ht__rec.live_gen when filled; 0 = none */
+    uint32_t id;    /* the interned id */
+    uint32_t depth; /* the depth asked */
+} memo_id;
+
+static __thread memo_id t_memo_id[HT_UNWIND_MEMO_WAYS] __attribute__((tls_model("initial-exec")));
+
 __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
 {
     const ht_unwinder *u = ht__stack_unwinder();
@@ -245,8 +257,19 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
     uint64_t frames[HT_STACK_MAX_DEPTH + CALLSITE_EXTRA];
     unsigned own = t_own[0] > t_own[1] ? t_own[0] : t_own[1];
     size_t n = 0, first = 0;
+    uint64_t gen = atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed);
+    unsigned way;
     for (;;) {
         n = u->capture(frames, depth + own, 0);
+        unsigned memo = ht__unwind_memo_last;
+        way = memo & 0xFFu;
+        if ((memo & HT_UNWIND_MEMO_WHOLE) != 0 && way < HT_UNWIND_MEMO_WAYS) {
+            const memo_id *m = &t_memo_id[way];
+            if (m->gen == gen && gen != 0 && m->depth == depth)
+                return m->id;
+        } else if (way < HT_UNWIND_MEMO_WAYS) {
+            t_memo_id[way].gen = 0; /* re-recorded: its id is no longer known */
+        }
         first = 0;
         size_t scan = n < own ? n : own;
         for (size_t i = 0; i < scan; i++)
@@ -264,5 +287,8 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
     if (first >= n)
         return HT_STACK_ID_NONE;
     size_t k = n - first < depth ? n - first : depth;
-    return intern_cached(frames + first, k);
+    uint32_t id = intern_cached(frames + first, k);
+    if (way < HT_UNWIND_MEMO_WAYS && id != HT_STACK_ID_NONE && id != HT_STACK_ID_FULL)
+        t_memo_id[way] = (memo_id){gen, id, depth};
+    return id;
 }

@@ -52,6 +52,15 @@ bool ht__unwind_have_libunwind(void);
  * objects loaded or unloaded since init (one dl_iterate_phdr step when nothing changed;
  * takes the loader's lock). Until then a pc in a new object sends the capture to libunwind. */
 void ht__unwind_refresh(void);
+/* The memo of this thread's last capture by the fp or own DWARF walker: the way (0..WAYS-1)
+ * it recorded into, or that way | HT_UNWIND_MEMO_WHOLE when its frames are exactly those of
+ * the capture that recorded that way (same arguments, every slot it read verified), or
+ * HT_UNWIND_MEMO_NONE (libunwind, a nested walk). Lets a caller keep a result per way. */
+#define HT_UNWIND_MEMO_WAYS  3u
+#define HT_UNWIND_MEMO_NONE  0xFFu
+#define HT_UNWIND_MEMO_WHOLE 0x100u
+#define HT_UNWIND_MEMO_PART  0x200u /* | way: the walk took its rest from a remembered one */
+extern __thread unsigned ht__unwind_memo_last __attribute__((tls_model("initial-exec")));
 /* Captures the own DWARF walker handed to libunwind (or ended early without it) since the
  * process started. For tests. */
 uint64_t ht__unwind_n_fallback(void);

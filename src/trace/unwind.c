@@ -146,52 +146,6 @@ bool ht__unwind_thread_bounds(uintptr_t *lo, uintptr_t *hi)
     return true;
 }
 
-/* -- frame-pointer walker -------------------------------------------------------------------- */
-
-static bool fp_init(void)
-{
-    uintptr_t lo, hi;
-    return ht__unwind_thread_bounds(&lo, &hi);
-}
-
-/* Each frame is {saved fp, return address} at fp (x86-64 rbp, AArch64 x29). A frame is
- * trusted only when fp lies in [current sp, t_hi - 16], is 8-aligned, and each next fp is
- * strictly above the previous one (so the walk ends and stays in mapped memory). The first
- * return address read is this function's own (into ht__stack_capture): skipped. */
-NO_ASAN __attribute__((noinline)) static size_t fp_capture(uint64_t *frames, size_t max,
-                                                           unsigned skip)
-{
-    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
-    if (!(t_lo <= fp && fp < t_hi) && !bounds_refresh(fp))
-        return 0;
-    if (t_hi - fp < 2 * sizeof(uintptr_t))
-        return 0;
-    /* fp is trusted iff fp - lo <= span (one unsigned compare for both bounds) and aligned */
-    const uintptr_t lo = fp, span = t_hi - 2 * sizeof(uintptr_t) - lo;
-    size_t n = 0;
-    for (unsigned i = 0; i <= skip; i++) { /* skip + 1 frames, the first into our caller */
-        const uintptr_t *frame = (const uintptr_t *)fp;
-        uintptr_t next = frame[0];
-        if (frame[1] < 4096 || next <= fp || next - lo > span ||
-            (next & (sizeof(uintptr_t) - 1)) != 0)
-            return 0;
-        fp = next;
-    }
-    while (n < max) {
-        const uintptr_t *frame = (const uintptr_t *)fp;
-        uintptr_t next = frame[0], ra = frame[1];
-        if (ra < 4096)
-            break;
-        frames[n++] = ra;
-        if (next <= fp || next - lo > span || (next & (sizeof(uintptr_t) - 1)) != 0)
-            break;
-        fp = next;
-    }
-    return n;
-}
-
-static const ht_unwinder unwinder_fp = {"fp", fp_init, fp_capture};
-
 /* -- DWARF via libunwind ------------------------------------------------------------------- */
 
 #if HT_HAVE_LIBUNWIND
@@ -262,31 +216,53 @@ __attribute__((noinline)) static size_t cfi_fallback(uint64_t *frames, size_t ma
     return n_done;
 #endif
 }
+#endif
 
-/* One step of the walk: the caller of the frame whose pc is *ra and whose rsp is *sp, by
- * the rule word w (NORMAL): CFA = (rbp or rsp) + off, return address at CFA - 8, rbp
- * unchanged or reloaded from CFA - 8k; the caller's rsp is the CFA. Every read lies in
- * [*sp, top] and the new sp is above the old one, so a walk ends and never leaves the stack
- * mapping. False when the rule points outside that. */
-NO_ASAN static inline bool cfi_step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp,
-                                    uintptr_t top)
-{
-    uintptr_t cfa = ((w & HT_CFI_W_RBPCFA) != 0 ? *rbp : *sp) + HT_CFI_W_OFF(w);
-    uintptr_t ra_slot = cfa - sizeof(uintptr_t);
-    if (ra_slot - *sp > top - *sp)
-        return false; /* below the current sp or past the stack's top */
-    unsigned k = HT_CFI_W_RBPK(w);
-    uintptr_t next_ra = *(const uintptr_t *)ra_slot;
-    if (k != 0) {
-        uintptr_t rbp_slot = cfa - 8u * k;
-        if (rbp_slot < *sp)
-            return false;
-        *rbp = *(const uintptr_t *)rbp_slot;
-    }
-    *ra = next_ra;
-    *sp = cfa;
-    return true;
-}
+/* -- the walk, memoised ------------------------------------------------------------------- */
+
+/* Both walkers step through states (ra, sp, rbp) — a frame's pc (a return address), its rsp
+ * and rbp — by a rule per state: CFA = (rbp or rsp) + off, the caller's return address at
+ * CFA - 8, its rbp unchanged or reloaded from CFA - 8k, its rsp = CFA. The frame-pointer
+ * walker is the constant rule {rbp + 16, rbp at CFA - 16} (plus an alignment check); the
+ * DWARF walker looks the rule of ra up in cfi_map.c's cache.
+ *
+ * Memo (docs/decisions/0007): each thread keeps its last MEMO_WAYS walks as their states and
+ * the stack slots each step read. The walk from a state is a function of the state, of the
+ * values in the slots it reads, of the rules (a function of ra for one map generation) and of
+ * the stack's top. So when the current state equals a remembered walk's state at the same sp
+ * and every slot that walk read from there on still holds what it read, the rest of the walk
+ * is the remembered one: checked with independent loads, no rule lookups. A walk whose first
+ * state matches, with the same arguments, is the same capture (HT_UNWIND_MEMO_WHOLE). */
+#define MEMO_STATES 40u
+
+enum {
+    END_OPEN = 0,   /* s[n-1] is a state whose walk is not recorded (depth reached, full) */
+    END_EMIT = 1,   /* s[n-1].ra is the last frame (outermost, or the next step failed) */
+    END_NOEMIT = 2, /* s[n-1].ra is not a frame (implausible): the walk ended before it */
+};
+
+typedef struct mstate {
+    uintptr_t ra, sp, rbp;    /* the walk's state */
+    const uintptr_t *a0, *a1; /* slots the step out of it read: next ra; next rbp (or a0 again) */
+    uintptr_t v1;             /* the value read at a1 */
+} mstate;
+
+typedef struct memo {
+    uint64_t key;          /* walk_key: walker and rule generation; 0 = empty or being written */
+    uintptr_t top;         /* the stack's highest word when recorded */
+    uint32_t n;            /* states in s, 1..MEMO_STATES */
+    uint8_t end;           /* END_*: what follows s[n-1] */
+    uint8_t by_max;        /* the capture stopped at max right before s[n-1] (END_OPEN) */
+    uint16_t skip;         /* the capture's skip ... */
+    size_t max;            /* ... and max */
+    mstate s[MEMO_STATES]; /* s[t + 1].ra was read at s[t].a0; for t + 1 < n */
+    uintptr_t ras[MEMO_STATES]; /* s[t].ra again, contiguous: a whole match copies them */
+} memo;
+
+static __thread memo t_memo[HT_UNWIND_MEMO_WAYS] TLS_IE;
+static __thread unsigned t_memo_victim TLS_IE; /* the way the next recording overwrites */
+static __thread unsigned t_walking TLS_IE;     /* a walk is in progress (signal re-entry) */
+__thread unsigned ht__unwind_memo_last TLS_IE = HT_UNWIND_MEMO_NONE;
 
 /* A return address worth looking up: user space, not in the first page. */
 static inline bool ra_plausible(uintptr_t ra)
@@ -294,48 +270,324 @@ static inline bool ra_plausible(uintptr_t ra)
     return ra - 4096 < ((uintptr_t)1 << 47) - 4096;
 }
 
-/* Walks by per-return-address rules (cfi_step), starting from this function's own frame
- * (built with a frame pointer); the first skip + 1 return addresses (the first one is into
- * the capture's caller) are stepped over, not stored. A frame whose rule is not NORMAL ends
- * the walk (OUTER) or hands the capture to libunwind (UNSUP). */
+/* One step by the rule word w (NORMAL): every read lies in [*sp, top] and the new sp is
+ * above the old one, so a walk ends and never leaves the stack mapping. False when the rule
+ * points outside that. Fills the slots read into m. */
+NO_ASAN static inline bool step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp,
+                                uintptr_t top, mstate *m)
+{
+    uintptr_t cfa = ((w & HT_CFI_W_RBPCFA) != 0 ? *rbp : *sp) + HT_CFI_W_OFF(w);
+    const uintptr_t *ra_slot = (const uintptr_t *)(cfa - sizeof(uintptr_t));
+    if ((uintptr_t)ra_slot - *sp > top - *sp)
+        return false; /* below the current sp or past the stack's top */
+    unsigned k = HT_CFI_W_RBPK(w);
+    uintptr_t next_ra = *ra_slot;
+    m->a0 = m->a1 = ra_slot;
+    m->v1 = next_ra;
+    if (k != 0) {
+        const uintptr_t *rbp_slot = (const uintptr_t *)(cfa - 8u * k);
+        if ((uintptr_t)rbp_slot < *sp)
+            return false;
+        *rbp = m->v1 = *rbp_slot;
+        m->a1 = rbp_slot;
+    }
+    *ra = next_ra;
+    *sp = cfa;
+    return true;
+}
+
+/* The frame-pointer rule: CFA = rbp + 16, rbp saved at CFA - 16. */
+#define FP_RULE                                                                                    \
+    ((uint64_t)HT_CFI_W_NORMAL << 26 | HT_CFI_W_RBPCFA | (uint64_t)2 << 19 | (uint64_t)16)
+
+/* True when every slot e's walk read from state `from` on still holds what it read. The
+ * slots lie in [e->s[from].sp, e->top]: inside this thread's stack when the caller checked
+ * that sp and top are the current ones. The loads are independent of each other (addresses
+ * come from the memo, not from the loads), so they overlap; the first difference ends it. */
+#define MEMO_DIFF(e, t) ((*(e)->s[t].a0 ^ (e)->ras[(t) + 1]) | (*(e)->s[t].a1 ^ (e)->s[t].v1))
+
+NO_ASAN static inline bool memo_holds(const memo *e, uint32_t from)
+{
+    uint32_t t = from, end = e->n - 1; /* steps [from, end) */
+    for (; t + 4 <= end; t += 4)
+        if ((MEMO_DIFF(e, t) | MEMO_DIFF(e, t + 1) | MEMO_DIFF(e, t + 2) | MEMO_DIFF(e, t + 3)) !=
+            0)
+            return false;
+    for (; t < end; t++)
+        if (MEMO_DIFF(e, t) != 0)
+            return false;
+    return true;
+}
+
+/* The frames of a whole match: those e's own capture (same skip and max) emitted. States
+ * [0, last) were emitted or skipped: all n of them for END_EMIT, all but the last else. */
+static inline size_t memo_frames(const memo *e, uint64_t *frames, size_t max, unsigned skip)
+{
+    size_t last = e->end == END_EMIT ? e->n : e->n - 1, first = (size_t)skip + 1;
+    if (last <= first)
+        return 0;
+    size_t k = last - first < max ? last - first : max;
+    memcpy(frames, &e->ras[first], k * sizeof(uint64_t));
+    return k;
+}
+
+typedef struct walk_out {
+    uint64_t *frames;
+    size_t n, max, skip_left; /* frames stored; the most; return addresses still to drop */
+} walk_out;
+
+/* Emits e's states from `from` on (as the real walk would have) and, when r is not NULL,
+ * appends them to the recording r. Returns true when the walk is complete; false when it
+ * must go on for real from e->s[e->n - 1], which is then in *at. */
+static inline bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, mstate *at)
+{
+    for (uint32_t t = from;; t++) {
+        const mstate *s = &e->s[t];
+        bool last = t + 1 == e->n;
+        if (last && e->end == END_OPEN) {
+            *at = *s;
+            return false;
+        }
+        if (r != NULL) {
+            if (r->n == MEMO_STATES) {
+                r->end = END_OPEN; /* the recording is full; its last state stays open */
+                r = NULL;
+            } else {
+                r->ras[r->n] = s->ra;
+                r->s[r->n++] = *s;
+            }
+        }
+        if (last && e->end == END_NOEMIT) {
+            if (r != NULL)
+                r->end = END_NOEMIT;
+            return true;
+        }
+        if (o->skip_left > 0)
+            o->skip_left--;
+        else
+            o->frames[o->n++] = s->ra;
+        if (last) {
+            if (r != NULL)
+                r->end = END_EMIT;
+            return true;
+        }
+        if (o->n == o->max) {
+            if (r != NULL && r->n < MEMO_STATES) {
+                r->ras[r->n] = e->ras[t + 1];
+                r->s[r->n++] = e->s[t + 1];
+                r->end = END_OPEN;
+                r->by_max = 1;
+            } else if (r != NULL) {
+                r->end = END_OPEN;
+            }
+            return true;
+        }
+    }
+}
+
+/* The walk from this capture function's own frame fp (built with a frame pointer). The first
+ * skip + 1 return addresses (the first is into the capture's caller) are dropped. dwarf: rules
+ * from the CFI cache (an UNSUP rule hands the capture to libunwind); else FP_RULE. */
+NO_ASAN __attribute__((always_inline)) static inline size_t
+walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
+{
+    const uintptr_t top = t_hi - sizeof(uintptr_t); /* highest readable word */
+#if HT_HAVE_CFI
+    _Atomic uint64_t *cache = ht__cfi_cache;
+    const uint64_t want = atomic_load_explicit(&ht__cfi_gen_tag, memory_order_relaxed) |
+                          (uint64_t)HT_CFI_W_NORMAL << 26;
+#else
+    const uint64_t want = 0;
+#endif
+    const uint64_t key = dwarf ? want | 2u : 1u;
+    const uintptr_t *own = (const uintptr_t *)fp;
+    uintptr_t rbp = own[0], ra = own[1], sp = fp + 2 * sizeof(uintptr_t);
+    walk_out o = {frames, 0, max, (size_t)skip + 1};
+    uint64_t rule = FP_RULE;
+    bool full = false; /* the recording ran out of states */
+    unsigned part = 0; /* HT_UNWIND_MEMO_PART once a remembered walk supplied the rest */
+    ht__unwind_memo_last = HT_UNWIND_MEMO_NONE;
+    if (max == 0 || t_walking != 0)
+        goto no_memo;
+    t_walking = 1;
+
+    /* The whole capture again? */
+    for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
+        const memo *e = &t_memo[w];
+        if (e->key == key && e->top == top && e->skip == skip && e->max == max &&
+            (e->end != END_OPEN || e->by_max) && e->s[0].sp == sp && e->s[0].ra == ra &&
+            e->s[0].rbp == rbp && memo_holds(e, 0)) {
+            ht__unwind_memo_last = w | HT_UNWIND_MEMO_WHOLE;
+            t_walking = 0;
+            return memo_frames(e, frames, max, skip);
+        }
+    }
+
+    /* Walk for real, recording into the victim way and looking for a remembered state. */
+    unsigned v = t_memo_victim;
+    t_memo_victim = (v + 1) % HT_UNWIND_MEMO_WAYS;
+    memo *r = &t_memo[v];
+    r->key = 0;
+    r->n = 0;
+    r->by_max = 0;
+    uint32_t pos[HT_UNWIND_MEMO_WAYS] = {0};
+    bool usable[HT_UNWIND_MEMO_WAYS];
+    for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++)
+        usable[w] = w != v && t_memo[w].key == key && t_memo[w].top == top;
+    for (;;) {
+        for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
+            if (!usable[w])
+                continue;
+            const memo *e = &t_memo[w];
+            uint32_t p = pos[w];
+            while (p < e->n && e->s[p].sp < sp)
+                p++;
+            pos[w] = p;
+            if (p < e->n && e->s[p].sp == sp && e->s[p].ra == ra && e->s[p].rbp == rbp) {
+                usable[w] = false;
+                if (!memo_holds(e, p))
+                    continue;
+                mstate at;
+                part = HT_UNWIND_MEMO_PART;
+                if (memo_replay(e, p, &o, r, &at))
+                    goto recorded;
+                ra = at.ra;
+                sp = at.sp;
+                rbp = at.rbp;
+                break;
+            }
+        }
+        mstate *m = r->n < MEMO_STATES ? &r->s[r->n] : NULL;
+        mstate scratch;
+        if (m != NULL) {
+            m->ra = ra;
+            m->sp = sp;
+            m->rbp = rbp;
+            r->ras[r->n++] = ra;
+        } else {
+            m = &scratch;
+            full = true;
+        }
+        if (!ra_plausible(ra)) {
+            r->end = END_NOEMIT;
+            goto recorded;
+        }
+        if (o.skip_left > 0)
+            o.skip_left--;
+        else
+            frames[o.n++] = ra;
+#if HT_HAVE_CFI
+        if (dwarf) {
+            rule = ht__cfi_rule(cache, want, ra);
+            if (HT_CFI_W_KIND(rule) != HT_CFI_W_NORMAL) {
+                if (HT_CFI_W_KIND(rule) == HT_CFI_W_OUTER) {
+                    r->end = END_EMIT;
+                    goto recorded;
+                }
+                r->key = 0;
+                r->n = 0;
+                t_walking = 0;
+                return cfi_fallback(frames, max, skip, o.n);
+            }
+        }
+#endif
+        if (!dwarf && (rbp & (sizeof(uintptr_t) - 1)) != 0) {
+            r->end = END_EMIT;
+            goto recorded;
+        }
+        if (!step(rule, &ra, &sp, &rbp, top, m)) {
+            r->end = END_EMIT;
+            goto recorded;
+        }
+        if (o.n == max) {
+            if (r->n < MEMO_STATES) {
+                r->s[r->n].ra = ra;
+                r->s[r->n].sp = sp;
+                r->s[r->n].rbp = rbp;
+                r->ras[r->n++] = ra;
+                r->by_max = 1;
+            }
+            r->end = END_OPEN;
+            goto recorded;
+        }
+    }
+recorded:
+    if (full) {
+        /* s[n-1]'s walk on is not (all) recorded: replays resume there, and it is never a
+         * whole capture (by_max would claim its end is known). */
+        r->end = END_OPEN;
+        r->by_max = 0;
+    }
+    r->top = top;
+    r->skip = (uint16_t)skip;
+    r->max = max;
+    r->key = r->n > 0 && skip <= 0xFFFF ? key : 0;
+    ht__unwind_memo_last = v | part;
+    t_walking = 0;
+    return o.n;
+
+no_memo: /* a walk interrupting a walk on this thread (a signal handler): no memo */
+    while (o.n < max && ra_plausible(ra)) {
+        if (o.skip_left > 0)
+            o.skip_left--;
+        else
+            frames[o.n++] = ra;
+        mstate scratch;
+#if HT_HAVE_CFI
+        if (dwarf) {
+            rule = ht__cfi_rule(cache, want, ra);
+            if (HT_CFI_W_KIND(rule) != HT_CFI_W_NORMAL)
+                return HT_CFI_W_KIND(rule) == HT_CFI_W_OUTER ? o.n
+                                                             : cfi_fallback(frames, max, skip, o.n);
+        }
+#endif
+        if ((!dwarf && (rbp & (sizeof(uintptr_t) - 1)) != 0) ||
+            !step(dwarf ? rule : FP_RULE, &ra, &sp, &rbp, top, &scratch))
+            break;
+    }
+    return o.n;
+}
+/* -- the two walkers ------------------------------------------------------------------------ */
+
+/* This thread's stack holds fp (refreshing the bounds once if not): the walk may start. */
+static inline bool walk_can_start(uintptr_t fp)
+{
+    if (!(t_lo <= fp && fp < t_hi) && !bounds_refresh(fp))
+        return false;
+    return t_hi - fp >= 2 * sizeof(uintptr_t);
+}
+
+static bool fp_init(void)
+{
+    uintptr_t lo, hi;
+    return ht__unwind_thread_bounds(&lo, &hi);
+}
+
+/* Each frame is {saved fp, return address} at fp (x86-64 rbp, AArch64 x29): FP_RULE. A frame
+ * is trusted only when its record lies in [current sp, t_hi - 16], is 8-aligned, and each
+ * next fp is above the previous one (so the walk ends and stays in mapped memory). */
+NO_ASAN __attribute__((noinline)) static size_t fp_capture(uint64_t *frames, size_t max,
+                                                           unsigned skip)
+{
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    if (!walk_can_start(fp))
+        return 0;
+    return walk(frames, max, skip, fp, false);
+}
+
+static const ht_unwinder unwinder_fp = {"fp", fp_init, fp_capture};
+
+#if HT_HAVE_CFI
+/* Rules per return address from cfi_map.c's cache; a frame whose rule is UNSUP hands the
+ * capture to libunwind (cfi_fallback, which counts on being called from here: unwind.c is
+ * built without sibling calls). */
 NO_ASAN __attribute__((noinline)) static size_t cfi_capture(uint64_t *frames, size_t max,
                                                             unsigned skip)
 {
     uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
-    if (!(t_lo <= fp && fp < t_hi) && !bounds_refresh(fp))
+    if (!walk_can_start(fp))
         return 0;
-    if (t_hi - fp < 2 * sizeof(uintptr_t))
-        return 0;
-    _Atomic uint64_t *cache = ht__cfi_cache;
-    const uint64_t want = atomic_load_explicit(&ht__cfi_gen_tag, memory_order_relaxed) |
-                          (uint64_t)HT_CFI_W_NORMAL << 26;
-    const uintptr_t top = t_hi - sizeof(uintptr_t); /* highest readable word */
-    const uintptr_t *own = (const uintptr_t *)fp;
-    uintptr_t rbp = own[0], ra = own[1], sp = fp + 2 * sizeof(uintptr_t);
-    size_t n = 0;
-    uint64_t w;
-    for (unsigned i = 0; i <= skip; i++) { /* ra is into the caller's caller afterwards */
-        if (!ra_plausible(ra))
-            return 0;
-        w = ht__cfi_rule(cache, want, ra);
-        if (HT_CFI_W_KIND(w) != HT_CFI_W_NORMAL)
-            goto not_normal;
-        if (!cfi_step(w, &ra, &sp, &rbp, top))
-            return 0;
-    }
-    while (n < max && ra_plausible(ra)) {
-        frames[n++] = ra;
-        w = ht__cfi_rule(cache, want, ra);
-        if (HT_CFI_W_KIND(w) != HT_CFI_W_NORMAL)
-            goto not_normal;
-        if (!cfi_step(w, &ra, &sp, &rbp, top))
-            break;
-    }
-    return n;
-not_normal:
-    if (HT_CFI_W_KIND(w) == HT_CFI_W_OUTER)
-        return n;
-    return cfi_fallback(frames, max, skip, n);
+    return walk(frames, max, skip, fp, true);
 }
 
 static const ht_unwinder unwinder_cfi = {"dwarf", cfi_init, cfi_capture};
