@@ -233,30 +233,33 @@ __attribute__((noinline)) static size_t cfi_fallback(uint64_t *frames, size_t ma
  * and every slot that walk read from there on still holds what it read, the rest of the walk
  * is the remembered one: checked with independent loads, no rule lookups. A walk whose first
  * state matches, with the same arguments, is the same capture (HT_UNWIND_MEMO_WHOLE). */
-#define MEMO_STATES 40u
+#define MEMO_STATES 48u /* depth 32 (the default) + heaptrail's frames + 2 fit */
 
 enum {
-    END_OPEN = 0,   /* s[n-1] is a state whose walk is not recorded (depth reached, full) */
-    END_EMIT = 1,   /* s[n-1].ra is the last frame (outermost, or the next step failed) */
-    END_NOEMIT = 2, /* s[n-1].ra is not a frame (implausible): the walk ended before it */
+    END_OPEN = 0,   /* state n-1 is one whose walk is not recorded (depth reached, full) */
+    END_EMIT = 1,   /* ras[n-1] is the last frame (outermost, or the next step failed) */
+    END_NOEMIT = 2, /* ras[n-1] is not a frame (implausible): the walk ended before it */
 };
 
-typedef struct mstate {
-    uintptr_t ra, sp, rbp;    /* the walk's state */
-    const uintptr_t *a0, *a1; /* slots the step out of it read: next ra; next rbp (or a0 again) */
-    uintptr_t v1;             /* the value read at a1 */
-} mstate;
+typedef struct mread {
+    const uintptr_t *addr; /* a stack slot a step read */
+    uintptr_t val;         /* what it held */
+} mread;
 
 typedef struct memo {
-    uint64_t key;          /* walk_key: walker and rule generation; 0 = empty or being written */
-    uintptr_t top;         /* the stack's highest word when recorded */
-    uint32_t n;            /* states in s, 1..MEMO_STATES */
-    uint8_t end;           /* END_*: what follows s[n-1] */
-    uint8_t by_max;        /* the capture stopped at max right before s[n-1] (END_OPEN) */
-    uint16_t skip;         /* the capture's skip ... */
-    size_t max;            /* ... and max */
-    mstate s[MEMO_STATES]; /* s[t + 1].ra was read at s[t].a0; for t + 1 < n */
-    uintptr_t ras[MEMO_STATES]; /* s[t].ra again, contiguous: a whole match copies them */
+    uint64_t key;                /* walker and rule generation; 0 = empty or being written */
+    uintptr_t top;               /* the stack's highest word when recorded */
+    uint32_t n;                  /* states, 1..MEMO_STATES */
+    uint8_t end;                 /* END_*: what follows state n-1 */
+    uint8_t by_max;              /* the capture stopped at max right before state n-1 */
+    uint16_t skip;               /* the capture's skip ... */
+    size_t max;                  /* ... and max */
+    uint32_t n_rd;               /* reads in rd */
+    uintptr_t ras[MEMO_STATES];  /* state t: its pc (return address) ... */
+    uintptr_t sps[MEMO_STATES];  /* ... rsp (strictly increasing with t) ... */
+    uintptr_t rbps[MEMO_STATES]; /* ... and rbp */
+    uint16_t rd_at[MEMO_STATES]; /* the step out of state t read rd[rd_at[t], rd_at[t + 1]) */
+    mread rd[2 * MEMO_STATES];   /* every slot read, in order: 1 or 2 per step */
 } memo;
 
 static __thread memo t_memo[HT_UNWIND_MEMO_WAYS] TLS_IE;
@@ -271,29 +274,31 @@ static inline bool ra_plausible(uintptr_t ra)
 }
 
 /* One step by the rule word w (NORMAL): every read lies in [*sp, top] and the new sp is
- * above the old one, so a walk ends and never leaves the stack mapping. False when the rule
- * points outside that. Fills the slots read into m. */
-NO_ASAN static inline bool step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp,
-                                uintptr_t top, mstate *m)
+ * above the old one, so a walk ends and never leaves the stack mapping. Returns the number
+ * of slots read (1: the return address; 2: and the saved rbp), written to out, or 0 when the
+ * rule points outside the stack (nothing changed then). */
+NO_ASAN static inline unsigned step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp,
+                                    uintptr_t top, mread *out)
 {
     uintptr_t cfa = ((w & HT_CFI_W_RBPCFA) != 0 ? *rbp : *sp) + HT_CFI_W_OFF(w);
     const uintptr_t *ra_slot = (const uintptr_t *)(cfa - sizeof(uintptr_t));
     if ((uintptr_t)ra_slot - *sp > top - *sp)
-        return false; /* below the current sp or past the stack's top */
-    unsigned k = HT_CFI_W_RBPK(w);
+        return 0; /* below the current sp or past the stack's top */
+    unsigned k = HT_CFI_W_RBPK(w), n = 1;
     uintptr_t next_ra = *ra_slot;
-    m->a0 = m->a1 = ra_slot;
-    m->v1 = next_ra;
+    out[0].addr = ra_slot;
+    out[0].val = next_ra;
     if (k != 0) {
         const uintptr_t *rbp_slot = (const uintptr_t *)(cfa - 8u * k);
         if ((uintptr_t)rbp_slot < *sp)
-            return false;
-        *rbp = m->v1 = *rbp_slot;
-        m->a1 = rbp_slot;
+            return 0;
+        *rbp = out[1].val = *rbp_slot;
+        out[1].addr = rbp_slot;
+        n = 2;
     }
     *ra = next_ra;
     *sp = cfa;
-    return true;
+    return n;
 }
 
 /* The frame-pointer rule: CFA = rbp + 16, rbp saved at CFA - 16. */
@@ -301,20 +306,18 @@ NO_ASAN static inline bool step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintpt
     ((uint64_t)HT_CFI_W_NORMAL << 26 | HT_CFI_W_RBPCFA | (uint64_t)2 << 19 | (uint64_t)16)
 
 /* True when every slot e's walk read from state `from` on still holds what it read. The
- * slots lie in [e->s[from].sp, e->top]: inside this thread's stack when the caller checked
+ * slots lie in [e->sps[from], e->top]: inside this thread's stack when the caller checked
  * that sp and top are the current ones. The loads are independent of each other (addresses
- * come from the memo, not from the loads), so they overlap; the first difference ends it. */
-#define MEMO_DIFF(e, t) ((*(e)->s[t].a0 ^ (e)->ras[(t) + 1]) | (*(e)->s[t].a1 ^ (e)->s[t].v1))
-
+ * come from the memo, not from the loads), so they overlap; a difference ends it. */
 NO_ASAN static inline bool memo_holds(const memo *e, uint32_t from)
 {
-    uint32_t t = from, end = e->n - 1; /* steps [from, end) */
-    for (; t + 4 <= end; t += 4)
-        if ((MEMO_DIFF(e, t) | MEMO_DIFF(e, t + 1) | MEMO_DIFF(e, t + 2) | MEMO_DIFF(e, t + 3)) !=
-            0)
+    const mread *r = &e->rd[e->rd_at[from]], *end = &e->rd[e->rd_at[e->n - 1]];
+    for (; end - r >= 4; r += 4)
+        if (((*r[0].addr ^ r[0].val) | (*r[1].addr ^ r[1].val) | (*r[2].addr ^ r[2].val) |
+             (*r[3].addr ^ r[3].val)) != 0)
             return false;
-    for (; t < end; t++)
-        if (MEMO_DIFF(e, t) != 0)
+    for (; r < end; r++)
+        if (*r->addr != r->val)
             return false;
     return true;
 }
@@ -331,55 +334,58 @@ static inline size_t memo_frames(const memo *e, uint64_t *frames, size_t max, un
     return k;
 }
 
+/* Appends state (ra, sp, rbp) to the recording r; false when it is full. */
+static inline bool rec_state(memo *r, uintptr_t ra, uintptr_t sp, uintptr_t rbp)
+{
+    if (r->n == MEMO_STATES)
+        return false;
+    r->ras[r->n] = ra;
+    r->sps[r->n] = sp;
+    r->rbps[r->n] = rbp;
+    r->rd_at[r->n] = (uint16_t)r->n_rd;
+    r->n++;
+    return true;
+}
+
 typedef struct walk_out {
     uint64_t *frames;
     size_t n, max, skip_left; /* frames stored; the most; return addresses still to drop */
 } walk_out;
 
-/* Emits e's states from `from` on (as the real walk would have) and, when r is not NULL,
- * appends them to the recording r. Returns true when the walk is complete; false when it
- * must go on for real from e->s[e->n - 1], which is then in *at. */
-static inline bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, mstate *at)
+/* Emits e's states from `from` on (as the real walk would have) and appends them and their
+ * reads to the recording r (until it is full). Returns true when the walk is complete; false
+ * when it must go on for real from e's last state (END_OPEN), whose index is then *resume. */
+static bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, bool *full,
+                        uint32_t *resume)
 {
     for (uint32_t t = from;; t++) {
-        const mstate *s = &e->s[t];
         bool last = t + 1 == e->n;
         if (last && e->end == END_OPEN) {
-            *at = *s;
+            *resume = t;
             return false;
         }
-        if (r != NULL) {
-            if (r->n == MEMO_STATES) {
-                r->end = END_OPEN; /* the recording is full; its last state stays open */
-                r = NULL;
-            } else {
-                r->ras[r->n] = s->ra;
-                r->s[r->n++] = *s;
-            }
+        if (!*full && !rec_state(r, e->ras[t], e->sps[t], e->rbps[t]))
+            *full = true;
+        if (!*full && !last) {
+            for (uint32_t i = e->rd_at[t]; i < e->rd_at[t + 1]; i++)
+                r->rd[r->n_rd++] = e->rd[i];
         }
         if (last && e->end == END_NOEMIT) {
-            if (r != NULL)
-                r->end = END_NOEMIT;
+            r->end = END_NOEMIT;
             return true;
         }
         if (o->skip_left > 0)
             o->skip_left--;
         else
-            o->frames[o->n++] = s->ra;
+            o->frames[o->n++] = e->ras[t];
         if (last) {
-            if (r != NULL)
-                r->end = END_EMIT;
+            r->end = END_EMIT;
             return true;
         }
         if (o->n == o->max) {
-            if (r != NULL && r->n < MEMO_STATES) {
-                r->ras[r->n] = e->ras[t + 1];
-                r->s[r->n++] = e->s[t + 1];
-                r->end = END_OPEN;
+            if (!*full && rec_state(r, e->ras[t + 1], e->sps[t + 1], e->rbps[t + 1]))
                 r->by_max = 1;
-            } else if (r != NULL) {
-                r->end = END_OPEN;
-            }
+            r->end = END_OPEN;
             return true;
         }
     }
@@ -406,6 +412,7 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     uint64_t rule = FP_RULE;
     bool full = false; /* the recording ran out of states */
     unsigned part = 0; /* HT_UNWIND_MEMO_PART once a remembered walk supplied the rest */
+    mread scratch[2];
     ht__unwind_memo_last = HT_UNWIND_MEMO_NONE;
     if (max == 0 || t_walking != 0)
         goto no_memo;
@@ -414,9 +421,9 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     /* The whole capture again? */
     for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
         const memo *e = &t_memo[w];
-        if (e->key == key && e->top == top && e->skip == skip && e->max == max &&
-            (e->end != END_OPEN || e->by_max) && e->s[0].sp == sp && e->s[0].ra == ra &&
-            e->s[0].rbp == rbp && memo_holds(e, 0)) {
+        if (e->key == key && e->sps[0] == sp && e->ras[0] == ra && e->rbps[0] == rbp &&
+            e->top == top && e->skip == skip && e->max == max &&
+            (e->end != END_OPEN || e->by_max) && memo_holds(e, 0)) {
             ht__unwind_memo_last = w | HT_UNWIND_MEMO_WHOLE;
             t_walking = 0;
             return memo_frames(e, frames, max, skip);
@@ -429,6 +436,7 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     memo *r = &t_memo[v];
     r->key = 0;
     r->n = 0;
+    r->n_rd = 0;
     r->by_max = 0;
     uint32_t pos[HT_UNWIND_MEMO_WAYS] = {0};
     bool usable[HT_UNWIND_MEMO_WAYS];
@@ -440,34 +448,25 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
                 continue;
             const memo *e = &t_memo[w];
             uint32_t p = pos[w];
-            while (p < e->n && e->s[p].sp < sp)
+            while (p < e->n && e->sps[p] < sp)
                 p++;
             pos[w] = p;
-            if (p < e->n && e->s[p].sp == sp && e->s[p].ra == ra && e->s[p].rbp == rbp) {
+            if (p < e->n && e->sps[p] == sp && e->ras[p] == ra && e->rbps[p] == rbp) {
                 usable[w] = false;
                 if (!memo_holds(e, p))
                     continue;
-                mstate at;
+                uint32_t at;
                 part = HT_UNWIND_MEMO_PART;
-                if (memo_replay(e, p, &o, r, &at))
+                if (memo_replay(e, p, &o, r, &full, &at))
                     goto recorded;
-                ra = at.ra;
-                sp = at.sp;
-                rbp = at.rbp;
+                ra = e->ras[at];
+                sp = e->sps[at];
+                rbp = e->rbps[at];
                 break;
             }
         }
-        mstate *m = r->n < MEMO_STATES ? &r->s[r->n] : NULL;
-        mstate scratch;
-        if (m != NULL) {
-            m->ra = ra;
-            m->sp = sp;
-            m->rbp = rbp;
-            r->ras[r->n++] = ra;
-        } else {
-            m = &scratch;
+        if (!full && !rec_state(r, ra, sp, rbp))
             full = true;
-        }
         if (!ra_plausible(ra)) {
             r->end = END_NOEMIT;
             goto recorded;
@@ -484,7 +483,6 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
                     r->end = END_EMIT;
                     goto recorded;
                 }
-                r->key = 0;
                 r->n = 0;
                 t_walking = 0;
                 return cfi_fallback(frames, max, skip, o.n);
@@ -495,26 +493,25 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
             r->end = END_EMIT;
             goto recorded;
         }
-        if (!step(rule, &ra, &sp, &rbp, top, m)) {
+        /* the reads go straight into the recording (scratch once it is full) */
+        unsigned n_read = step(rule, &ra, &sp, &rbp, top, full ? scratch : &r->rd[r->n_rd]);
+        if (n_read == 0) {
             r->end = END_EMIT;
             goto recorded;
         }
+        if (!full)
+            r->n_rd += n_read;
         if (o.n == max) {
-            if (r->n < MEMO_STATES) {
-                r->s[r->n].ra = ra;
-                r->s[r->n].sp = sp;
-                r->s[r->n].rbp = rbp;
-                r->ras[r->n++] = ra;
+            if (!full && rec_state(r, ra, sp, rbp))
                 r->by_max = 1;
-            }
             r->end = END_OPEN;
             goto recorded;
         }
     }
 recorded:
     if (full) {
-        /* s[n-1]'s walk on is not (all) recorded: replays resume there, and it is never a
-         * whole capture (by_max would claim its end is known). */
+        /* the last state's walk on is not (all) recorded: replays resume there, and it is
+         * never a whole capture (by_max would claim its end is known) */
         r->end = END_OPEN;
         r->by_max = 0;
     }
@@ -532,7 +529,6 @@ no_memo: /* a walk interrupting a walk on this thread (a signal handler): no mem
             o.skip_left--;
         else
             frames[o.n++] = ra;
-        mstate scratch;
 #if HT_HAVE_CFI
         if (dwarf) {
             rule = ht__cfi_rule(cache, want, ra);
@@ -542,11 +538,12 @@ no_memo: /* a walk interrupting a walk on this thread (a signal handler): no mem
         }
 #endif
         if ((!dwarf && (rbp & (sizeof(uintptr_t) - 1)) != 0) ||
-            !step(dwarf ? rule : FP_RULE, &ra, &sp, &rbp, top, &scratch))
+            step(rule, &ra, &sp, &rbp, top, scratch) == 0)
             break;
     }
     return o.n;
 }
+
 /* -- the two walkers ------------------------------------------------------------------------ */
 
 /* This thread's stack holds fp (refreshing the bounds once if not): the walk may start. */
