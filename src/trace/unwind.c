@@ -14,6 +14,9 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #ifndef HT_HAVE_LIBUNWIND
 #define HT_HAVE_LIBUNWIND 0 /* CMake sets 1 when it finds libunwind */
@@ -246,6 +249,11 @@ typedef struct mread {
     uintptr_t val;         /* what it held */
 } mread;
 
+typedef struct mpair {
+    const uintptr_t *addr; /* a saved rbp slot right below its return address slot */
+    uintptr_t rbp, ra;     /* what they held (addr[0], addr[1]) */
+} mpair;
+
 typedef struct memo {
     uint64_t key;                /* walker and rule generation; 0 = empty or being written */
     uintptr_t top;               /* the stack's highest word when recorded */
@@ -254,12 +262,14 @@ typedef struct memo {
     uint8_t by_max;              /* the capture stopped at max right before state n-1 */
     uint16_t skip;               /* the capture's skip ... */
     size_t max;                  /* ... and max */
-    uint32_t n_rd;               /* reads in rd */
+    uint32_t n_rd, n_rp;         /* entries in rd, rp */
     uintptr_t ras[MEMO_STATES];  /* state t: its pc (return address) ... */
     uintptr_t sps[MEMO_STATES];  /* ... rsp (strictly increasing with t) ... */
     uintptr_t rbps[MEMO_STATES]; /* ... and rbp */
     uint16_t rd_at[MEMO_STATES]; /* the step out of state t read rd[rd_at[t], rd_at[t + 1]) */
-    mread rd[2 * MEMO_STATES];   /* every slot read, in order: 1 or 2 per step */
+    uint16_t rp_at[MEMO_STATES]; /* ... and rp[rp_at[t], rp_at[t + 1]) */
+    mread rd[2 * MEMO_STATES];   /* the slots read one by one */
+    mpair rp[MEMO_STATES];       /* {saved rbp, return address} records read (frame pointers) */
 } memo;
 
 static __thread memo t_memo[HT_UNWIND_MEMO_WAYS] TLS_IE;
@@ -274,31 +284,43 @@ static inline bool ra_plausible(uintptr_t ra)
 }
 
 /* One step by the rule word w (NORMAL): every read lies in [*sp, top] and the new sp is
- * above the old one, so a walk ends and never leaves the stack mapping. Returns the number
- * of slots read (1: the return address; 2: and the saved rbp), written to out, or 0 when the
- * rule points outside the stack (nothing changed then). */
-NO_ASAN static inline unsigned step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp,
-                                    uintptr_t top, mread *out)
+ * above the old one, so a walk ends and never leaves the stack mapping. False when the rule
+ * points outside that (nothing changed then). *rbp_slot is NULL when rbp kept its value. */
+NO_ASAN static inline bool step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp,
+                                uintptr_t top, const uintptr_t **ra_slot,
+                                const uintptr_t **rbp_slot)
 {
     uintptr_t cfa = ((w & HT_CFI_W_RBPCFA) != 0 ? *rbp : *sp) + HT_CFI_W_OFF(w);
-    const uintptr_t *ra_slot = (const uintptr_t *)(cfa - sizeof(uintptr_t));
-    if ((uintptr_t)ra_slot - *sp > top - *sp)
-        return 0; /* below the current sp or past the stack's top */
-    unsigned k = HT_CFI_W_RBPK(w), n = 1;
-    uintptr_t next_ra = *ra_slot;
-    out[0].addr = ra_slot;
-    out[0].val = next_ra;
+    const uintptr_t *ras = (const uintptr_t *)(cfa - sizeof(uintptr_t));
+    if ((uintptr_t)ras - *sp > top - *sp)
+        return false; /* below the current sp or past the stack's top */
+    unsigned k = HT_CFI_W_RBPK(w);
+    uintptr_t next_ra = *ras;
+    *ra_slot = ras;
+    *rbp_slot = NULL;
     if (k != 0) {
-        const uintptr_t *rbp_slot = (const uintptr_t *)(cfa - 8u * k);
-        if ((uintptr_t)rbp_slot < *sp)
-            return 0;
-        *rbp = out[1].val = *rbp_slot;
-        out[1].addr = rbp_slot;
-        n = 2;
+        const uintptr_t *rbps = (const uintptr_t *)(cfa - 8u * k);
+        if ((uintptr_t)rbps < *sp)
+            return false;
+        *rbp = *rbps;
+        *rbp_slot = rbps;
     }
     *ra = next_ra;
     *sp = cfa;
-    return n;
+    return true;
+}
+
+/* Adds the reads of a step (its results ra and rbp) to the recording r. */
+static inline void rec_reads(memo *r, const uintptr_t *ra_slot, const uintptr_t *rbp_slot,
+                             uintptr_t ra, uintptr_t rbp)
+{
+    if (rbp_slot == ra_slot - 1) {
+        r->rp[r->n_rp++] = (mpair){rbp_slot, rbp, ra};
+        return;
+    }
+    r->rd[r->n_rd++] = (mread){ra_slot, ra};
+    if (rbp_slot != NULL)
+        r->rd[r->n_rd++] = (mread){rbp_slot, rbp};
 }
 
 /* The frame-pointer rule: CFA = rbp + 16, rbp saved at CFA - 16. */
@@ -311,6 +333,21 @@ NO_ASAN static inline unsigned step(uint64_t w, uintptr_t *ra, uintptr_t *sp, ui
  * come from the memo, not from the loads), so they overlap; a difference ends it. */
 NO_ASAN static inline bool memo_holds(const memo *e, uint32_t from)
 {
+    const mpair *q = &e->rp[e->rp_at[from]], *qend = &e->rp[e->rp_at[e->n - 1]];
+#if defined(__SSE2__)
+    /* a frame record is 16 bytes: one unaligned load, one xor against {rbp, ra} */
+    __m128i acc = _mm_setzero_si128();
+    for (; q < qend; q++)
+        acc = _mm_or_si128(acc,
+                           _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)q->addr),
+                                         _mm_loadu_si128((const __m128i *)(const void *)&q->rbp)));
+    if (_mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) != 0xFFFF)
+        return false;
+#else
+    for (; q < qend; q++)
+        if (((q->addr[0] ^ q->rbp) | (q->addr[1] ^ q->ra)) != 0)
+            return false;
+#endif
     const mread *r = &e->rd[e->rd_at[from]], *end = &e->rd[e->rd_at[e->n - 1]];
     for (; end - r >= 4; r += 4)
         if (((*r[0].addr ^ r[0].val) | (*r[1].addr ^ r[1].val) | (*r[2].addr ^ r[2].val) |
@@ -343,6 +380,7 @@ static inline bool rec_state(memo *r, uintptr_t ra, uintptr_t sp, uintptr_t rbp)
     r->sps[r->n] = sp;
     r->rbps[r->n] = rbp;
     r->rd_at[r->n] = (uint16_t)r->n_rd;
+    r->rp_at[r->n] = (uint16_t)r->n_rp;
     r->n++;
     return true;
 }
@@ -369,6 +407,8 @@ static bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, bool
         if (!*full && !last) {
             for (uint32_t i = e->rd_at[t]; i < e->rd_at[t + 1]; i++)
                 r->rd[r->n_rd++] = e->rd[i];
+            for (uint32_t i = e->rp_at[t]; i < e->rp_at[t + 1]; i++)
+                r->rp[r->n_rp++] = e->rp[i];
         }
         if (last && e->end == END_NOEMIT) {
             r->end = END_NOEMIT;
@@ -412,7 +452,7 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     uint64_t rule = FP_RULE;
     bool full = false; /* the recording ran out of states */
     unsigned part = 0; /* HT_UNWIND_MEMO_PART once a remembered walk supplied the rest */
-    mread scratch[2];
+    const uintptr_t *ra_slot, *rbp_slot;
     ht__unwind_memo_last = HT_UNWIND_MEMO_NONE;
     if (max == 0 || t_walking != 0)
         goto no_memo;
@@ -437,6 +477,7 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     r->key = 0;
     r->n = 0;
     r->n_rd = 0;
+    r->n_rp = 0;
     r->by_max = 0;
     uint32_t pos[HT_UNWIND_MEMO_WAYS] = {0};
     bool usable[HT_UNWIND_MEMO_WAYS];
@@ -493,14 +534,12 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
             r->end = END_EMIT;
             goto recorded;
         }
-        /* the reads go straight into the recording (scratch once it is full) */
-        unsigned n_read = step(rule, &ra, &sp, &rbp, top, full ? scratch : &r->rd[r->n_rd]);
-        if (n_read == 0) {
+        if (!step(rule, &ra, &sp, &rbp, top, &ra_slot, &rbp_slot)) {
             r->end = END_EMIT;
             goto recorded;
         }
         if (!full)
-            r->n_rd += n_read;
+            rec_reads(r, ra_slot, rbp_slot, ra, rbp);
         if (o.n == max) {
             if (!full && rec_state(r, ra, sp, rbp))
                 r->by_max = 1;
@@ -538,7 +577,7 @@ no_memo: /* a walk interrupting a walk on this thread (a signal handler): no mem
         }
 #endif
         if ((!dwarf && (rbp & (sizeof(uintptr_t) - 1)) != 0) ||
-            step(rule, &ra, &sp, &rbp, top, scratch) == 0)
+            !step(rule, &ra, &sp, &rbp, top, &ra_slot, &rbp_slot))
             break;
     }
     return o.n;
