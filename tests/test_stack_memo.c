@@ -139,6 +139,10 @@ __attribute__((noinline)) static void relink_caller(unsigned pattern, bool fake)
     KEEP();
 }
 
+/* Loop bounds the compiler cannot see, so that each loop below keeps one call site (a fully
+ * unrolled loop would give each capture its own return address into run). */
+static volatile unsigned g_three = 3, g_two = 2;
+
 static void run(void)
 {
     /* Patterns that differ in one bit, at every depth, in both directions, repeated. */
@@ -146,11 +150,11 @@ static void run(void)
         for (unsigned bit = 1; bit <= DEPTH; bit++) {
             unsigned base = 0x5a5u & ((1u << (DEPTH + 1)) - 1);
             /* one call site each: only the pattern differs between the captures */
-            for (unsigned k = 0; k < 3; k++)
+            for (unsigned k = 0; k < g_three; k++)
                 level(DEPTH, k == 1 ? base ^ (1u << bit) : base);
-            for (unsigned k = 0; k < 2; k++)
+            for (unsigned k = 0; k < g_two; k++)
                 with_alloca((k == 1 ? base ^ (1u << bit) : base) | round);
-            for (unsigned k = 0; k < 3 && bit == 1; k++)
+            for (unsigned k = 0; k < g_three && bit == 1; k++)
                 relink_caller(base, k == 1);
         }
     /* Every pattern of the deepest four levels. */
