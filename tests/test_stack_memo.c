@@ -13,6 +13,12 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+#if defined(__SANITIZE_THREAD__)
+#define ON_TSAN 1
+#else
+#define ON_TSAN 0
+#endif
+
 #define MAXF  96u
 #define DEPTH 12u
 
@@ -188,8 +194,13 @@ static void check_kind(ht_unwind_kind kind, bool on_thread)
            on_thread ? " (thread)" : "", g_t.n_compared, g_t.n_whole, g_t.n_part, g_t.n_differ);
     CHECK_EQ_U(g_t.n_differ, 0);
     CHECK(g_t.n_compared == 3 * DEPTH * 5 + 3 * 3 + 64);
-    CHECK(g_t.n_whole >= 2 * DEPTH); /* the repeated pattern of each trio at least */
-    CHECK(g_t.n_part >= DEPTH);      /* one-bit differences share the walk above the bit */
+    /* Under TSan a frame-pointer walk on a thread ends in TSan's thread-start code, which
+     * keeps no frame pointers: its last steps read slots TSan keeps changing, so no walk
+     * there is ever reused (correctly). Elsewhere the memo must have been used. */
+    if (!(ON_TSAN && on_thread && kind == HT_UNWIND_FP)) {
+        CHECK(g_t.n_whole >= 2 * DEPTH); /* the repeated pattern of each trio at least */
+        CHECK(g_t.n_part >= DEPTH);      /* one-bit differences share the walk above the bit */
+    }
     ht__stack_fini();
 }
 
@@ -207,9 +218,8 @@ static void test_memo_dwarf(void)
         return;
     }
     check_kind(HT_UNWIND_DWARF, false);
-#if !defined(__SANITIZE_THREAD__)
-    check_kind(HT_UNWIND_DWARF, true); /* libunwind on an exiting thread crashes TSan (0003) */
-#endif
+    if (!ON_TSAN)
+        check_kind(HT_UNWIND_DWARF, true); /* libunwind on an exiting thread crashes TSan */
 }
 
 TEST_MAIN(TEST(test_memo_fp), TEST(test_memo_dwarf))
