@@ -7,6 +7,7 @@
  * mallocs and takes no lock; init runs at session start, outside malloc. */
 #include "trace/internal.h"
 
+#include "trace/cfi.h"
 #include "trace/stack.h"
 
 #include <heaptrail.h>
@@ -28,52 +29,16 @@ static range g_span; /* the hull of g_entry: a quick filter */
 
 /* -- .eh_frame_hdr lookup (init only) ------------------------------------------------------- */
 
-/* Reads one DWARF EH pointer of encoding enc at *p (absptr/udata/sdata 4 or 8; absolute,
- * pc-relative or data-relative to base). False for anything else. */
+/* Reads one DWARF EH pointer of encoding enc at *p (the header of a loaded object, read in
+ * place: at most the 16 bytes a pointer can take) and advances *p past it. */
 static bool read_encoded(const uint8_t **p, uint8_t enc, uintptr_t data_base, uintptr_t *out)
 {
-    const uint8_t *q = *p;
-    uintptr_t v;
-    switch (enc & 0x0f) {
-    case 0x00: /* absptr */
-    case 0x04: /* udata8 */
-    case 0x0c: /* sdata8 */ {
-        uint64_t x;
-        memcpy(&x, q, 8);
-        v = (uintptr_t)x;
-        *p = q + 8;
-        break;
-    }
-    case 0x03: /* udata4 */ {
-        uint32_t x;
-        memcpy(&x, q, 4);
-        v = x;
-        *p = q + 4;
-        break;
-    }
-    case 0x0b: /* sdata4 */ {
-        int32_t x;
-        memcpy(&x, q, 4);
-        v = (uintptr_t)(intptr_t)x;
-        *p = q + 4;
-        break;
-    }
-    default:
+    uint64_t v;
+    size_t used;
+    if (!ht__cfi_read_pointer(*p, 16, (uint64_t)(uintptr_t)*p, enc, data_base, &v, &used))
         return false;
-    }
-    switch (enc & 0x70) {
-    case 0x00:
-        break;
-    case 0x10: /* pcrel */
-        v += (uintptr_t)q;
-        break;
-    case 0x30: /* datarel */
-        v += data_base;
-        break;
-    default:
-        return false;
-    }
-    *out = v;
+    *p += used;
+    *out = (uintptr_t)v;
     return true;
 }
 

@@ -46,7 +46,8 @@ static uint64_t rd_le(cur *c, unsigned size)
     return v;
 }
 
-static uint64_t rd_uleb(cur *c)
+/* A LEB128 number; sign-extended when is_signed (then cast to int64_t by rd_sleb). */
+static uint64_t rd_leb(cur *c, bool is_signed)
 {
     uint64_t v = 0;
     for (unsigned shift = 0;; shift += 7) {
@@ -57,30 +58,22 @@ static uint64_t rd_uleb(cur *c)
         uint8_t b = *c->p++;
         c->addr++;
         v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0)
+        if ((b & 0x80) == 0) {
+            if (is_signed && shift + 7 < 64 && (b & 0x40) != 0)
+                v |= ~(uint64_t)0 << (shift + 7);
             return v;
+        }
     }
 }
 
-static int64_t rd_sleb(cur *c)
+static inline uint64_t rd_uleb(cur *c)
 {
-    uint64_t v = 0;
-    unsigned shift = 0;
-    for (;;) {
-        if (c->bad || c->p == c->end || shift > 63) {
-            c->bad = true;
-            return 0;
-        }
-        uint8_t b = *c->p++;
-        c->addr++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        shift += 7;
-        if ((b & 0x80) == 0) {
-            if (shift < 64 && (b & 0x40) != 0)
-                v |= ~(uint64_t)0 << shift;
-            return (int64_t)v;
-        }
-    }
+    return rd_leb(c, false);
+}
+
+static inline int64_t rd_sleb(cur *c)
+{
+    return (int64_t)rd_leb(c, true);
 }
 
 /* DW_EH_PE pointer of encoding enc. data_base resolves datarel; false for what we do not
@@ -129,6 +122,16 @@ static bool rd_encoded(cur *c, uint8_t enc, uint64_t data_base, uint64_t *out)
     }
     *out = v;
     return !c->bad;
+}
+
+bool ht__cfi_read_pointer(const uint8_t *p, size_t size, uint64_t addr, uint8_t enc,
+                          uint64_t data_base, uint64_t *out, size_t *used)
+{
+    cur c = {p, p + size, addr, false};
+    if (!rd_encoded(&c, enc, data_base, out))
+        return false;
+    *used = (size_t)(c.p - p);
+    return true;
 }
 
 /* -- CIE ----------------------------------------------------------------------------------- */

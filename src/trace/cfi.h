@@ -51,6 +51,11 @@ typedef struct ht_cfi_rule {
  * instructions up to pc. Every read is bounds-checked against the image; never crashes or
  * loops on any input. Returns the status; *rule is meaningful only for HT_CFI_OK. */
 ht_cfi_status ht__cfi_find(const ht_cfi_image *img, uint64_t pc, ht_cfi_rule *rule);
+/* Reads one DW_EH_PE pointer of encoding enc from [p, p + size), which lies at address addr
+ * (pc-relative base) with data_base for data-relative ones. False when it does not fit or
+ * the encoding is not supported; else *out and the bytes *used. */
+bool ht__cfi_read_pointer(const uint8_t *p, size_t size, uint64_t addr, uint8_t enc,
+                          uint64_t data_base, uint64_t *out, size_t *used);
 /* Names for statuses (tests, diagnostics). */
 const char *ht__cfi_status_name(ht_cfi_status st);
 

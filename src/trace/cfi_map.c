@@ -7,6 +7,7 @@
 #include "trace/cfi.h"
 
 #include "common/os.h"
+#include "trace/stack.h"
 
 #include <link.h>
 #include <stdatomic.h>
@@ -227,22 +228,6 @@ static int scan_one(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-typedef struct counters {
-    unsigned long long adds, subs;
-    bool ok;
-} counters;
-
-static int counters_one(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    counters *c = arg;
-    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) {
-        c->adds = info->dlpi_adds;
-        c->subs = info->dlpi_subs;
-        c->ok = true;
-    }
-    return 1;
-}
-
 /* Builds and publishes a new map from the loaded objects. */
 static bool map_rebuild(void)
 {
@@ -294,11 +279,11 @@ bool ht__cfi_map_refresh(void)
     cfi_map *m = atomic_load_explicit(&g_map, memory_order_acquire);
     if (m == NULL)
         return false;
-    counters c = {0, 0, false};
-    dl_iterate_phdr(counters_one, &c);
+    unsigned long long adds, subs;
+    bool ok = ht__modules_counters(&adds, &subs);
     /* Without the loader's counters (not glibc), a capture's miss is the only hint. */
     bool stale = atomic_exchange_explicit(&g_stale, false, memory_order_relaxed);
-    if (c.ok ? c.adds == m->adds && c.subs == m->subs : !stale)
+    if (ok ? adds == m->adds && subs == m->subs : !stale)
         return false;
     return map_rebuild();
 }

@@ -142,6 +142,9 @@ int ht__modules_snapshot(ht_module_fn fn, void *ctx);
  * since the last snapshot or poll. Returns the number of changes, or -errno. Same rules
  * as snapshot; before any snapshot it behaves like one. */
 int ht__modules_poll(ht_module_fn fn, void *ctx);
+/* glibc's dlpi_adds / dlpi_subs (objects loaded / unloaded so far) from one
+ * dl_iterate_phdr step; false when the loader does not report them. Takes the loader's lock. */
+bool ht__modules_counters(unsigned long long *adds, unsigned long long *subs);
 /* Forgets the baseline and unmaps the table. */
 void ht__modules_fini(void);
 

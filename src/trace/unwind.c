@@ -431,6 +431,35 @@ static bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, bool
     }
 }
 
+enum { F_STEP, F_END, F_UNSUP }; /* frame_step: went on; the walk ends; hand to libunwind */
+
+/* Emits *ra (or drops it while skipping), then steps out of its frame by its rule: the
+ * constant FP_RULE (with the frame-pointer walker's alignment check), or the cached rule. */
+NO_ASAN __attribute__((always_inline)) static inline int
+frame_step(walk_out *o, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp, uintptr_t top, bool dwarf,
+           _Atomic uint64_t *cache, uint64_t want, const uintptr_t **ra_slot,
+           const uintptr_t **rbp_slot)
+{
+    if (o->skip_left > 0)
+        o->skip_left--;
+    else
+        o->frames[o->n++] = *ra;
+    uint64_t rule = FP_RULE;
+#if HT_HAVE_CFI
+    if (dwarf) {
+        rule = ht__cfi_rule(cache, want, *ra);
+        if (HT_CFI_W_KIND(rule) != HT_CFI_W_NORMAL)
+            return HT_CFI_W_KIND(rule) == HT_CFI_W_OUTER ? F_END : F_UNSUP;
+    }
+#else
+    (void)cache;
+    (void)want;
+#endif
+    if (!dwarf && (*rbp & (sizeof(uintptr_t) - 1)) != 0)
+        return F_END;
+    return step(rule, ra, sp, rbp, top, ra_slot, rbp_slot) ? F_STEP : F_END;
+}
+
 /* The walk from this capture function's own frame fp (built with a frame pointer). The first
  * skip + 1 return addresses (the first is into the capture's caller) are dropped. dwarf: rules
  * from the CFI cache (an UNSUP rule hands the capture to libunwind); else FP_RULE. */
@@ -443,13 +472,13 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     const uint64_t want = atomic_load_explicit(&ht__cfi_gen_tag, memory_order_relaxed) |
                           (uint64_t)HT_CFI_W_NORMAL << 26;
 #else
+    _Atomic uint64_t *cache = NULL;
     const uint64_t want = 0;
 #endif
     const uint64_t key = dwarf ? want | 2u : 1u;
     const uintptr_t *own = (const uintptr_t *)fp;
     uintptr_t rbp = own[0], ra = own[1], sp = fp + 2 * sizeof(uintptr_t);
     walk_out o = {frames, 0, max, (size_t)skip + 1};
-    uint64_t rule = FP_RULE;
     bool full = false; /* the recording ran out of states */
     unsigned part = 0; /* HT_UNWIND_MEMO_PART once a remembered walk supplied the rest */
     const uintptr_t *ra_slot, *rbp_slot;
@@ -512,29 +541,13 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
             r->end = END_NOEMIT;
             goto recorded;
         }
-        if (o.skip_left > 0)
-            o.skip_left--;
-        else
-            frames[o.n++] = ra;
-#if HT_HAVE_CFI
-        if (dwarf) {
-            rule = ht__cfi_rule(cache, want, ra);
-            if (HT_CFI_W_KIND(rule) != HT_CFI_W_NORMAL) {
-                if (HT_CFI_W_KIND(rule) == HT_CFI_W_OUTER) {
-                    r->end = END_EMIT;
-                    goto recorded;
-                }
-                r->n = 0;
-                t_walking = 0;
-                return cfi_fallback(frames, max, skip, o.n);
-            }
+        int f = frame_step(&o, &ra, &sp, &rbp, top, dwarf, cache, want, &ra_slot, &rbp_slot);
+        if (f == F_UNSUP) {
+            r->n = 0;
+            t_walking = 0;
+            return cfi_fallback(frames, max, skip, o.n);
         }
-#endif
-        if (!dwarf && (rbp & (sizeof(uintptr_t) - 1)) != 0) {
-            r->end = END_EMIT;
-            goto recorded;
-        }
-        if (!step(rule, &ra, &sp, &rbp, top, &ra_slot, &rbp_slot)) {
+        if (f == F_END) {
             r->end = END_EMIT;
             goto recorded;
         }
@@ -564,20 +577,10 @@ recorded:
 
 no_memo: /* a walk interrupting a walk on this thread (a signal handler): no memo */
     while (o.n < max && ra_plausible(ra)) {
-        if (o.skip_left > 0)
-            o.skip_left--;
-        else
-            frames[o.n++] = ra;
-#if HT_HAVE_CFI
-        if (dwarf) {
-            rule = ht__cfi_rule(cache, want, ra);
-            if (HT_CFI_W_KIND(rule) != HT_CFI_W_NORMAL)
-                return HT_CFI_W_KIND(rule) == HT_CFI_W_OUTER ? o.n
-                                                             : cfi_fallback(frames, max, skip, o.n);
-        }
-#endif
-        if ((!dwarf && (rbp & (sizeof(uintptr_t) - 1)) != 0) ||
-            !step(rule, &ra, &sp, &rbp, top, &ra_slot, &rbp_slot))
+        int f = frame_step(&o, &ra, &sp, &rbp, top, dwarf, cache, want, &ra_slot, &rbp_slot);
+        if (f == F_UNSUP)
+            return cfi_fallback(frames, max, skip, o.n);
+        if (f == F_END)
             break;
     }
     return o.n;
@@ -602,14 +605,19 @@ static bool fp_init(void)
 /* Each frame is {saved fp, return address} at fp (x86-64 rbp, AArch64 x29): FP_RULE. A frame
  * is trusted only when its record lies in [current sp, t_hi - 16], is 8-aligned, and each
  * next fp is above the previous one (so the walk ends and stays in mapped memory). */
-NO_ASAN __attribute__((noinline)) static size_t fp_capture(uint64_t *frames, size_t max,
-                                                           unsigned skip)
-{
-    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
-    if (!walk_can_start(fp))
-        return 0;
-    return walk(frames, max, skip, fp, false);
-}
+/* A capture function: its own frame (a frame pointer, never inlined) is where the walk
+ * starts; walk() is inlined into it with dwarf a constant. */
+#define DEFINE_CAPTURE(name, dwarf)                                                                \
+    NO_ASAN __attribute__((noinline)) static size_t name(uint64_t *frames, size_t max,             \
+                                                         unsigned skip)                            \
+    {                                                                                              \
+        uintptr_t fp = (uintptr_t)__builtin_frame_address(0);                                      \
+        if (!walk_can_start(fp))                                                                   \
+            return 0;                                                                              \
+        return walk(frames, max, skip, fp, dwarf);                                                 \
+    }
+
+DEFINE_CAPTURE(fp_capture, false)
 
 static const ht_unwinder unwinder_fp = {"fp", fp_init, fp_capture};
 
@@ -617,14 +625,7 @@ static const ht_unwinder unwinder_fp = {"fp", fp_init, fp_capture};
 /* Rules per return address from cfi_map.c's cache; a frame whose rule is UNSUP hands the
  * capture to libunwind (cfi_fallback, which counts on being called from here: unwind.c is
  * built without sibling calls). */
-NO_ASAN __attribute__((noinline)) static size_t cfi_capture(uint64_t *frames, size_t max,
-                                                            unsigned skip)
-{
-    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
-    if (!walk_can_start(fp))
-        return 0;
-    return walk(frames, max, skip, fp, true);
-}
+DEFINE_CAPTURE(cfi_capture, true)
 
 static const ht_unwinder unwinder_cfi = {"dwarf", cfi_init, cfi_capture};
 #endif
