@@ -8,6 +8,7 @@
 #include "trace/internal.h"
 
 #include "heap/shim.h"
+#include "trace/cfi.h"
 #include "trace/stack.h"
 #include "trace/trace.h"
 
@@ -30,52 +31,16 @@ static range g_span; /* the hull of g_entry: a quick filter */
 
 /* -- .eh_frame_hdr lookup (init only) ------------------------------------------------------- */
 
-/* Reads one DWARF EH pointer of encoding enc at *p (absptr/udata/sdata 4 or 8; absolute,
- * pc-relative or data-relative to base). False for anything else. */
+/* Reads one DWARF EH pointer of encoding enc at *p (the header of a loaded object, read in
+ * place: at most the 16 bytes a pointer can take) and advances *p past it. */
 static bool read_encoded(const uint8_t **p, uint8_t enc, uintptr_t data_base, uintptr_t *out)
 {
-    const uint8_t *q = *p;
-    uintptr_t v;
-    switch (enc & 0x0f) {
-    case 0x00: /* absptr */
-    case 0x04: /* udata8 */
-    case 0x0c: /* sdata8 */ {
-        uint64_t x;
-        memcpy(&x, q, 8);
-        v = (uintptr_t)x;
-        *p = q + 8;
-        break;
-    }
-    case 0x03: /* udata4 */ {
-        uint32_t x;
-        memcpy(&x, q, 4);
-        v = x;
-        *p = q + 4;
-        break;
-    }
-    case 0x0b: /* sdata4 */ {
-        int32_t x;
-        memcpy(&x, q, 4);
-        v = (uintptr_t)(intptr_t)x;
-        *p = q + 4;
-        break;
-    }
-    default:
+    uint64_t v;
+    size_t used;
+    if (!ht__cfi_read_pointer(*p, 16, (uint64_t)(uintptr_t)*p, enc, data_base, &v, &used))
         return false;
-    }
-    switch (enc & 0x70) {
-    case 0x00:
-        break;
-    case 0x10: /* pcrel */
-        v += (uintptr_t)q;
-        break;
-    case 0x30: /* datarel */
-        v += data_base;
-        break;
-    default:
-        return false;
-    }
-    *out = v;
+    *p += used;
+    *out = (uintptr_t)v;
     return true;
 }
 
@@ -243,14 +208,29 @@ static uint32_t intern_cached(const uint64_t *frames, size_t n)
     return id;
 }
 
-/* heaptrail's frames in this thread's last capture: the next walk asks for that many beyond
- * depth instead of CALLSITE_EXTRA (a frame pointer walk costs per frame). */
-static __thread unsigned t_own __attribute__((tls_model("initial-exec"))) = CALLSITE_EXTRA;
+/* heaptrail's frames in this thread's last two captures: the next walk asks for the larger
+ * beyond depth instead of CALLSITE_EXTRA (a walk costs per frame). Two, because alloc and
+ * free alternate in most programs and their paths differ by a frame or two: with only the
+ * last one, every capture of the deeper path walked twice. */
+static __thread unsigned t_own[2]
+    __attribute__((tls_model("initial-exec"))) = {CALLSITE_EXTRA, CALLSITE_EXTRA};
 
 static inline bool in_span(uintptr_t pc)
 {
     return pc >= g_span.lo && pc < g_span.hi;
 }
+
+/* The id each of this thread's walker memo ways led to (unwind.c, HT_UNWIND_MEMO_*): when
+ * the walker says a capture is exactly the one that recorded way w (same arguments, every
+ * slot verified), the cut and the interning give what they gave then. Valid for the session
+ * generation it was filled in and the depth it was cut to. */
+typedef struct memo_id {
+    uint64_t gen;   /* ht__rec.live_gen when filled; 0 = none */
+    uint32_t id;    /* the interned id */
+    uint32_t depth; /* the depth asked */
+} memo_id;
+
+static __thread memo_id t_memo_id[HT_UNWIND_MEMO_WAYS] __attribute__((tls_model("initial-exec")));
 
 __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
 {
@@ -260,10 +240,21 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
     if (depth > HT_STACK_MAX_DEPTH)
         depth = HT_STACK_MAX_DEPTH;
     uint64_t frames[HT_STACK_MAX_DEPTH + CALLSITE_EXTRA];
-    unsigned own = t_own;
+    unsigned own = t_own[0] > t_own[1] ? t_own[0] : t_own[1];
     size_t n = 0, first = 0;
+    uint64_t gen = atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed);
+    unsigned way;
     for (;;) {
         n = u->capture(frames, depth + own, 0);
+        unsigned memo = ht__unwind_memo_last;
+        way = memo & 0xFFu;
+        if ((memo & HT_UNWIND_MEMO_WHOLE) != 0 && way < HT_UNWIND_MEMO_WAYS) {
+            const memo_id *m = &t_memo_id[way];
+            if (m->gen == gen && gen != 0 && m->depth == depth)
+                return m->id;
+        } else if (way < HT_UNWIND_MEMO_WAYS) {
+            t_memo_id[way].gen = 0; /* re-recorded: its id is no longer known */
+        }
         first = 0;
         size_t scan = n < own ? n : own;
         for (size_t i = 0; i < scan; i++)
@@ -276,9 +267,13 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
             break;
         own = CALLSITE_EXTRA;
     }
-    t_own = first != 0 && first < CALLSITE_EXTRA ? (unsigned)first : CALLSITE_EXTRA;
+    t_own[1] = t_own[0];
+    t_own[0] = first != 0 && first < CALLSITE_EXTRA ? (unsigned)first : CALLSITE_EXTRA;
     if (first >= n)
         return HT_STACK_ID_NONE;
     size_t k = n - first < depth ? n - first : depth;
-    return intern_cached(frames + first, k);
+    uint32_t id = intern_cached(frames + first, k);
+    if (way < HT_UNWIND_MEMO_WAYS && id != HT_STACK_ID_NONE && id != HT_STACK_ID_FULL)
+        t_memo_id[way] = (memo_id){gen, id, depth};
+    return id;
 }

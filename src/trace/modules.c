@@ -181,6 +181,15 @@ static int counters_one(struct dl_phdr_info *info, size_t size, void *arg)
     return 1; /* the counters are the same in every entry: stop after the first */
 }
 
+bool ht__modules_counters(unsigned long long *adds, unsigned long long *subs)
+{
+    counters c = {0, 0, false};
+    dl_iterate_phdr(counters_one, &c);
+    *adds = c.adds;
+    *subs = c.subs;
+    return c.ok;
+}
+
 /* -- reporting ------------------------------------------------------------------------------- */
 
 static void entry_report(const mod_table *t, const mod_entry *e, ht_module_change change,
@@ -230,9 +239,8 @@ int ht__modules_poll(ht_module_fn fn, void *ctx)
     if (!g_have_baseline)
         return ht__modules_snapshot(fn, ctx);
     const mod_table *old = g_tables[g_cur];
-    counters c = {0, 0, false};
-    dl_iterate_phdr(counters_one, &c);
-    if (c.ok && c.adds == old->adds && c.subs == old->subs)
+    unsigned long long adds, subs;
+    if (ht__modules_counters(&adds, &subs) && adds == old->adds && subs == old->subs)
         return 0;
     mod_table *t = g_tables[g_cur ^ 1u];
     table_scan(t);

@@ -248,6 +248,7 @@ int ht__stack_init(const ht_stack_config *config)
     atomic_store_explicit(&g_tab.arena_used, 8, memory_order_relaxed); /* word 0 unused */
     if (!u->init()) {
         unmap_all();
+        ht__unwind_fini();
         return -ENOTSUP;
     }
     atomic_store_explicit(&g_unwinder, u, memory_order_release);
@@ -259,6 +260,7 @@ void ht__stack_fini(void)
     if (atomic_exchange_explicit(&g_unwinder, NULL, memory_order_acq_rel) == NULL)
         return;
     unmap_all();
+    ht__unwind_fini();
 }
 
 const ht_unwinder *ht__stack_unwinder(void)

@@ -22,9 +22,11 @@
 /* -- unwinders (unwind.c) ------------------------------------------------------------------- */
 
 typedef enum ht_unwind_kind {
-    HT_UNWIND_AUTO = 0,  /* DWARF when libunwind is built in, else frame pointers */
-    HT_UNWIND_FP = 1,    /* frame-pointer walk: every frame on the way must keep rbp/x29 */
-    HT_UNWIND_DWARF = 2, /* libunwind (.eh_frame), works for code without frame pointers */
+    HT_UNWIND_AUTO = 0,      /* DWARF when an unwinder for it is built in, else frame pointers */
+    HT_UNWIND_FP = 1,        /* frame-pointer walk: every frame on the way must keep rbp/x29 */
+    HT_UNWIND_DWARF = 2,     /* .eh_frame: the own cached CFI walker on x86-64 (libunwind for
+                                frames it cannot describe), libunwind elsewhere */
+    HT_UNWIND_LIBUNWIND = 3, /* libunwind's unw_backtrace only (the reference) */
 } ht_unwind_kind;
 
 /* A strategy: fills frames[0..max) with return addresses, innermost first, starting with
@@ -37,12 +39,33 @@ typedef struct ht_unwinder {
     size_t (*capture)(uint64_t *frames, size_t max, unsigned skip);
 } ht_unwinder;
 
-/* The unwinder for kind, or NULL when it is not built in (DWARF without libunwind). */
+/* The unwinder for kind, or NULL when it is not built in (libunwind not found; DWARF on a
+ * non-x86-64 machine without libunwind). */
 const ht_unwinder *ht__unwind_get(ht_unwind_kind kind);
-/* "fp", "dwarf", "auto" (or NULL/empty) → kind; anything else → -1. */
+/* "fp", "dwarf", "libunwind", "auto" (or NULL/empty) → kind; anything else → -1. */
 int ht__unwind_kind_from_name(const char *name);
-/* True when libunwind was found at build time. */
+/* True when some DWARF unwinder is built in (the own one on x86-64, or libunwind). */
 bool ht__unwind_have_dwarf(void);
+/* True when libunwind was found at build time. */
+bool ht__unwind_have_libunwind(void);
+/* Outside the hot path (the writer at each wake-up, tests): lets the DWARF walker see
+ * objects loaded or unloaded since init (one dl_iterate_phdr step when nothing changed;
+ * takes the loader's lock). Until then a pc in a new object sends the capture to libunwind. */
+void ht__unwind_refresh(void);
+/* The memo of this thread's last capture by the fp or own DWARF walker: the way (0..WAYS-1)
+ * it recorded into, or that way | HT_UNWIND_MEMO_WHOLE when its frames are exactly those of
+ * the capture that recorded that way (same arguments, every slot it read verified), or
+ * HT_UNWIND_MEMO_NONE (libunwind, a nested walk). Lets a caller keep a result per way. */
+#define HT_UNWIND_MEMO_WAYS  3u
+#define HT_UNWIND_MEMO_NONE  0xFFu
+#define HT_UNWIND_MEMO_WHOLE 0x100u
+#define HT_UNWIND_MEMO_PART  0x200u /* | way: the walk took its rest from a remembered one */
+extern __thread unsigned ht__unwind_memo_last __attribute__((tls_model("initial-exec")));
+/* Captures the own DWARF walker handed to libunwind (or ended early without it) since the
+ * process started. For tests. */
+uint64_t ht__unwind_n_fallback(void);
+/* Releases the DWARF walker's module copies and rule cache; no capture in flight. */
+void ht__unwind_fini(void);
 /* This thread's stack [lo, hi) as the frame-pointer walker bounds it (read once per thread
  * from /proc/self/maps with raw syscalls: no malloc). False if unknown. For tests. */
 bool ht__unwind_thread_bounds(uintptr_t *lo, uintptr_t *hi);
@@ -119,6 +142,9 @@ int ht__modules_snapshot(ht_module_fn fn, void *ctx);
  * since the last snapshot or poll. Returns the number of changes, or -errno. Same rules
  * as snapshot; before any snapshot it behaves like one. */
 int ht__modules_poll(ht_module_fn fn, void *ctx);
+/* glibc's dlpi_adds / dlpi_subs (objects loaded / unloaded so far) from one
+ * dl_iterate_phdr step; false when the loader does not report them. Takes the loader's lock. */
+bool ht__modules_counters(unsigned long long *adds, unsigned long long *subs);
 /* Forgets the baseline and unmaps the table. */
 void ht__modules_fini(void);
 

@@ -1,14 +1,22 @@
-/* unwind.c — the two stack-capture strategies: a frame-pointer walker bounded by this
- * thread's stack mapping (read once per thread from /proc/self/maps with raw syscalls,
- * because pthread_getattr_np mallocs), and libunwind's local DWARF unwinder when it was
- * found at build time. Runs inside malloc: never calls malloc, stdio or pthread functions
- * that allocate; per-thread state is initial-exec TLS. Built with frame pointers. */
+/* unwind.c — the stack-capture strategies: a frame-pointer walker bounded by this thread's
+ * stack mapping (read once per thread from /proc/self/maps with raw syscalls, because
+ * pthread_getattr_np mallocs), the own DWARF CFI walker on x86-64 (rules from cfi_map.c's
+ * cache; a frame it cannot describe hands the whole capture to libunwind), and libunwind's
+ * local unwinder when it was found at build time. Runs inside malloc: never calls malloc,
+ * stdio or pthread functions that allocate; per-thread state is initial-exec TLS. Built with
+ * frame pointers. */
 #include "trace/stack.h"
+
+#include "trace/cfi.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #ifndef HT_HAVE_LIBUNWIND
 #define HT_HAVE_LIBUNWIND 0 /* CMake sets 1 when it finds libunwind */
@@ -16,6 +24,12 @@
 #if HT_HAVE_LIBUNWIND
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
+#endif
+
+#if defined(__x86_64__)
+#define HT_HAVE_CFI 1 /* the own DWARF walker (cfi.c) knows x86-64 only */
+#else
+#define HT_HAVE_CFI 0
 #endif
 
 #define TLS_IE __attribute__((tls_model("initial-exec")))
@@ -135,49 +149,6 @@ bool ht__unwind_thread_bounds(uintptr_t *lo, uintptr_t *hi)
     return true;
 }
 
-/* -- frame-pointer walker -------------------------------------------------------------------- */
-
-static bool fp_init(void)
-{
-    uintptr_t lo, hi;
-    return ht__unwind_thread_bounds(&lo, &hi);
-}
-
-/* Each frame is {saved fp, return address} at fp (x86-64 rbp, AArch64 x29). A frame is
- * trusted only when fp lies in [current sp, t_hi - 16], is 8-aligned, and each next fp is
- * strictly above the previous one (so the walk ends and stays in mapped memory). The first
- * return address read is this function's own (into ht__stack_capture): skipped. */
-NO_ASAN __attribute__((noinline)) static size_t fp_capture(uint64_t *frames, size_t max,
-                                                           unsigned skip)
-{
-    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
-    if (!(t_lo <= fp && fp < t_hi) && !bounds_refresh(fp))
-        return 0;
-    if (t_hi - fp < 2 * sizeof(uintptr_t))
-        return 0;
-    /* fp is trusted iff fp - lo <= span (one unsigned compare for both bounds) and aligned */
-    const uintptr_t lo = fp, span = t_hi - 2 * sizeof(uintptr_t) - lo;
-    size_t skip_left = (size_t)skip + 1, n = 0;
-    while (n < max) {
-        if (fp - lo > span || (fp & (sizeof(uintptr_t) - 1)) != 0)
-            break;
-        const uintptr_t *frame = (const uintptr_t *)fp;
-        uintptr_t next = frame[0], ra = frame[1];
-        if (ra < 4096)
-            break;
-        if (skip_left > 0)
-            skip_left--;
-        else
-            frames[n++] = ra;
-        if (next <= fp)
-            break;
-        fp = next;
-    }
-    return n;
-}
-
-static const ht_unwinder unwinder_fp = {"fp", fp_init, fp_capture};
-
 /* -- DWARF via libunwind ------------------------------------------------------------------- */
 
 #if HT_HAVE_LIBUNWIND
@@ -208,14 +179,490 @@ __attribute__((noinline)) static size_t dwarf_capture(uint64_t *frames, size_t m
     return n;
 }
 
-static const ht_unwinder unwinder_dwarf = {"dwarf", dwarf_init, dwarf_capture};
+static const ht_unwinder unwinder_libunwind = {"libunwind", dwarf_init, dwarf_capture};
+#endif
+
+/* -- DWARF via the own CFI walker (x86-64) ------------------------------------------------- */
+
+#if HT_HAVE_CFI
+/* Captures handed to libunwind (or cut short without it): tests check it stays put. */
+static _Atomic uint64_t g_n_fallback;
+
+static bool cfi_init(void)
+{
+    uintptr_t lo, hi;
+    if (!ht__unwind_thread_bounds(&lo, &hi) || !ht__cfi_map_init())
+        return false;
+#if HT_HAVE_LIBUNWIND
+    (void)dwarf_init(); /* the fallback for frames the walker cannot describe */
+#endif
+    return true;
+}
+
+/* The whole capture again with libunwind (a frame the rules cannot describe: signal frames,
+ * CFA expressions, a pc in no known module). skip counts from cfi_capture's caller, so two
+ * more frames (the returns into cfi_capture and into its caller) are dropped. Never a tail call
+ * (the frame count depends on it). Without libunwind the walk just ends where it was. */
+__attribute__((noinline)) static size_t cfi_fallback(uint64_t *frames, size_t max, unsigned skip,
+                                                     size_t n_done)
+{
+    atomic_fetch_add_explicit(&g_n_fallback, 1, memory_order_relaxed);
+#if HT_HAVE_LIBUNWIND
+    (void)n_done;
+    size_t n = dwarf_capture(frames, max, skip + 2);
+    __asm__ volatile("" ::: "memory");
+    return n;
+#else
+    (void)frames;
+    (void)max;
+    (void)skip;
+    return n_done;
+#endif
+}
+#endif
+
+/* -- the walk, memoised ------------------------------------------------------------------- */
+
+/* Both walkers step through states (ra, sp, rbp) — a frame's pc (a return address), its rsp
+ * and rbp — by a rule per state: CFA = (rbp or rsp) + off, the caller's return address at
+ * CFA - 8, its rbp unchanged or reloaded from CFA - 8k, its rsp = CFA. The frame-pointer
+ * walker is the constant rule {rbp + 16, rbp at CFA - 16} (plus an alignment check); the
+ * DWARF walker looks the rule of ra up in cfi_map.c's cache.
+ *
+ * Memo (docs/decisions/0007): each thread keeps its last MEMO_WAYS walks as their states and
+ * the stack slots each step read. The walk from a state is a function of the state, of the
+ * values in the slots it reads, of the rules (a function of ra for one map generation) and of
+ * the stack's top. So when the current state equals a remembered walk's state at the same sp
+ * and every slot that walk read from there on still holds what it read, the rest of the walk
+ * is the remembered one: checked with independent loads, no rule lookups. A walk whose first
+ * state matches, with the same arguments, is the same capture (HT_UNWIND_MEMO_WHOLE). */
+#define MEMO_STATES 48u /* depth 32 (the default) + heaptrail's frames + 2 fit */
+
+enum {
+    END_OPEN = 0,   /* state n-1 is one whose walk is not recorded (depth reached, full) */
+    END_EMIT = 1,   /* ras[n-1] is the last frame (outermost, or the next step failed) */
+    END_NOEMIT = 2, /* ras[n-1] is not a frame (implausible): the walk ended before it */
+};
+
+typedef struct mread {
+    const uintptr_t *addr; /* a stack slot a step read */
+    uintptr_t val;         /* what it held */
+} mread;
+
+typedef struct mpair {
+    const uintptr_t *addr; /* a saved rbp slot right below its return address slot */
+    uintptr_t rbp, ra;     /* what they held (addr[0], addr[1]) */
+} mpair;
+
+typedef struct memo {
+    uint64_t key;                /* walker and rule generation; 0 = empty or being written */
+    uintptr_t top;               /* the stack's highest word when recorded */
+    uint32_t n;                  /* states, 1..MEMO_STATES */
+    uint8_t end;                 /* END_*: what follows state n-1 */
+    uint8_t by_max;              /* the capture stopped at max right before state n-1 */
+    uint16_t skip;               /* the capture's skip ... */
+    size_t max;                  /* ... and max */
+    uint32_t n_rd, n_rp;         /* entries in rd, rp */
+    uintptr_t ras[MEMO_STATES];  /* state t: its pc (return address) ... */
+    uintptr_t sps[MEMO_STATES];  /* ... rsp (strictly increasing with t) ... */
+    uintptr_t rbps[MEMO_STATES]; /* ... and rbp */
+    uint16_t rd_at[MEMO_STATES]; /* the step out of state t read rd[rd_at[t], rd_at[t + 1]) */
+    uint16_t rp_at[MEMO_STATES]; /* ... and rp[rp_at[t], rp_at[t + 1]) */
+    mread rd[2 * MEMO_STATES];   /* the slots read one by one */
+    mpair rp[MEMO_STATES];       /* {saved rbp, return address} records read (frame pointers) */
+} memo;
+
+static __thread memo t_memo[HT_UNWIND_MEMO_WAYS] TLS_IE;
+static __thread unsigned t_memo_victim TLS_IE; /* the way the next recording overwrites */
+static __thread unsigned t_walking TLS_IE;     /* a walk is in progress (signal re-entry) */
+__thread unsigned ht__unwind_memo_last TLS_IE = HT_UNWIND_MEMO_NONE;
+
+/* A return address worth looking up: user space, not in the first page. */
+static inline bool ra_plausible(uintptr_t ra)
+{
+    return ra - 4096 < ((uintptr_t)1 << 47) - 4096;
+}
+
+/* One step by the rule word w (NORMAL): every read lies in [*sp, top] and the new sp is
+ * above the old one, so a walk ends and never leaves the stack mapping. False when the rule
+ * points outside that (nothing changed then). *rbp_slot is NULL when rbp kept its value. */
+NO_ASAN static inline bool step(uint64_t w, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp,
+                                uintptr_t top, const uintptr_t **ra_slot,
+                                const uintptr_t **rbp_slot)
+{
+    uintptr_t cfa = ((w & HT_CFI_W_RBPCFA) != 0 ? *rbp : *sp) + HT_CFI_W_OFF(w);
+    const uintptr_t *ras = (const uintptr_t *)(cfa - sizeof(uintptr_t));
+    if ((uintptr_t)ras - *sp > top - *sp)
+        return false; /* below the current sp or past the stack's top */
+    unsigned k = HT_CFI_W_RBPK(w);
+    uintptr_t next_ra = *ras;
+    *ra_slot = ras;
+    *rbp_slot = NULL;
+    if (k != 0) {
+        const uintptr_t *rbps = (const uintptr_t *)(cfa - 8u * k);
+        if ((uintptr_t)rbps < *sp)
+            return false;
+        *rbp = *rbps;
+        *rbp_slot = rbps;
+    }
+    *ra = next_ra;
+    *sp = cfa;
+    return true;
+}
+
+/* Adds the reads of a step (its results ra and rbp) to the recording r. */
+static inline void rec_reads(memo *r, const uintptr_t *ra_slot, const uintptr_t *rbp_slot,
+                             uintptr_t ra, uintptr_t rbp)
+{
+    if (rbp_slot == ra_slot - 1) {
+        r->rp[r->n_rp++] = (mpair){rbp_slot, rbp, ra};
+        return;
+    }
+    r->rd[r->n_rd++] = (mread){ra_slot, ra};
+    if (rbp_slot != NULL)
+        r->rd[r->n_rd++] = (mread){rbp_slot, rbp};
+}
+
+/* The frame-pointer rule: CFA = rbp + 16, rbp saved at CFA - 16. */
+#define FP_RULE                                                                                    \
+    ((uint64_t)HT_CFI_W_NORMAL << 26 | HT_CFI_W_RBPCFA | (uint64_t)2 << 19 | (uint64_t)16)
+
+/* True when every slot e's walk read from state `from` on still holds what it read. The
+ * slots lie in [e->sps[from], e->top]: inside this thread's stack when the caller checked
+ * that sp and top are the current ones. The loads are independent of each other (addresses
+ * come from the memo, not from the loads), so they overlap; a difference ends it. */
+NO_ASAN static inline bool memo_holds(const memo *e, uint32_t from)
+{
+    const mpair *q = &e->rp[e->rp_at[from]], *qend = &e->rp[e->rp_at[e->n - 1]];
+#if defined(__SSE2__)
+    /* a frame record is 16 bytes: one unaligned load, one xor against {rbp, ra} */
+    __m128i acc = _mm_setzero_si128();
+    for (; q < qend; q++)
+        acc = _mm_or_si128(acc,
+                           _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)q->addr),
+                                         _mm_loadu_si128((const __m128i *)(const void *)&q->rbp)));
+    if (_mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) != 0xFFFF)
+        return false;
+#else
+    for (; q < qend; q++)
+        if (((q->addr[0] ^ q->rbp) | (q->addr[1] ^ q->ra)) != 0)
+            return false;
+#endif
+    const mread *r = &e->rd[e->rd_at[from]], *end = &e->rd[e->rd_at[e->n - 1]];
+    for (; end - r >= 4; r += 4)
+        if (((*r[0].addr ^ r[0].val) | (*r[1].addr ^ r[1].val) | (*r[2].addr ^ r[2].val) |
+             (*r[3].addr ^ r[3].val)) != 0)
+            return false;
+    for (; r < end; r++)
+        if (*r->addr != r->val)
+            return false;
+    return true;
+}
+
+/* The frames of a whole match: those e's own capture (same skip and max) emitted. States
+ * [0, last) were emitted or skipped: all n of them for END_EMIT, all but the last else. */
+static inline size_t memo_frames(const memo *e, uint64_t *frames, size_t max, unsigned skip)
+{
+    size_t last = e->end == END_EMIT ? e->n : e->n - 1, first = (size_t)skip + 1;
+    if (last <= first)
+        return 0;
+    size_t k = last - first < max ? last - first : max;
+    memcpy(frames, &e->ras[first], k * sizeof(uint64_t));
+    return k;
+}
+
+/* Appends state (ra, sp, rbp) to the recording r; false when it is full. */
+static inline bool rec_state(memo *r, uintptr_t ra, uintptr_t sp, uintptr_t rbp)
+{
+    if (r->n == MEMO_STATES)
+        return false;
+    r->ras[r->n] = ra;
+    r->sps[r->n] = sp;
+    r->rbps[r->n] = rbp;
+    r->rd_at[r->n] = (uint16_t)r->n_rd;
+    r->rp_at[r->n] = (uint16_t)r->n_rp;
+    r->n++;
+    return true;
+}
+
+typedef struct walk_out {
+    uint64_t *frames;
+    size_t n, max, skip_left; /* frames stored; the most; return addresses still to drop */
+} walk_out;
+
+/* Emits e's states from `from` on (as the real walk would have) and appends them and their
+ * reads to the recording r (until it is full). Returns true when the walk is complete; false
+ * when it must go on for real from e's last state (END_OPEN), whose index is then *resume. */
+static bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, bool *full,
+                        uint32_t *resume)
+{
+    for (uint32_t t = from;; t++) {
+        bool last = t + 1 == e->n;
+        if (last && e->end == END_OPEN) {
+            *resume = t;
+            return false;
+        }
+        if (!*full && !rec_state(r, e->ras[t], e->sps[t], e->rbps[t]))
+            *full = true;
+        if (!*full && !last) {
+            for (uint32_t i = e->rd_at[t]; i < e->rd_at[t + 1]; i++)
+                r->rd[r->n_rd++] = e->rd[i];
+            for (uint32_t i = e->rp_at[t]; i < e->rp_at[t + 1]; i++)
+                r->rp[r->n_rp++] = e->rp[i];
+        }
+        if (last && e->end == END_NOEMIT) {
+            r->end = END_NOEMIT;
+            return true;
+        }
+        if (o->skip_left > 0)
+            o->skip_left--;
+        else
+            o->frames[o->n++] = e->ras[t];
+        if (last) {
+            r->end = END_EMIT;
+            return true;
+        }
+        if (o->n == o->max) {
+            if (!*full && rec_state(r, e->ras[t + 1], e->sps[t + 1], e->rbps[t + 1]))
+                r->by_max = 1;
+            r->end = END_OPEN;
+            return true;
+        }
+    }
+}
+
+enum { F_STEP, F_END, F_UNSUP }; /* frame_step: went on; the walk ends; hand to libunwind */
+
+/* Emits *ra (or drops it while skipping), then steps out of its frame by its rule: the
+ * constant FP_RULE (with the frame-pointer walker's alignment check), or the cached rule. */
+NO_ASAN __attribute__((always_inline)) static inline int
+frame_step(walk_out *o, uintptr_t *ra, uintptr_t *sp, uintptr_t *rbp, uintptr_t top, bool dwarf,
+           _Atomic uint64_t *cache, uint64_t want, const uintptr_t **ra_slot,
+           const uintptr_t **rbp_slot)
+{
+    if (o->skip_left > 0)
+        o->skip_left--;
+    else
+        o->frames[o->n++] = *ra;
+    uint64_t rule = FP_RULE;
+#if HT_HAVE_CFI
+    if (dwarf) {
+        rule = ht__cfi_rule(cache, want, *ra);
+        if (HT_CFI_W_KIND(rule) != HT_CFI_W_NORMAL)
+            return HT_CFI_W_KIND(rule) == HT_CFI_W_OUTER ? F_END : F_UNSUP;
+    }
+#else
+    (void)cache;
+    (void)want;
+#endif
+    if (!dwarf && (*rbp & (sizeof(uintptr_t) - 1)) != 0)
+        return F_END;
+    return step(rule, ra, sp, rbp, top, ra_slot, rbp_slot) ? F_STEP : F_END;
+}
+
+/* The walk from this capture function's own frame fp (built with a frame pointer). The first
+ * skip + 1 return addresses (the first is into the capture's caller) are dropped. dwarf: rules
+ * from the CFI cache (an UNSUP rule hands the capture to libunwind); else FP_RULE. */
+NO_ASAN __attribute__((always_inline)) static inline size_t
+walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
+{
+    const uintptr_t top = t_hi - sizeof(uintptr_t); /* highest readable word */
+#if HT_HAVE_CFI
+    _Atomic uint64_t *cache = ht__cfi_cache;
+    const uint64_t want = atomic_load_explicit(&ht__cfi_gen_tag, memory_order_relaxed) |
+                          (uint64_t)HT_CFI_W_NORMAL << 26;
+#else
+    _Atomic uint64_t *cache = NULL;
+    const uint64_t want = 0;
+#endif
+    const uint64_t key = dwarf ? want | 2u : 1u;
+    const uintptr_t *own = (const uintptr_t *)fp;
+    uintptr_t rbp = own[0], ra = own[1], sp = fp + 2 * sizeof(uintptr_t);
+    walk_out o = {frames, 0, max, (size_t)skip + 1};
+    bool full = false; /* the recording ran out of states */
+    unsigned part = 0; /* HT_UNWIND_MEMO_PART once a remembered walk supplied the rest */
+    const uintptr_t *ra_slot, *rbp_slot;
+    ht__unwind_memo_last = HT_UNWIND_MEMO_NONE;
+    if (max == 0 || t_walking != 0)
+        goto no_memo;
+    t_walking = 1;
+
+    /* The whole capture again? */
+    for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
+        const memo *e = &t_memo[w];
+        if (e->key == key && e->sps[0] == sp && e->ras[0] == ra && e->rbps[0] == rbp &&
+            e->top == top && e->skip == skip && e->max == max &&
+            (e->end != END_OPEN || e->by_max) && memo_holds(e, 0)) {
+            ht__unwind_memo_last = w | HT_UNWIND_MEMO_WHOLE;
+            t_walking = 0;
+            return memo_frames(e, frames, max, skip);
+        }
+    }
+
+    /* Walk for real, recording into the victim way and looking for a remembered state. */
+    unsigned v = t_memo_victim;
+    t_memo_victim = (v + 1) % HT_UNWIND_MEMO_WAYS;
+    memo *r = &t_memo[v];
+    r->key = 0;
+    r->n = 0;
+    r->n_rd = 0;
+    r->n_rp = 0;
+    r->by_max = 0;
+    uint32_t pos[HT_UNWIND_MEMO_WAYS] = {0};
+    bool usable[HT_UNWIND_MEMO_WAYS];
+    for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++)
+        usable[w] = w != v && t_memo[w].key == key && t_memo[w].top == top;
+    for (;;) {
+        for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
+            if (!usable[w])
+                continue;
+            const memo *e = &t_memo[w];
+            uint32_t p = pos[w];
+            while (p < e->n && e->sps[p] < sp)
+                p++;
+            pos[w] = p;
+            if (p < e->n && e->sps[p] == sp && e->ras[p] == ra && e->rbps[p] == rbp) {
+                usable[w] = false;
+                if (!memo_holds(e, p))
+                    continue;
+                uint32_t at;
+                part = HT_UNWIND_MEMO_PART;
+                if (memo_replay(e, p, &o, r, &full, &at))
+                    goto recorded;
+                ra = e->ras[at];
+                sp = e->sps[at];
+                rbp = e->rbps[at];
+                break;
+            }
+        }
+        if (!full && !rec_state(r, ra, sp, rbp))
+            full = true;
+        if (!ra_plausible(ra)) {
+            r->end = END_NOEMIT;
+            goto recorded;
+        }
+        int f = frame_step(&o, &ra, &sp, &rbp, top, dwarf, cache, want, &ra_slot, &rbp_slot);
+        if (f == F_UNSUP) {
+            r->n = 0;
+            t_walking = 0;
+            return cfi_fallback(frames, max, skip, o.n);
+        }
+        if (f == F_END) {
+            r->end = END_EMIT;
+            goto recorded;
+        }
+        if (!full)
+            rec_reads(r, ra_slot, rbp_slot, ra, rbp);
+        if (o.n == max) {
+            if (!full && rec_state(r, ra, sp, rbp))
+                r->by_max = 1;
+            r->end = END_OPEN;
+            goto recorded;
+        }
+    }
+recorded:
+    if (full) {
+        /* the last state's walk on is not (all) recorded: replays resume there, and it is
+         * never a whole capture (by_max would claim its end is known) */
+        r->end = END_OPEN;
+        r->by_max = 0;
+    }
+    r->top = top;
+    r->skip = (uint16_t)skip;
+    r->max = max;
+    r->key = r->n > 0 && skip <= 0xFFFF ? key : 0;
+    ht__unwind_memo_last = v | part;
+    t_walking = 0;
+    return o.n;
+
+no_memo: /* a walk interrupting a walk on this thread (a signal handler): no memo */
+    while (o.n < max && ra_plausible(ra)) {
+        int f = frame_step(&o, &ra, &sp, &rbp, top, dwarf, cache, want, &ra_slot, &rbp_slot);
+        if (f == F_UNSUP)
+            return cfi_fallback(frames, max, skip, o.n);
+        if (f == F_END)
+            break;
+    }
+    return o.n;
+}
+
+/* -- the two walkers ------------------------------------------------------------------------ */
+
+/* This thread's stack holds fp (refreshing the bounds once if not): the walk may start. */
+static inline bool walk_can_start(uintptr_t fp)
+{
+    if (!(t_lo <= fp && fp < t_hi) && !bounds_refresh(fp))
+        return false;
+    return t_hi - fp >= 2 * sizeof(uintptr_t);
+}
+
+static bool fp_init(void)
+{
+    uintptr_t lo, hi;
+    return ht__unwind_thread_bounds(&lo, &hi);
+}
+
+/* Each frame is {saved fp, return address} at fp (x86-64 rbp, AArch64 x29): FP_RULE. A frame
+ * is trusted only when its record lies in [current sp, t_hi - 16], is 8-aligned, and each
+ * next fp is above the previous one (so the walk ends and stays in mapped memory). */
+/* A capture function: its own frame (a frame pointer, never inlined) is where the walk
+ * starts; walk() is inlined into it with dwarf a constant. */
+#define DEFINE_CAPTURE(name, dwarf)                                                                \
+    NO_ASAN __attribute__((noinline)) static size_t name(uint64_t *frames, size_t max,             \
+                                                         unsigned skip)                            \
+    {                                                                                              \
+        uintptr_t fp = (uintptr_t)__builtin_frame_address(0);                                      \
+        if (!walk_can_start(fp))                                                                   \
+            return 0;                                                                              \
+        return walk(frames, max, skip, fp, dwarf);                                                 \
+    }
+
+DEFINE_CAPTURE(fp_capture, false)
+
+static const ht_unwinder unwinder_fp = {"fp", fp_init, fp_capture};
+
+#if HT_HAVE_CFI
+/* Rules per return address from cfi_map.c's cache; a frame whose rule is UNSUP hands the
+ * capture to libunwind (cfi_fallback, which counts on being called from here: unwind.c is
+ * built without sibling calls). */
+DEFINE_CAPTURE(cfi_capture, true)
+
+static const ht_unwinder unwinder_cfi = {"dwarf", cfi_init, cfi_capture};
 #endif
 
 /* -- choice ---------------------------------------------------------------------------------- */
 
 bool ht__unwind_have_dwarf(void)
 {
+    return HT_HAVE_CFI != 0 || HT_HAVE_LIBUNWIND != 0;
+}
+
+bool ht__unwind_have_libunwind(void)
+{
     return HT_HAVE_LIBUNWIND != 0;
+}
+
+void ht__unwind_refresh(void)
+{
+#if HT_HAVE_CFI
+    (void)ht__cfi_map_refresh();
+#endif
+}
+
+uint64_t ht__unwind_n_fallback(void)
+{
+#if HT_HAVE_CFI
+    return atomic_load_explicit(&g_n_fallback, memory_order_relaxed);
+#else
+    return 0;
+#endif
+}
+
+void ht__unwind_fini(void)
+{
+#if HT_HAVE_CFI
+    ht__cfi_map_fini();
+#endif
 }
 
 const ht_unwinder *ht__unwind_get(ht_unwind_kind kind)
@@ -223,17 +670,20 @@ const ht_unwinder *ht__unwind_get(ht_unwind_kind kind)
     switch (kind) {
     case HT_UNWIND_FP:
         return &unwinder_fp;
+    case HT_UNWIND_AUTO:
     case HT_UNWIND_DWARF:
+#if HT_HAVE_CFI
+        return &unwinder_cfi;
+#elif HT_HAVE_LIBUNWIND
+        return &unwinder_libunwind;
+#else
+        return kind == HT_UNWIND_AUTO ? &unwinder_fp : NULL;
+#endif
+    case HT_UNWIND_LIBUNWIND:
 #if HT_HAVE_LIBUNWIND
-        return &unwinder_dwarf;
+        return &unwinder_libunwind;
 #else
         return NULL;
-#endif
-    case HT_UNWIND_AUTO:
-#if HT_HAVE_LIBUNWIND
-        return &unwinder_dwarf;
-#else
-        return &unwinder_fp;
 #endif
     }
     return NULL;
@@ -247,5 +697,7 @@ int ht__unwind_kind_from_name(const char *name)
         return HT_UNWIND_FP;
     if (strcmp(name, "dwarf") == 0)
         return HT_UNWIND_DWARF;
+    if (strcmp(name, "libunwind") == 0)
+        return HT_UNWIND_LIBUNWIND;
     return -1;
 }

@@ -196,6 +196,7 @@ static void modules_write(void)
         uint64_t ts = ht__trace_now_ns();
         ht__modules_poll(meta_module_cb, &ts);
     }
+    ht__unwind_refresh(); /* the DWARF walker's copies of the new objects' tables */
     meta_close();
 }
 

@@ -1,0 +1,225 @@
+/* test_stack_memo.c — the walkers' memo (src/trace/unwind.c) never returns a stale stack:
+ * recursions through two identical copies of each level function (same frame sizes, so
+ * every slot address coincides from one capture to the next while the return addresses
+ * differ), chosen by the bits of a pattern, captured over and over in orders that make
+ * remembered walks match at every depth; each capture is checked against an uncached walk
+ * (libunwind for DWARF, a plain frame-pointer walk written here for fp), and the memo must
+ * have answered whole captures and partial ones. Built with frame pointers. */
+#include "harness.h"
+
+#include "trace/stack.h"
+
+#include <alloca.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define ON_TSAN 1
+#else
+#define ON_TSAN 0
+#endif
+
+#define MAXF  96u
+#define DEPTH 12u
+
+typedef struct tally {
+    unsigned n_compared, n_differ, n_whole, n_part;
+} tally;
+
+static const ht_unwinder *g_u;  /* the walker under test */
+static bool g_dwarf;            /* reference: libunwind (else the plain fp walk) */
+static const ht_unwinder *g_lu; /* libunwind */
+static tally g_t;
+static uintptr_t g_other_ra; /* a return address into level_a/level_b (frame-pointer rule) */
+
+/* The uncached frame-pointer walk, with the walker's own trust rules. */
+__attribute__((noinline)) static size_t plain_fp(uint64_t *frames, size_t max)
+{
+    uintptr_t lo, hi;
+    if (!ht__unwind_thread_bounds(&lo, &hi))
+        return 0;
+    const uintptr_t *fp = __builtin_frame_address(0);
+    uintptr_t next = fp[0]; /* skip our own: start at the return into our caller's caller */
+    size_t n = 0;
+    while (n < max) {
+        if (next <= (uintptr_t)fp || next > hi - 16 || (next & 7) != 0)
+            break;
+        fp = (const uintptr_t *)next;
+        uintptr_t ra = fp[1];
+        if (ra < 4096 || ra >= (uintptr_t)1 << 47)
+            break;
+        frames[n++] = ra;
+        next = fp[0];
+    }
+    return n;
+}
+
+__attribute__((noinline)) static void check_here(void)
+{
+    uint64_t a[MAXF], b[MAXF];
+    size_t na = g_u->capture(a, MAXF, 0);
+    unsigned memo = ht__unwind_memo_last;
+    __asm__ volatile("" ::: "memory");
+    size_t nb = g_dwarf ? g_lu->capture(b, MAXF, 0) : plain_fp(b, MAXF);
+    __asm__ volatile("" ::: "memory");
+    bool same = na == nb && memcmp(a, b, na * sizeof a[0]) == 0;
+    if (!same && g_t.n_differ == 0) {
+        fprintf(stderr, "%s: memo %#x, %zu frames, reference %zu:\n", g_u->name, memo, na, nb);
+        for (size_t i = 0; i < (na > nb ? na : nb); i++)
+            fprintf(stderr, "  %2zu %#18llx %#18llx\n", i, i < na ? (unsigned long long)a[i] : 0ull,
+                    i < nb ? (unsigned long long)b[i] : 0ull);
+    }
+    if (g_other_ra == 0 && na > 1)
+        g_other_ra = (uintptr_t)a[1];
+    g_t.n_compared++;
+    g_t.n_differ += !same;
+    g_t.n_whole += (memo & HT_UNWIND_MEMO_WHOLE) != 0;
+    g_t.n_part += (memo & HT_UNWIND_MEMO_PART) != 0;
+}
+
+#define KEEP() __asm__ volatile("" ::: "memory")
+
+static void level(unsigned depth, unsigned pattern);
+
+/* Two copies with the same body: same frame, different return addresses into them. */
+#define LEVEL_COPY(name)                                                                           \
+    __attribute__((noinline)) static void name(unsigned depth, unsigned pattern)                   \
+    {                                                                                              \
+        volatile unsigned pad[4] = {depth, pattern, 0, 0};                                         \
+        level(depth - 1, pattern);                                                                 \
+        KEEP();                                                                                    \
+        pad[2] = pad[0];                                                                           \
+    }
+LEVEL_COPY(level_a)
+LEVEL_COPY(level_b)
+
+/* The same depth either way; bit depth of pattern picks the copy. */
+__attribute__((noinline)) static void level(unsigned depth, unsigned pattern)
+{
+    if (depth == 0)
+        check_here();
+    else if ((pattern >> depth) & 1u)
+        level_a(depth, pattern);
+    else
+        level_b(depth, pattern);
+    KEEP();
+}
+
+/* With alloca (an rbp-based CFA for DWARF) of a size from the pattern's low bits: the same
+ * return addresses above, different sps below. */
+__attribute__((noinline)) static void with_alloca(unsigned pattern)
+{
+    size_t size = 16u + 32u * (pattern & 3u);
+    char *p = alloca(size);
+    memset(p, 1, size);
+    __asm__ volatile("" : : "r"(p) : "memory");
+    level(DEPTH, pattern);
+    KEEP();
+}
+
+/* Makes this frame's saved-fp slot point at rec, a frame record {the caller's saved fp, a
+ * return address of another function} inside the caller's frame, for the capture below:
+ * the return addresses on the stack stay where they were, only a saved rbp changes. A memo
+ * that checked return-address slots alone would answer the untouched stack. */
+
+__attribute__((noinline)) static void relink(unsigned pattern, volatile uintptr_t *rec)
+{
+    uintptr_t *fp = __builtin_frame_address(0);
+    uintptr_t saved = fp[0];
+    if (rec != NULL) {
+        rec[0] = ((const uintptr_t *)saved)[0];
+        rec[1] = g_other_ra;
+        __atomic_store_n(&fp[0], (uintptr_t)rec, __ATOMIC_RELAXED);
+    }
+    KEEP();
+    level(DEPTH, pattern);
+    KEEP();
+    __atomic_store_n(&fp[0], saved, __ATOMIC_RELAXED);
+    KEEP();
+}
+
+__attribute__((noinline)) static void relink_caller(unsigned pattern, bool fake)
+{
+    volatile uintptr_t rec[2] = {0, 0};
+    relink(pattern, fake ? rec : NULL);
+    KEEP();
+}
+
+/* Loop bounds the compiler cannot see, so that each loop below keeps one call site (a fully
+ * unrolled loop would give each capture its own return address into run). */
+static volatile unsigned g_three = 3, g_two = 2;
+
+static void run(void)
+{
+    /* Patterns that differ in one bit, at every depth, in both directions, repeated. */
+    for (unsigned round = 0; round < 3; round++)
+        for (unsigned bit = 1; bit <= DEPTH; bit++) {
+            unsigned base = 0x5a5u & ((1u << (DEPTH + 1)) - 1);
+            /* one call site each: only the pattern differs between the captures */
+            for (unsigned k = 0; k < g_three; k++)
+                level(DEPTH, k == 1 ? base ^ (1u << bit) : base);
+            for (unsigned k = 0; k < g_two; k++)
+                with_alloca((k == 1 ? base ^ (1u << bit) : base) | round);
+            for (unsigned k = 0; k < g_three && bit == 1; k++)
+                relink_caller(base, k == 1);
+        }
+    /* Every pattern of the deepest four levels. */
+    for (unsigned p = 0; p < 64; p++)
+        level(DEPTH, p << 7 | p);
+}
+
+static void *thread_run(void *arg)
+{
+    (void)arg;
+    run();
+    return NULL;
+}
+
+static void check_kind(ht_unwind_kind kind, bool on_thread)
+{
+    ht_stack_config c = {kind, 0, 1024, 0};
+    REQUIRE(ht__stack_init(&c) == 0);
+    g_u = ht__unwind_get(kind);
+    g_lu = ht__unwind_get(HT_UNWIND_LIBUNWIND);
+    g_dwarf = kind == HT_UNWIND_DWARF;
+    memset(&g_t, 0, sizeof g_t);
+    if (on_thread) {
+        pthread_t t;
+        REQUIRE(pthread_create(&t, NULL, thread_run, NULL) == 0);
+        pthread_join(t, NULL);
+    } else {
+        run();
+    }
+    printf("%s%s: %u captures, %u whole from the memo, %u partly, %u differ\n", g_u->name,
+           on_thread ? " (thread)" : "", g_t.n_compared, g_t.n_whole, g_t.n_part, g_t.n_differ);
+    CHECK_EQ_U(g_t.n_differ, 0);
+    CHECK(g_t.n_compared == 3 * DEPTH * 5 + 3 * 3 + 64);
+    /* Under TSan a frame-pointer walk on a thread ends in TSan's thread-start code, which
+     * keeps no frame pointers: its last steps read slots TSan keeps changing, so no walk
+     * there is ever reused (correctly). Elsewhere the memo must have been used. */
+    if (!(ON_TSAN && on_thread && kind == HT_UNWIND_FP)) {
+        CHECK(g_t.n_whole >= 2 * DEPTH); /* the repeated pattern of each trio at least */
+        CHECK(g_t.n_part >= DEPTH);      /* one-bit differences share the walk above the bit */
+    }
+    ht__stack_fini();
+}
+
+static void test_memo_fp(void)
+{
+    check_kind(HT_UNWIND_FP, false);
+    check_kind(HT_UNWIND_FP, true);
+}
+
+static void test_memo_dwarf(void)
+{
+    if (!ht__unwind_have_libunwind() || ht__unwind_get(HT_UNWIND_DWARF) == NULL ||
+        strcmp(ht__unwind_get(HT_UNWIND_DWARF)->name, "dwarf") != 0) {
+        printf("skip: no own DWARF walker or no libunwind to compare with\n");
+        return;
+    }
+    check_kind(HT_UNWIND_DWARF, false);
+    if (!ON_TSAN)
+        check_kind(HT_UNWIND_DWARF, true); /* libunwind on an exiting thread crashes TSan */
+}
+
+TEST_MAIN(TEST(test_memo_fp), TEST(test_memo_dwarf))
