@@ -336,57 +336,71 @@ static size_t heap_fill(ht_reader *r, const ht_reader_event **out, size_t max)
     return m;
 }
 
-/* Emits one merged entry: a key (into a run) or the event pointer (into r->batch). */
-#define MERGE_EMIT(x)                                                                              \
+/* Entry i of a merge input: a key (the runs) or an event of a decoded chunk (the leaves:
+ * ht_reader_event starts with its timestamp, like rd_key). */
+#define IN_TS(p, i)  (in_ev ? ((const ht_reader_event *)(p))[i].event.timestamp_ns : ((const rd_key *)(p))[i].ts)
+#define IN_EV(p, i)  (in_ev ? &((const ht_reader_event *)(p))[i] : ((const rd_key *)(p))[i].e)
+
+/* Emits entry i of input p: as a key (into a run) or as the event pointer (to_ptr). */
+#define MERGE_EMIT(p, i)                                                                           \
     do {                                                                                           \
-        if (to_ptr)                                                                                \
-            out_p[m++] = (x)->e;                                                                   \
-        else                                                                                       \
-            out_k[m++] = *(x);                                                                     \
+        if (to_ptr) {                                                                              \
+            out_p[m] = IN_EV(p, i);                                                                \
+        } else {                                                                                   \
+            out_k[m].ts = IN_TS(p, i);                                                             \
+            out_k[m].e = IN_EV(p, i);                                                              \
+        }                                                                                          \
+        m++;                                                                                       \
     } while (0)
 
-/* The two-way merge of runs a[0 .. la) and b[0 .. lb) into out_k (keys) or out_p (pointers,
- * to_ptr): branch-free, one load and one compare per entry; equal timestamps (rare) are
- * decided by the full key. Returns la + lb. */
-static inline __attribute__((always_inline)) size_t merge2(const rd_key *a, size_t la,
-                                                           const rd_key *b, size_t lb,
-                                                           rd_key *out_k,
-                                                           const ht_reader_event **out_p,
-                                                           const bool to_ptr)
+/* The two-way merge of inputs a[0 .. la) and b[0 .. lb) (events when in_ev, else keys) into
+ * out_k (keys) or out_p (pointers, to_ptr): branch-free, one load and one compare per entry;
+ * equal timestamps (rare) are decided by the full key. Returns la + lb. */
+static inline __attribute__((always_inline)) size_t
+merge2(const void *a, size_t la, const void *b, size_t lb, rd_key *out_k,
+       const ht_reader_event **out_p, const bool in_ev, const bool to_ptr)
 {
-    const rd_key *const ea = a + la, *const eb = b + lb;
-    size_t m = 0;
+    size_t i = 0, j = 0, m = 0;
     if (la > 0 && lb > 0) {
         for (;;) {
-            uint64_t ta = a->ts, tb = b->ts;
-            uintptr_t take_b = tb < ta;
+            uint64_t ta = IN_TS(a, i), tb = IN_TS(b, j);
+            size_t take_b = tb < ta;
             if (__builtin_expect(ta == tb, 0))
-                take_b = event_less(&b->e->event, &a->e->event);
-            uintptr_t mb = 0 - take_b;
-            const rd_key *x = (const rd_key *)((uintptr_t)a ^ (((uintptr_t)a ^ (uintptr_t)b) & mb));
-            MERGE_EMIT(x);
-            a += 1 - take_b;
-            b += take_b;
-            if ((a == ea) | (b == eb))
+                take_b = event_less(&IN_EV(b, j)->event, &IN_EV(a, i)->event);
+            uintptr_t mb = 0 - (uintptr_t)take_b;
+            const ht_reader_event *ea = IN_EV(a, i), *eb = IN_EV(b, j);
+            const ht_reader_event *x =
+                (const ht_reader_event *)((uintptr_t)ea ^ (((uintptr_t)ea ^ (uintptr_t)eb) & mb));
+            if (to_ptr) {
+                out_p[m] = x;
+            } else {
+                out_k[m].ts = ta ^ ((ta ^ tb) & mb);
+                out_k[m].e = x;
+            }
+            m++;
+            j += take_b;
+            i = m - j;
+            if ((i == la) | (j == lb))
                 break;
         }
     }
-    for (; a < ea; a++)
-        MERGE_EMIT(a);
-    for (; b < eb; b++)
-        MERGE_EMIT(b);
+    for (; i < la; i++)
+        MERGE_EMIT(a, i);
+    for (; j < lb; j++)
+        MERGE_EMIT(b, j);
     return m;
 }
 
-/* The window merge (2 or more threads, every current chunk sorted): T = the smallest, over
- * the cursors, timestamp of the event WINDOW_MAX ahead (or of its chunk's last event). Every
- * event earlier than T is in the current chunks (a cursor's later events are at or after
- * its event at T, so its chunk's last event, at or after T, stays unmerged and its next
- * chunk is not needed), and they are exactly the next events the head-by-head merge would
- * hand out, in the same order; so they are copied as runs of keys, one per cursor, and
- * merged by a tree of two-way merges (log2(threads) steps per event instead of a scan or a
- * sift over all heads) into r->batch. Returns their number; 0 (nothing changed) when a chunk
- * is not sorted or no event is earlier than T, and the head-by-head merges take over. */
+/* The window merge (3 or more threads, every current chunk sorted): T = the smallest, over
+ * the cursors, timestamp of the event w ahead (or of its chunk's last event). Every event
+ * earlier than T is in the current chunks (a cursor's later events are at or after its event
+ * at T, so its chunk's last event, at or after T, stays unmerged and its next chunk is not
+ * needed), and they are exactly the next events the head-by-head merge would hand out, in
+ * the same order (a tree of two-way merges of the heads is that merge); so each cursor's
+ * events before T are one sorted run, and the runs are merged by a tree of two-way merges
+ * (log2(threads) steps per event instead of a scan or a sift over all heads) into r->batch.
+ * Returns their number; 0 (nothing changed) when a chunk is not sorted or no event is
+ * earlier than T, and the head-by-head merges take over. */
 static size_t window_fill(ht_reader *r)
 {
     rd_head *h = r->heap;
@@ -402,35 +416,57 @@ static size_t window_fill(ht_reader *r)
         uint64_t t = c->ev[last].event.timestamp_ns;
         t_end = t < t_end ? t : t_end;
     }
-    rd_key *run = r->keys, *other = r->keys + r->batch_cap;
     size_t *len = r->runs, *len2 = r->runs + n + 1;
     size_t total = 0;
     for (size_t k = 0; k < n; k++) {
-        rd_cursor *c = h[k].cursor;
+        const rd_cursor *c = h[k].cursor;
         const ht_reader_event *e = &c->ev[c->pos];
-        size_t i = 0;
-        while (e[i].event.timestamp_ns < t_end) { /* stops inside the chunk: see above */
-            run[total + i].ts = e[i].event.timestamp_ns;
-            run[total + i].e = &e[i];
-            i++;
+        size_t lo = 0, hi = (c->n_ev - c->pos > w ? w : c->n_ev - c->pos) - 1;
+        while (lo < hi) { /* the first event at or after T: e[hi] is one */
+            size_t mid = (lo + hi) / 2;
+            if (e[mid].event.timestamp_ns < t_end)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
-        len[k] = i;
-        total += i;
+        len[k] = lo;
+        total += lo;
     }
     if (total == 0)
         return 0;
+    /* Leaves: pairs of cursors merged from their chunks into runs of keys. */
+    rd_key *run = r->keys, *other = r->keys + r->batch_cap, *o = run;
+    size_t j = 0;
+    for (size_t k = 0; k + 1 < n; k += 2) {
+        const rd_cursor *c0 = h[k].cursor, *c1 = h[k + 1].cursor;
+        size_t m = merge2(&c0->ev[c0->pos], len[k], &c1->ev[c1->pos], len[k + 1], o, NULL,
+                          true, false);
+        o += m;
+        len2[j++] = m;
+    }
+    if (n & 1) {
+        const rd_cursor *c = h[n - 1].cursor;
+        for (size_t i = 0; i < len[n - 1]; i++) {
+            o[i].ts = c->ev[c->pos + i].event.timestamp_ns;
+            o[i].e = &c->ev[c->pos + i];
+        }
+        len2[j++] = len[n - 1];
+    }
     for (size_t k = 0; k < n; k++) {
         rd_cursor *c = h[k].cursor;
         c->pos += (uint32_t)len[k];
         head_set(&h[k], c);
     }
-    size_t n_runs = n;
+    size_t *tl = len;
+    len = len2;
+    len2 = tl;
+    size_t n_runs = j;
     while (n_runs > 2) {
         const rd_key *a = run;
-        rd_key *o = other;
-        size_t j = 0;
+        o = other;
+        j = 0;
         for (size_t k = 0; k + 1 < n_runs; k += 2) {
-            size_t m = merge2(a, len[k], a + len[k], len[k + 1], o, NULL, false);
+            size_t m = merge2(a, len[k], a + len[k], len[k + 1], o, NULL, false, false);
             a += m;
             o += m;
             len2[j++] = m;
@@ -442,12 +478,12 @@ static size_t window_fill(ht_reader *r)
         rd_key *t = run;
         run = other;
         other = t;
-        size_t *tl = len;
+        tl = len;
         len = len2;
         len2 = tl;
         n_runs = j;
     }
-    merge2(run, len[0], run + len[0], n_runs == 2 ? len[1] : 0, NULL, r->batch, true);
+    merge2(run, len[0], run + len[0], n_runs == 2 ? len[1] : 0, NULL, r->batch, false, true);
     r->heap_dirty = true;
     return total;
 }
@@ -486,7 +522,7 @@ static size_t merge_fill(ht_reader *r)
         ht__rd_merge_start(r);
     if (r->failed || !cursors_reload(r) || r->n_heap == 0)
         return 0;
-    size_t m = r->n_heap >= 2 ? window_fill(r) : 0;
+    size_t m = r->n_heap >= 3 ? window_fill(r) : 0; /* 2: batch_fill's register merge is faster */
     if (m > 0)
         return m;
     if (r->n_heap <= HEAD_LINEAR)
