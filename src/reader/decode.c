@@ -37,7 +37,9 @@ static inline uint64_t pext64(uint64_t x, uint64_t mask)
  * A record that starts at least this far before the payload's end reads nothing past it. */
 #define RD_MAX_RECORD 128
 
-_Static_assert(sizeof(ht_reader_event) == 80 && offsetof(ht_event, alloc) == 24 &&
+_Static_assert(sizeof(ht_reader_event) == 80 && offsetof(ht_event, tid) == 8 &&
+                   offsetof(ht_event, type) == 12 && offsetof(ht_event, flags) == 14 &&
+                   offsetof(ht_event, heap_handle) == 16 && offsetof(ht_event, alloc) == 24 &&
                    offsetof(ht_event, sequence) == 64,
                "the ALLOC/FREE fast path stores the event as 8-byte words at these offsets");
 
@@ -54,7 +56,7 @@ static inline uint64_t load64(const uint8_t *p)
 static inline __attribute__((always_inline)) uint64_t vx_value(uint64_t w, uint64_t stop,
                                                                const bool use_pext)
 {
-    uint64_t m = (stop ^ (stop - 1)) & 0x7F7F7F7F7F7F7F7Full;
+    uint64_t m = (stop ^ (stop - 1)) & ~0x8080808080808080ull; /* andn with the stop constant */
     if (use_pext)
         return pext64(w, m);
     uint64_t x = w & m;
@@ -288,12 +290,17 @@ static inline __attribute__((always_inline)) void
 fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
          uint64_t n_stacks_before, const bool use_pext)
 {
+    if (__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__)
+        return; /* the 8-byte varint windows and the stores below are little-endian */
     const uint8_t *p = d->p;
     ht_reader_event *e = out + d->n, *const e_end = out + c->n_records;
     uint64_t ts = d->ts, seq = d->seq, addr = d->addr;
-    bool back = false;
-    const uint64_t heap = d->heap;
-    const uint32_t tid = c->tid;
+    const uint64_t ts_start = ts;
+    uint64_t dts_or = 0; /* all dts OR-ed: wrap-around detection after the loop */
+    /* tid, type (patched per event), flags 0 and the heap: one 16-byte store from a vector
+     * register, which leaves the general registers to the loop */
+    typedef uint64_t v2u64 __attribute__((vector_size(16)));
+    const v2u64 tid_heap = {(uint64_t)c->tid, d->heap};
     const uint64_t hi = 0x8080808080808080ull;
     while (p < fast_end && e < e_end) {
         unsigned tag = *p;
@@ -303,7 +310,7 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
         uint64_t w = load64(q), stop = ~w & hi;
         if (stop == 0)
             break;
-        uint64_t t_new = ts + vx_value(w, stop, use_pext);
+        uint64_t dts = vx_value(w, stop, use_pext);
         q += vx_len(stop);
         uint64_t stack = 0;
         if (tag & HT_FMT_TAG_S) { /* predictable: stacks are on for the whole trace or off */
@@ -335,13 +342,11 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
         uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
         uint16_t type = (uint16_t)(HT_EVENT_HEAP_FREE ^
                                    ((HT_EVENT_HEAP_FREE ^ HT_EVENT_HEAP_ALLOC) & is_alloc));
-        back |= t_new < ts;
-        ts = t_new;
+        dts_or |= dts;
+        ts += dts;
         e->event.timestamp_ns = ts;
-        e->event.tid = tid;
+        memcpy((char *)e + offsetof(ht_event, tid), &tid_heap, sizeof tid_heap); /* + heap */
         e->event.type = type;
-        e->event.flags = 0;
-        e->event.heap_handle = (uintptr_t)heap;
         /* alloc = {size, address, source}, free = {address, source}: words at 24, 32, 40 */
         put64(e, offsetof(ht_event, alloc), size | (addr & ~is_alloc));
         put64(e, offsetof(ht_event, alloc) + 8, (addr & is_alloc) | (source & ~is_alloc));
@@ -358,7 +363,10 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
     d->ts = ts;
     d->seq = seq;
     d->addr = addr;
-    d->back |= back;
+    /* Fewer than 2^32 steps of less than 2^32 each advance by less than 2^64: ts wrapped
+     * around exactly when it ended below its start. Larger steps: assume it did (that only
+     * keeps the chunk from the window merge). */
+    d->back |= (dts_or >> 32) != 0 || ts < ts_start;
 }
 
 /* fast_run out of line, one per varint decoder: its loop then has the registers to itself
