@@ -19,70 +19,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int key_cmp(const void *pa, const void *pb)
-{
-    const ht_event *a = pa, *b = pb;
-    if (a->timestamp_ns != b->timestamp_ns)
-        return a->timestamp_ns < b->timestamp_ns ? -1 : 1;
-    if (a->sequence != b->sequence)
-        return a->sequence < b->sequence ? -1 : 1;
-    if (a->tid != b->tid)
-        return a->tid < b->tid ? -1 : 1;
-    return 0;
-}
-
 static bool same(const ht_reader_event *a, const ht_reader_event *b)
 {
     return memcmp(a, b, sizeof *a) == 0;
 }
 
-/* n_threads streams; thread t has 500 + 900 t events, timestamps step 0..3 (ties within and
- * across threads); with back, every 97th event of a thread goes back in time. Chunks of odd
- * sizes, interleaved. *want: the events sorted by key (meaningful only without back). */
 static size_t build(tb_trace *t, int n_threads, uint64_t seed, bool back, ht_event **want)
 {
-    size_t total = 0;
-    for (int th = 0; th < n_threads; th++)
-        total += 500 + 900 * (size_t)th;
-    ht_event *all = calloc(total, sizeof *all);
-    tb_init(t, 1, "b", 1, 0, 0);
-    uint64_t rng = seed;
-    size_t at = 0;
-    for (int th = 0; th < n_threads; th++) {
-        size_t n = 500 + 900 * (size_t)th;
-        ht_event *ev = &all[at];
-        uint64_t ts = 100000;
-        for (size_t i = 0; i < n; i++) {
-            ht_event *e = &ev[i];
-            ts += tb_rand(&rng) % 4;
-            e->timestamp_ns = back && i % 97 == 96 ? ts - 1 - tb_rand(&rng) % 50 : ts;
-            e->tid = 70 + (uint32_t)th;
-            e->sequence = i + 1;
-            e->heap_handle = 0x5000;
-            if (i % 2 == 0 || tb_rand(&rng) % 5 == 0) {
-                e->type = HT_EVENT_HEAP_ALLOC;
-                e->alloc.address = 0x200000 + (tb_rand(&rng) % 4096) * 16;
-                e->alloc.size = 1 + tb_rand(&rng) % 70000;
-                e->alloc.source = 1 + (uint32_t)(tb_rand(&rng) % 4);
-            } else {
-                e->type = HT_EVENT_HEAP_FREE;
-                e->free.address = 0x200000 + (tb_rand(&rng) % 4096) * 16;
-                e->free.source = 2;
-            }
-        }
-        ht_enc_stream s = {.tid = 70 + (uint32_t)th, .next_seq = 1};
-        for (size_t done = 0; done < n;) {
-            size_t k = 100 + (size_t)(tb_rand(&rng) % 900);
-            k = k < n - done ? k : n - done;
-            tb_events(t, &s, ev + done, NULL, k, 300 + (size_t)(tb_rand(&rng) % 6000));
-            done += k;
-        }
-        at += n;
-    }
-    tb_end(t, 0, NULL, 0);
-    qsort(all, total, sizeof *all, key_cmp);
-    *want = all;
-    return total;
+    return tb_merge_streams(t, n_threads, seed, 500, 900, 6000, back, want);
 }
 
 /* Reads everything: mode 0 ht_reader_next, else ht_reader_next_batch with max = mode, or
@@ -132,7 +76,7 @@ static void batch_equals_next(void)
             CHECK_EQ_U(n1, total);
             size_t order = 0;
             for (size_t i = 0; !back && i < n1 && i < total; i++)
-                order += key_cmp(&one[i].event, &want[i]) != 0;
+                order += tb_key_cmp(&one[i].event, &want[i]) != 0;
             CHECK_EQ_U(order, 0);
             for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
                 size_t n2 = read_all(&t, modes[m], other, total + 1);
@@ -273,17 +217,7 @@ static void decoder_vs_simple(void)
             size_t at = data_off + (size_t)(tb_rand(&rng) % (t.size - data_off));
             buf[at] = (uint8_t)tb_rand(&rng);
         }
-        /* fix every checksum so that the mutations reach the decoders */
-        for (size_t off = data_off; t.size - off >= HT_FMT_CHUNK_HDR_SIZE;) {
-            uint32_t ps = ht_fmt_get32(buf + off + HT_FMT_CH_PAYLOAD);
-            if (ps > t.size - off - HT_FMT_CHUNK_HDR_SIZE)
-                break;
-            ht_fmt_put32(buf + off + HT_FMT_CH_PAYLOAD_CRC,
-                         ht_fmt_crc32c(buf + off + HT_FMT_CHUNK_HDR_SIZE, ps));
-            ht_fmt_put32(buf + off + HT_FMT_CH_HEADER_CRC,
-                         ht_fmt_crc32c(buf + off, HT_FMT_CH_HEADER_CRC));
-            off += HT_FMT_CHUNK_HDR_SIZE + ps;
-        }
+        tb_fix_checksums(buf, t.size, data_off);
         diff += decoders_compare(buf, t.size, data_off, &n_bad);
     }
     printf("forged: %zu event chunks did not decode, decoders disagreed on %zu\n", n_bad, diff);
