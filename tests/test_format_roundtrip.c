@@ -488,7 +488,7 @@ static void test_encoder_edges(void)
     e.alloc.source = 256;
     CHECK_EQ_U(ht__enc_raw_from_event(&e, 0, &next, raw), 0);
     e.alloc.source = 3;
-    CHECK_EQ_U(ht__enc_raw_from_event(&e, 0, &next, raw), 2); /* skip + event */
+    CHECK_EQ_U(ht__enc_raw_from_event(&e, 0, &next, raw), 3); /* skip + heap + event */
     CHECK_EQ_U(next, 6);
     CHECK_EQ_U(ht__enc_file_header(buf, 47, 1, NULL, 0, 0, 0), 0);
     CHECK_EQ_U(ht__enc_end(buf, 80, 0, 0, NULL, 0), 0); /* worst case must fit */

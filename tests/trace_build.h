@@ -77,7 +77,7 @@ static inline void tb_free(tb_trace *t)
 static inline void tb_events(tb_trace *t, ht_enc_stream *s, const ht_event *ev,
                              const uint32_t *stacks, size_t n, size_t chunk_cap)
 {
-    ht_raw_event *raw = tb_xrealloc(NULL, (3 * n + 1) * sizeof *raw);
+    ht_raw_event *raw = tb_xrealloc(NULL, (HT_RAW_MAX * n + 1) * sizeof *raw);
     size_t n_raw = 0;
     uint64_t next_seq = s->next_seq;
     for (size_t i = 0; i < n; i++) {

@@ -53,8 +53,20 @@ static inline uint64_t ht__os_tsc_ordered(void)
     __asm__ __volatile__("lfence\n\trdtsc" : "=a"(lo), "=d"(hi)::"memory");
     return (uint64_t)hi << 32 | lo;
 }
+/* The TSC without the fence: it may be read before earlier loads complete. Only for an event
+ * with no cross-thread predecessor to order after (see ht__trace_now_local). */
+static inline uint64_t ht__os_tsc_unordered(void)
+{
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi)::"memory");
+    return (uint64_t)hi << 32 | lo;
+}
 #else
 static inline uint64_t ht__os_tsc_ordered(void)
+{
+    return 0;
+}
+static inline uint64_t ht__os_tsc_unordered(void)
 {
     return 0;
 }
@@ -65,6 +77,14 @@ static inline uint64_t ht__os_stamp(void)
 {
     return atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC
                ? (ht__os_tsc_ordered() | HT_STAMP_TSC)
+               : ht__os.now_ns();
+}
+
+/* ht__os_stamp without the ordering fence (the same clock). */
+static inline uint64_t ht__os_stamp_unordered(void)
+{
+    return atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC
+               ? (ht__os_tsc_unordered() | HT_STAMP_TSC)
                : ht__os.now_ns();
 }
 

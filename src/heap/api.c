@@ -5,6 +5,7 @@
 #include "heap/internal.h"
 
 #include "common/log.h"
+#include "trace/emit.h"
 #include "trace/trace.h"
 
 #include <errno.h>
@@ -122,6 +123,36 @@ static void emit_free(ht_heap *heap, ht_op *op, const void *p, unsigned src, uin
     ev.free.source = src;
     ht__trace_emit(&ev);
     ht__op_emit_pending(heap, op);
+}
+
+/* emit_event when the inline path declined: the general one, through an ht_event. */
+__attribute__((noinline)) static void emit_event_slow(ht_heap *heap, ht_event_type type,
+                                                      const void *p, size_t size, unsigned src,
+                                                      uint64_t ts)
+{
+    ht_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.timestamp_ns = ts;
+    ev.type = type;
+    ev.heap_handle = (uintptr_t)heap;
+    if (type == HT_EVENT_HEAP_ALLOC) {
+        ev.alloc.size = size;
+        ev.alloc.address = (uintptr_t)p;
+        ev.alloc.source = src;
+    } else {
+        ev.free.address = (uintptr_t)p;
+        ev.free.source = src;
+    }
+    ht__trace_emit(&ev);
+}
+
+/* An ALLOC (size) or FREE (size 0) without flags or pending events: the fast paths' event. */
+__attribute__((always_inline)) static inline void
+emit_event(ht_heap *heap, ht_event_type type, const void *p, size_t size, unsigned src, uint64_t ts)
+{
+    if (HT_UNLIKELY(
+            !ht__trace_emit_block_inline(type, (uintptr_t)heap, (uintptr_t)p, size, src, ts)))
+        emit_event_slow(heap, type, p, size, src, ts);
 }
 
 static void emit_realloc(ht_heap *heap, ht_op *op, const void *np, const void *op_, size_t nsize,
@@ -413,10 +444,10 @@ __attribute__((noinline)) static void *alloc_common(ht_heap *heap, unsigned flag
 /* An untraced small allocation of an LFH-active class that missed the lookaside list (tc is
  * the thread's real tcache): straight to the LFH, with the run it returns. */
 __attribute__((noinline)) static void *alloc_lfh(ht_heap *heap, ht_tcache *tc, unsigned flags,
-                                                 size_t size, unsigned cls)
+                                                 size_t size, unsigned cls, bool trace)
 {
     ht_op op;
-    op.trace = false; /* sampled once, by alloc_small */
+    op.trace = trace; /* sampled once, by alloc_small */
     op.slow = false;
     op.n_pending = 0;
     ht_run *run;
@@ -431,17 +462,19 @@ __attribute__((noinline)) static void *alloc_lfh(ht_heap *heap, ht_tcache *tc, u
     stat_add(&tc->st.bytes_alloc[src], size, false);
     if ((flags & HT_HEAP_ZERO_MEMORY) != 0)
         memset(p, 0, size);
+    if (trace)
+        emit_alloc(heap, &op, p, size, src);
     DEBUG_VALIDATE(heap);
     return p;
 }
 
-/* ht_heap_alloc in a live heap: untraced, a lookaside hit is served here; the rest goes
- * through alloc_common. */
-__attribute__((always_inline)) static inline void *alloc_small(ht_heap *heap, unsigned flags,
-                                                               size_t size)
+/* ht_heap_alloc in a live heap, one instance per value of traced (a constant): a lookaside
+ * hit is served here, an LFH-active class that misses goes straight to the LFH, the rest
+ * through alloc_common. Traced, a hit is stamped once the block is obtained. */
+__attribute__((always_inline)) static inline void *alloc_small_body(ht_heap *heap, unsigned flags,
+                                                                    size_t size, const bool traced)
 {
-    if (HT_LIKELY(size <= HT_LFH_MAX) &&
-        HT_LIKELY(!atomic_load_explicit(&heap->trace_on, memory_order_relaxed))) {
+    if (HT_LIKELY(size <= HT_LFH_MAX)) {
         ht_tcache *tc = tcache_peek(heap);
         unsigned cls = ht__size_class(size);
         ht_lookaside *la = &tc->la[cls];
@@ -451,14 +484,31 @@ __attribute__((always_inline)) static inline void *alloc_small(ht_heap *heap, un
             stat_add(&tc->st.bytes_alloc[HT_SOURCE_LOOKASIDE], size, false);
             if (HT_UNLIKELY((flags & HT_HEAP_ZERO_MEMORY) != 0))
                 memset(p, 0, size);
+            if (traced) /* no other thread's free to order after: see ht__trace_now_local */
+                emit_event(heap, HT_EVENT_HEAP_ALLOC, p, size, HT_SOURCE_LOOKASIDE,
+                           ht__trace_now_local());
             DEBUG_VALIDATE(heap);
             return p;
         }
         if (atomic_load_explicit(&heap->class_active[cls], memory_order_relaxed) != 0 &&
             tc != &ht__tc_none)
-            return alloc_lfh(heap, tc, flags, size, cls);
+            return alloc_lfh(heap, tc, flags, size, cls, traced);
     }
     return alloc_common(heap, flags, size, HT_GRANULE);
+}
+
+__attribute__((noinline)) static void *alloc_small_traced(ht_heap *heap, unsigned flags,
+                                                          size_t size)
+{
+    return alloc_small_body(heap, flags, size, true);
+}
+
+__attribute__((always_inline)) static inline void *alloc_small(ht_heap *heap, unsigned flags,
+                                                               size_t size)
+{
+    if (HT_UNLIKELY(atomic_load_explicit(&heap->trace_on, memory_order_relaxed)))
+        return alloc_small_traced(heap, flags, size);
+    return alloc_small_body(heap, flags, size, false);
 }
 
 void *ht_heap_alloc(ht_heap *h, unsigned flags, size_t size)
@@ -592,31 +642,35 @@ __attribute__((noinline)) static bool free_slow(ht_heap *heap, void *block, bool
 
 /* The rest of an untraced free that free_common claimed but cannot push (another affinity
  * slot's LFH block, a full list, no tcache yet, not a small block). */
-__attribute__((noinline)) static bool free_slow_claimed(ht_heap *heap, void *block, ht_region *r)
+/* In the three below, ts is the free's stamp when free_common found the heap traced (taken
+ * before the claim), 0 when untraced: the switch is sampled once per call, by free_common. */
+__attribute__((noinline)) static bool free_slow_claimed(ht_heap *heap, void *block, ht_region *r,
+                                                        uint64_t ts)
 {
     ht_op op;
     op_init(&op, heap);
-    op.trace = false; /* sampled once, by free_common */
+    op.trace = ts != 0;
     blockinfo bi = {.region = r, .cls = -1};
-    return free_claimed(heap, tcache_get(heap), &op, block, &bi, 0);
+    return free_claimed(heap, tcache_get(heap), &op, block, &bi, ts);
 }
 
-/* An untraced free whose live bit was not set. */
-__attribute__((noinline)) static bool free_slow_invalid(ht_heap *heap, void *block, bool set_errno)
+/* A free whose live bit was not set. */
+__attribute__((noinline)) static bool free_slow_invalid(ht_heap *heap, void *block, bool set_errno,
+                                                        uint64_t ts)
 {
     ht_op op;
     op_init(&op, heap);
-    op.trace = false; /* sampled once, by free_common */
-    return free_invalid(heap, tcache_get(heap), &op, block, 0, set_errno);
+    op.trace = ts != 0;
+    return free_invalid(heap, tcache_get(heap), &op, block, ts, set_errno);
 }
 
-/* An untraced free of an LFH block that free_common claimed but cannot push: back to its
- * run. tc: the thread's tcache. */
+/* A free of an LFH block that free_common claimed but cannot push: back to its run. tc: the
+ * thread's tcache. */
 __attribute__((noinline)) static bool free_lfh(ht_heap *heap, ht_tcache *tc, ht_run *run,
-                                               void *block, size_t size)
+                                               void *block, size_t size, uint64_t ts)
 {
     ht_op op;
-    op.trace = false; /* sampled once, by free_common */
+    op.trace = ts != 0;
     op.slow = false;
     op.n_pending = 0;
     HT_UNPOISON(block, sizeof(void *));
@@ -625,25 +679,29 @@ __attribute__((noinline)) static bool free_lfh(ht_heap *heap, ht_tcache *tc, ht_
     unsigned src = op.slow ? HT_SOURCE_SLOWPATH : HT_SOURCE_LOWFRAG;
     stat_add(&tc->st.n_free[src], 1, false);
     stat_add(&tc->st.bytes_free[src], size, false);
+    if (ts != 0)
+        emit_free(heap, &op, block, src, ts, 0);
     DEBUG_VALIDATE(heap);
     return true;
 }
 
-/* free of block in a live heap. Untraced, a small block that goes to this thread's lookaside
- * list takes the short way: segment map, the claiming atomic, its size entry, the push;
- * everything else leaves through one of the out-of-line slow paths above.
+/* The free of block in a live heap, one instance per value of traced (a constant): a small
+ * block that goes to this thread's lookaside list takes the short way (segment map, the
+ * claiming atomic, its size entry, the push); everything else leaves through one of the
+ * out-of-line slow paths above. Traced, stamped before the claim.
  * set_errno false: an invalid block leaves errno as it was (the preload library's free). */
-__attribute__((always_inline)) static inline bool free_common(ht_heap *heap, void *block,
-                                                              bool set_errno)
+__attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void *block,
+                                                            bool set_errno, const bool traced)
 {
     if (block == NULL)
         return true;
     uintptr_t p = (uintptr_t)block;
     /* one test: misaligned, or at or above 2^47 (never heaptrail's) */
     uintptr_t bad = (HT_GRANULE - 1) | ~(((uintptr_t)1 << HT_ADDR_BITS) - 1);
-    if (HT_UNLIKELY(atomic_load_explicit(&heap->trace_on, memory_order_relaxed)) ||
-        HT_UNLIKELY((p & bad) != 0))
+    if (HT_UNLIKELY((p & bad) != 0))
         return free_slow(heap, block, set_errno);
+    /* Traced: stamped before anything is released (the slow path stamps for itself). */
+    const uint64_t ts = traced ? ht__trace_now() : 0;
     ht_region *r = ht__region_of_known(p);
     if (HT_UNLIKELY(r == NULL || r->heap != heap || r->kind != HT_REGION_SEGMENT ||
                     p < (uintptr_t)r + HT_SEG_META))
@@ -652,7 +710,7 @@ __attribute__((always_inline)) static inline bool free_common(ht_heap *heap, voi
     /* claim before reading the header: a racing double free must not read a block that the
      * winner is already coalescing */
     if (HT_UNLIKELY(!ht__live_clear(seg, p, heap->serialize)))
-        return free_slow_invalid(heap, block, set_errno);
+        return free_slow_invalid(heap, block, set_errno, ts);
     ht_tcache *tc = tcache_peek(heap);
     ht_run *run = ht__run_of(seg, p);
     unsigned cls;
@@ -674,13 +732,13 @@ __attribute__((always_inline)) static inline bool free_common(ht_heap *heap, voi
         if (HT_UNLIKELY(run->affinity != tc->affinity ||
                         tc->la[cls].count >= heap->la_depth[cls])) {
             if (tc == &ht__tc_none) /* no tcache yet: the slow path makes one */
-                return free_slow_claimed(heap, block, r);
-            return free_lfh(heap, tc, run, block, size);
+                return free_slow_claimed(heap, block, r, ts);
+            return free_lfh(heap, tc, run, block, size, ts);
         }
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;
         if ((b->flags & MB_SMALL) == 0)
-            return free_slow_claimed(heap, block, r);
+            return free_slow_claimed(heap, block, r, ts);
         cls = b->cls;
         usable = ht__mb_payload(b);
         size = usable - HT_LD(b->aux);
@@ -688,14 +746,30 @@ __attribute__((always_inline)) static inline bool free_common(ht_heap *heap, voi
     }
     ht_lookaside *la = &tc->la[cls];
     if (HT_UNLIKELY(la->count >= heap->la_depth[cls]))
-        return free_slow_claimed(heap, block, r);
+        return free_slow_claimed(heap, block, r, ts);
     (void)usable;
     HT_POISON((uint8_t *)block + 2 * sizeof(void *), usable - 2 * sizeof(void *));
     la_push(la, block, meta);
     stat_add(&tc->st.n_free[HT_SOURCE_LOOKASIDE], 1, false);
     stat_add(&tc->st.bytes_free[HT_SOURCE_LOOKASIDE], size, false);
+    if (traced)
+        emit_event(heap, HT_EVENT_HEAP_FREE, block, 0, HT_SOURCE_LOOKASIDE, ts);
     DEBUG_VALIDATE(heap);
     return true;
+}
+
+__attribute__((noinline)) static bool free_traced(ht_heap *heap, void *block, bool set_errno)
+{
+    return free_body(heap, block, set_errno, true);
+}
+
+/* free of block in a live heap: the traced instance out of line, the untraced inline. */
+__attribute__((always_inline)) static inline bool free_common(ht_heap *heap, void *block,
+                                                              bool set_errno)
+{
+    if (HT_UNLIKELY(atomic_load_explicit(&heap->trace_on, memory_order_relaxed)))
+        return free_traced(heap, block, set_errno);
+    return free_body(heap, block, set_errno, false);
 }
 
 bool ht_heap_free(ht_heap *h, unsigned flags, void *block)

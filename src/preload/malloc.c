@@ -7,6 +7,7 @@
 #include "heap/shim.h"
 #include "preload/control.h"
 #include "preload/internal.h"
+#include "trace/trace.h"
 
 #include <errno.h>
 #include <heaptrail.h>
@@ -101,6 +102,21 @@ static void init_once(void)
     if (heap == NULL)
         return; /* every call stays on the slow path and the bootstrap arena */
     g_heap = heap;
+    /* Stacks start at the program's call: these frames are heaptrail's (the __libc_ names
+     * are aliases of the same code). */
+    const uintptr_t entries[] = {(uintptr_t)malloc,
+                                 (uintptr_t)free,
+                                 (uintptr_t)calloc,
+                                 (uintptr_t)realloc,
+                                 (uintptr_t)reallocarray,
+                                 (uintptr_t)posix_memalign,
+                                 (uintptr_t)aligned_alloc,
+                                 (uintptr_t)memalign,
+                                 (uintptr_t)valloc,
+                                 (uintptr_t)pvalloc,
+                                 (uintptr_t)malloc_usable_size};
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
+        ht__trace_add_entry(entries[i]);
     pthread_atfork(NULL, NULL, after_fork_child);
     atomic_store_explicit(&g_state, STATE_READY, memory_order_release);
 }

@@ -5,6 +5,8 @@
  * never encodes; the fast path makes no system call. Rare cases live in *_slow functions. */
 #include "trace/internal.h"
 
+#include "trace/emit.h"
+
 #include "common/os.h"
 #include "trace/stack.h"
 #include "trace/trace.h"
@@ -21,9 +23,9 @@
 #define TLS_IE      __attribute__((tls_model("initial-exec")))
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-static __thread ht_tbuf *t_buf TLS_IE;    /* this thread's buffer, valid when t_gen is live */
-static __thread uint64_t t_gen TLS_IE;    /* generation t_buf belongs to; 0 = none */
-static __thread int t_in_stack TLS_IE;    /* 1 while this thread captures a stack */
+__thread ht_tbuf *ht__t_buf TLS_IE;       /* this thread's buffer, valid when ht__t_gen is live */
+__thread uint64_t ht__t_gen TLS_IE;       /* generation ht__t_buf belongs to; 0 = none */
+__thread int ht__t_in_stack TLS_IE;       /* 1 while this thread captures a stack */
 static __thread int t_registering TLS_IE; /* 1 while this thread registers its buffer */
 static __thread uint64_t t_lost_registering TLS_IE; /* events dropped meanwhile */
 
@@ -33,16 +35,24 @@ static int g_key_rc;
 
 /* -- slot filling ------------------------------------------------------------------------ */
 
-/* Fills the event's slot(s) at e (1, or 2 for REALLOC); returns the slot after them. */
+/* The slots an event of type takes (1, or 2 with a tail), without HEAP and SEQ_SKIP. */
+static inline size_t slots_of(ht_event_type type)
+{
+    return type == HT_EVENT_HEAP_ALLOC || type == HT_EVENT_HEAP_FREE ||
+                   type == HT_EVENT_HEAP_DESTROY
+               ? 1u
+               : 2u;
+}
+
+/* Fills the event's slot(s) at e (slots_of(ev->type)); returns the slot after them. */
 static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev, uint32_t stack_id)
 {
+    memset(e, 0, slots_of(ev->type) * sizeof *e);
     e->ts_ns = ev->timestamp_ns;
-    e->heap = ev->heap_handle;
     e->stack_id = stack_id;
     e->flags = ev->flags;
     e->type = (uint8_t)ev->type;
-    e->source = 0;
-    e->c = 0;
+    ht_raw_event *tail = &e[1];
     switch (ev->type) {
     case HT_EVENT_HEAP_ALLOC:
         e->a = ev->alloc.address;
@@ -51,33 +61,30 @@ static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev, uint3
         return e + 1;
     case HT_EVENT_HEAP_FREE:
         e->a = ev->free.address;
-        e->b = 0;
         e->source = (uint8_t)ev->free.source;
+        return e + 1;
+    case HT_EVENT_HEAP_DESTROY:
         return e + 1;
     case HT_EVENT_HEAP_REALLOC:
         e->a = ev->realloc.new_address;
         e->b = ev->realloc.old_address;
-        e->c = ev->realloc.new_size;
         e->source = (uint8_t)ev->realloc.source;
-        memset(&e[1], 0, sizeof e[1]);
-        e[1].type = HT_RAW_REALLOC_TAIL;
-        e[1].a = ev->realloc.old_size;
-        return e + 2;
+        tail->a = ev->realloc.new_size;
+        tail->b = ev->realloc.old_size;
+        break;
     case HT_EVENT_HEAP_CREATE:
         e->a = ev->create.reserved_space;
         e->b = ev->create.committed_space;
-        e->c = ev->create.flags;
-        return e + 1;
-    case HT_EVENT_HEAP_DESTROY:
-        e->a = 0;
-        e->b = 0;
-        return e + 1;
+        tail->a = ev->create.flags;
+        break;
     default: /* EXPAND, CONTRACT */
         e->a = ev->expand.address;
         e->b = ev->expand.size;
-        e->c = ev->expand.committed_space;
-        return e + 1;
+        tail->a = ev->expand.committed_space;
+        break;
     }
+    tail->type = HT_RAW_TAIL;
+    return e + 2;
 }
 
 /* The event's stack id (0: none). Rundown events describe blocks allocated before the
@@ -86,11 +93,11 @@ static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev, uint3
  * malloc) from recursing: ht__buf_emit drops such inner events. A full table records none. */
 __attribute__((noinline)) static uint32_t event_stack(const ht_event *ev)
 {
-    if ((ev->flags & HT_EVENT_RUNDOWN) != 0 || t_in_stack != 0)
+    if ((ev->flags & HT_EVENT_RUNDOWN) != 0 || ht__t_in_stack != 0)
         return HT_STACK_ID_NONE;
-    t_in_stack = 1;
+    ht__t_in_stack = 1;
     uint32_t id = ht__callsite_capture(ht__rec.stack_depth);
-    t_in_stack = 0;
+    ht__t_in_stack = 0;
     return id == HT_STACK_ID_FULL ? HT_STACK_ID_NONE : id;
 }
 
@@ -144,6 +151,7 @@ static ht_raw_event *buf_reserve_slow(ht_tbuf *b, uint64_t gen, bool must)
             pk->n_slots = 0;
             pk->n_lost = atomic_load_explicit(&b->n_lost, memory_order_relaxed);
             b->cur = pk; /* n_committed is 0: fresh pages, or zeroed when the writer gave it back */
+            b->heap = HT_TBUF_NO_HEAP; /* the packet's first event names its heap */
             b->pos = (ht_raw_event *)(pk + 1);
             b->end = b->pos + ht__rec.slots_per_packet;
             return b->pos;
@@ -168,7 +176,7 @@ static void buf_thread_exit(void *arg)
 {
     ht_tbuf *b = arg;
     uint64_t gen = atomic_load(&ht__rec.live_gen);
-    if (b == NULL || b != t_buf || gen == 0 || t_gen != gen)
+    if (b == NULL || b != ht__t_buf || gen == 0 || ht__t_gen != gen)
         return;
     atomic_store(&b->busy, 1);
     if (atomic_load(&ht__rec.live_gen) == gen) {
@@ -202,6 +210,7 @@ static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
     b->pos = NULL;
     b->end = NULL;
     b->cur = NULL;
+    b->heap = HT_TBUF_NO_HEAP;
     b->next_seq = ev->sequence;
     atomic_store_explicit(&b->head, 0, memory_order_relaxed);
     atomic_store_explicit(&b->n_lost, 0, memory_order_relaxed);
@@ -234,15 +243,15 @@ static void buf_emit_slow(const ht_event *ev)
     atomic_fetch_add(&ht__rec.n_slow, 1);
     uint64_t gen = atomic_load(&ht__rec.live_gen);
     ht_tbuf *b = NULL;
-    if (gen != 0 && !ht__rec.forked_child && t_gen != gen) {
+    if (gen != 0 && !ht__rec.forked_child && ht__t_gen != gen) {
         t_registering = 1;
         t_lost_registering = 0;
         b = buf_register(gen, ev);
         t_registering = 0;
         if (b != NULL && t_lost_registering != 0)
             atomic_store_explicit(&b->n_lost, t_lost_registering, memory_order_relaxed);
-        t_buf = b;
-        t_gen = b != NULL ? gen : 0;
+        ht__t_buf = b;
+        ht__t_gen = b != NULL ? gen : 0;
     }
     atomic_fetch_sub(&ht__rec.n_slow, 1);
     if (b != NULL)
@@ -253,14 +262,14 @@ static void buf_emit_slow(const ht_event *ev)
 
 void ht__buf_emit(const ht_event *ev)
 {
-    uint64_t gen = t_gen;
-    ht_tbuf *b = t_buf;
+    uint64_t gen = ht__t_gen;
+    ht_tbuf *b = ht__t_buf;
     if (UNLIKELY(gen == 0 ||
                  atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen)) {
         buf_emit_slow(ev);
         return;
     }
-    if (UNLIKELY(t_in_stack != 0)) {
+    if (UNLIKELY(ht__t_in_stack != 0)) {
         /* The unwinder re-entered the heap under this thread's own event: drop it (counted;
          * its sequence number becomes a gap) rather than write inside the outer one. */
         atomic_store_explicit(&b->n_lost,
@@ -282,7 +291,8 @@ void ht__buf_emit(const ht_event *ev)
     /* Captured while busy = 1: stop waits for it before the stack table goes away. */
     uint32_t stack_id = ht__rec.stack_depth != 0 ? event_stack(ev) : 0;
     uint64_t skip = ev->sequence > b->next_seq ? ev->sequence - b->next_seq : 0;
-    size_t need = 1u + (skip != 0 ? 1u : 0u) + (ev->type == HT_EVENT_HEAP_REALLOC ? 1u : 0u);
+    /* room for the HEAP slot too: a new packet always needs one */
+    size_t need = 1u + (skip != 0 ? 1u : 0u) + slots_of(ev->type);
     ht_raw_event *p = b->pos;
     if (UNLIKELY((uintptr_t)b->end - (uintptr_t)p < need * sizeof(ht_raw_event))) {
         p = buf_reserve_slow(b, gen, (ev->flags & HT_EVENT_RUNDOWN) != 0);
@@ -299,6 +309,13 @@ void ht__buf_emit(const ht_event *ev)
         p->a = skip;
         p++;
     }
+    if (ev->heap_handle != b->heap) {
+        memset(p, 0, sizeof *p);
+        p->type = HT_RAW_HEAP;
+        p->a = ev->heap_handle;
+        b->heap = ev->heap_handle;
+        p++;
+    }
     p = slot_fill(p, ev, stack_id);
     b->pos = p;
     b->next_seq = ev->sequence + 1;
@@ -311,71 +328,12 @@ out:
     atomic_store_explicit(&b->busy, 0, memory_order_release);
 }
 
-/* ht__trace_emit and ht__buf_emit in one pass for the common case, without an ht_event: an
- * ALLOC or FREE (no flags) of a thread whose buffer is registered, while only the file records
- * (fast_off: no consumer), no gap in the sequence, room in the packet.
- * Anything else returns false before writing anything (a stack it captured is only interned),
- * and the caller takes the general path. The same busy/generation protocol as ht__buf_emit;
- * the stack is captured first, so that an event the unwinder causes (dropped, counted) takes
- * its sequence number before this one is chosen. */
-static inline __attribute__((always_inline)) bool emit_block(ht_event_type type, uintptr_t heap,
-                                                             uintptr_t address, uint64_t size,
-                                                             unsigned source, uint64_t ts,
-                                                             const bool stacks)
-{
-    uint64_t gen = t_gen;
-    ht_tbuf *b = t_buf;
-    if (UNLIKELY(gen == 0 || atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
-                 ht__rec.fast_off != 0 || t_in_stack != 0 || b->pos == b->end))
-        return false;                     /* pos == end == NULL: no packet yet */
-    if (UNLIKELY(ht__rec.strong_fence)) { /* as in ht__buf_emit */
-        atomic_exchange(&b->busy, 1);
-    } else {
-        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
-        atomic_signal_fence(memory_order_seq_cst);
-    }
-    if (UNLIKELY(atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen))
-        goto decline;
-    uint32_t stack_id = 0;
-    if (stacks) {
-        t_in_stack = 1;
-        stack_id = ht__callsite_capture(ht__rec.stack_depth);
-        t_in_stack = 0;
-        stack_id = stack_id == HT_STACK_ID_FULL ? HT_STACK_ID_NONE : stack_id;
-    }
-    uint64_t seq = ht__trace_seq + 1;
-    ht_raw_event *p = b->pos;
-    if (UNLIKELY(seq != b->next_seq || p == b->end))
-        goto decline;
-    p->ts_ns = ts;
-    p->heap = heap;
-    p->a = address;
-    p->b = size;
-    p->c = 0;
-    p->stack_id = stack_id;
-    p->flags = 0;
-    p->type = (uint8_t)type;
-    p->source = (uint8_t)source;
-    b->pos = p + 1;
-    b->next_seq = seq + 1;
-    ht__trace_seq = seq;
-    ht_packet *pk = b->cur;
-    atomic_store_explicit(&pk->n_committed,
-                          atomic_load_explicit(&pk->n_committed, memory_order_relaxed) + 1,
-                          memory_order_release);
-    atomic_store_explicit(&b->busy, 0, memory_order_release);
-    return true;
-decline:
-    atomic_store_explicit(&b->busy, 0, memory_order_release);
-    return false;
-}
-
 /* Without stacks the path makes no call, so it saves no registers: a separate instance. */
 __attribute__((noinline)) static bool emit_block_stack(ht_event_type type, uintptr_t heap,
                                                        uintptr_t address, uint64_t size,
                                                        unsigned source, uint64_t ts)
 {
-    return emit_block(type, heap, address, size, source, ts, true);
+    return ht__emit_block_body(type, heap, address, size, source, ts, true);
 }
 
 bool ht__trace_emit_block(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
@@ -383,13 +341,13 @@ bool ht__trace_emit_block(ht_event_type type, uintptr_t heap, uintptr_t address,
 {
     if (ht__rec.stack_depth != 0)
         return emit_block_stack(type, heap, address, size, source, ts);
-    return emit_block(type, heap, address, size, source, ts, false);
+    return ht__emit_block_body(type, heap, address, size, source, ts, false);
 }
 
 ht_tbuf *ht__buf_self(void)
 {
     uint64_t gen = atomic_load(&ht__rec.live_gen);
-    return gen != 0 && t_gen == gen ? t_buf : NULL;
+    return gen != 0 && ht__t_gen == gen ? ht__t_buf : NULL;
 }
 
 /* -- stop side --------------------------------------------------------------------------- */

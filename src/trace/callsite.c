@@ -7,7 +7,9 @@
  * mallocs and takes no lock; init runs at session start, outside malloc. */
 #include "trace/internal.h"
 
+#include "heap/shim.h"
 #include "trace/stack.h"
+#include "trace/trace.h"
 
 #include <heaptrail.h>
 #include <link.h>
@@ -144,10 +146,26 @@ static void entry_add(uintptr_t fn)
 
 #define ENTRY(fn) entry_add((uintptr_t)(fn))
 
+/* Entry points of code linked around the heap (the preload library's malloc family), named by
+ * ht__trace_add_entry; their ranges are looked up by the next ht__callsite_init. */
+#define N_EXTRA_MAX 24u
+static uintptr_t g_extra[N_EXTRA_MAX];
+static unsigned g_n_extra, g_n_extra_done;
+static bool g_builtin_done;
+
+void ht__trace_add_entry(uintptr_t fn)
+{
+    if (fn != 0 && g_n_extra < N_EXTRA_MAX)
+        g_extra[g_n_extra++] = fn;
+}
+
 void ht__callsite_init(void)
 {
-    if (g_n_entry != 0)
+    for (; g_n_extra_done < g_n_extra; g_n_extra_done++)
+        entry_add(g_extra[g_n_extra_done]);
+    if (g_builtin_done)
         return; /* the code does not move */
+    g_builtin_done = true;
     ENTRY(ht_heap_create);
     ENTRY(ht_heap_destroy);
     ENTRY(ht_process_heap);
@@ -155,6 +173,8 @@ void ht__callsite_init(void)
     ENTRY(ht_heap_alloc_aligned);
     ENTRY(ht_heap_realloc);
     ENTRY(ht_heap_free);
+    ENTRY(ht__heap_alloc_known); /* the preload library's malloc family */
+    ENTRY(ht__heap_free_keep_errno);
     ENTRY(ht_heap_size);
     ENTRY(ht_heap_validate);
     ENTRY(ht_heap_walk);

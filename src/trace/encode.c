@@ -36,15 +36,38 @@ static void chunk_header_write(uint8_t *buf, const chunk_fields *f)
     ht_fmt_put32(buf + HT_FMT_CH_HEADER_CRC, ht_fmt_crc32c(buf, HT_FMT_CH_HEADER_CRC));
 }
 
+/* ht_fmt_put_varint unrolled for the lengths the common record's fields take (1-3 bytes:
+ * time deltas, sizes, address deltas); the same bytes. */
+static inline __attribute__((always_inline)) uint8_t *varint_put(uint8_t *p, uint64_t v)
+{
+    if (v < (1u << 7)) {
+        p[0] = (uint8_t)v;
+        return p + 1;
+    }
+    if (v < (1u << 14)) {
+        p[0] = (uint8_t)(v | 0x80);
+        p[1] = (uint8_t)(v >> 7);
+        return p + 2;
+    }
+    if (v < (1u << 21)) {
+        p[0] = (uint8_t)(v | 0x80);
+        p[1] = (uint8_t)(v >> 7 | 0x80);
+        p[2] = (uint8_t)(v >> 14);
+        return p + 3;
+    }
+    return ht_fmt_put_varint(p, v);
+}
+
 /* An address field (FORMAT.md 6.2): delta against *reg, /16 when aligned. */
-static uint8_t *addr_put(uint8_t *p, uint64_t *reg, uint64_t address)
+static inline __attribute__((always_inline)) uint8_t *addr_put(uint8_t *p, uint64_t *reg,
+                                                               uint64_t address)
 {
     uint64_t d = address - *reg;
     *reg = address;
     if ((d & 15u) == 0)
-        return ht_fmt_put_varint(p, ht_fmt_zigzag((int64_t)d >> 4) << 1);
+        return varint_put(p, ht_fmt_zigzag((int64_t)d >> 4) << 1);
     *p++ = 1;
-    return ht_fmt_put_varint(p, ht_fmt_zigzag((int64_t)d));
+    return varint_put(p, ht_fmt_zigzag((int64_t)d));
 }
 
 /* -- file header ------------------------------------------------------------------------- */
@@ -99,7 +122,7 @@ static bool is_sourced(int t)
 
 /* Encodes one event (slot e, and tail for REALLOC) at p: controls, tag, fields. */
 static uint8_t *event_put(uint8_t *p, enc_regs *r, const ht_raw_event *e, const ht_raw_event *tail,
-                          int t, uint64_t skip)
+                          uint64_t heap, int t, uint64_t skip)
 {
     if (e->flags != 0) {
         *p++ = HT_FMT_CTL_FLAGS;
@@ -120,13 +143,13 @@ static uint8_t *event_put(uint8_t *p, enc_regs *r, const ht_raw_event *e, const 
     unsigned tag = (unsigned)t << HT_FMT_TAG_TYPE_SHIFT | src;
     if (e->stack_id != 0)
         tag |= HT_FMT_TAG_S;
-    if (e->heap != r->heap)
+    if (heap != r->heap)
         tag |= HT_FMT_TAG_H;
     *p++ = (uint8_t)tag;
     p = ht_fmt_put_varint(p, e->ts_ns - r->ts);
     r->ts = e->ts_ns;
     if (tag & HT_FMT_TAG_H)
-        p = heap_put(p, r, e->heap);
+        p = heap_put(p, r, heap);
     if (tag & HT_FMT_TAG_S)
         p = ht_fmt_put_varint(p, e->stack_id);
     if (src == HT_FMT_SRC_ESCAPE)
@@ -142,11 +165,11 @@ static uint8_t *event_put(uint8_t *p, enc_regs *r, const ht_raw_event *e, const 
     case HT_FMT_T_REALLOC:
         p = addr_put(p, &r->addr, e->a);
         p = addr_put(p, &r->addr, e->b);
-        p = ht_fmt_put_varint(p, e->c);
         p = ht_fmt_put_varint(p, tail->a);
+        p = ht_fmt_put_varint(p, tail->b);
         break;
     case HT_FMT_T_CREATE:
-        p = ht_fmt_put_varint(p, e->c & 0xFFFFFFFFu);
+        p = ht_fmt_put_varint(p, tail->a & 0xFFFFFFFFu);
         p = ht_fmt_put_varint(p, e->a);
         p = ht_fmt_put_varint(p, e->b);
         break;
@@ -155,7 +178,7 @@ static uint8_t *event_put(uint8_t *p, enc_regs *r, const ht_raw_event *e, const 
     default: /* EXPAND, CONTRACT */
         p = addr_put(p, &r->addr, e->a);
         p = ht_fmt_put_varint(p, e->b);
-        p = ht_fmt_put_varint(p, e->c);
+        p = ht_fmt_put_varint(p, tail->a);
         break;
     }
     return p;
@@ -184,16 +207,47 @@ size_t ht__enc_chunk(ht_enc_stream *s, const ht_raw_event *slots, size_t n, uint
 
     while (i < n && p <= limit) {
         const ht_raw_event *e = &slots[i];
+        /* The common record, the same bytes as event_put writes for it: an ALLOC or FREE
+         * after the first record, no flags, no pending skip, time not going back, the same
+         * heap as the record before, a Source that needs no escape. */
+        unsigned op = e->type;
+        if (__builtin_expect((op == HT_EVENT_HEAP_ALLOC || op == HT_EVENT_HEAP_FREE) &&
+                                 n_rec != 0 && skip == 0 && e->flags == 0 && e->ts_ns >= r.ts &&
+                                 s->raw_heap == r.heap && e->source < HT_FMT_SRC_ESCAPE,
+                             1)) {
+            unsigned t = op == HT_EVENT_HEAP_ALLOC ? HT_FMT_T_ALLOC : HT_FMT_T_FREE;
+            unsigned tag = t << HT_FMT_TAG_TYPE_SHIFT | e->source;
+            if (e->stack_id != 0)
+                tag |= HT_FMT_TAG_S;
+            *p++ = (uint8_t)tag;
+            p = varint_put(p, e->ts_ns - r.ts);
+            r.ts = e->ts_ns;
+            if (e->stack_id != 0)
+                p = varint_put(p, e->stack_id);
+            if (op == HT_EVENT_HEAP_ALLOC)
+                p = varint_put(p, e->b);
+            p = addr_put(p, &r.addr, e->a);
+            seq++;
+            n_rec++;
+            i++;
+            continue;
+        }
         if (e->type == HT_RAW_SEQ_SKIP) {
             skip += e->a;
+            i++;
+            continue;
+        }
+        if (e->type == HT_RAW_HEAP) {
+            s->raw_heap = e->a;
             i++;
             continue;
         }
         int t = ht_fmt_type_from_opcode(e->type);
         const ht_raw_event *tail = NULL;
         size_t used = 1;
-        if (t == HT_FMT_T_REALLOC) {
-            if (i + 1 < n && slots[i + 1].type == HT_RAW_REALLOC_TAIL) {
+        if (t == HT_FMT_T_REALLOC || t == HT_FMT_T_CREATE || t == HT_FMT_T_EXPAND ||
+            t == HT_FMT_T_CONTRACT) {
+            if (i + 1 < n && slots[i + 1].type == HT_RAW_TAIL) {
                 tail = &slots[i + 1];
                 used = 2;
             } else {
@@ -212,7 +266,7 @@ size_t ht__enc_chunk(ht_enc_stream *s, const ht_raw_event *slots, size_t n, uint
             first_ts = e->ts_ns;
             r.ts = first_ts;
         }
-        p = event_put(p, &r, e, tail, t, skip);
+        p = event_put(p, &r, e, tail, s->raw_heap, t, skip);
         seq += skip + 1;
         skip = 0;
         n_rec++;
@@ -256,25 +310,28 @@ size_t ht__enc_lost_chunk(ht_enc_stream *s, uint8_t *buf, size_t cap)
 }
 
 size_t ht__enc_raw_from_event(const ht_event *ev, uint32_t stack_id, uint64_t *next_seq,
-                              ht_raw_event out[3])
+                              ht_raw_event out[HT_RAW_MAX])
 {
     int t = ht_fmt_type_from_opcode(ev->type);
     if (t < 0 || ev->sequence < *next_seq)
         return 0;
     size_t k = 0;
+    memset(out, 0, HT_RAW_MAX * sizeof out[0]);
     if (ev->sequence > *next_seq) {
-        memset(&out[k], 0, sizeof out[k]);
         out[k].type = HT_RAW_SEQ_SKIP;
         out[k].a = ev->sequence - *next_seq;
         k++;
     }
+    out[k].type = HT_RAW_HEAP;
+    out[k].a = ev->heap_handle;
+    k++;
     ht_raw_event *e = &out[k++];
-    memset(e, 0, sizeof *e);
+    ht_raw_event *tail = &out[k];
     e->ts_ns = ev->timestamp_ns;
-    e->heap = ev->heap_handle;
     e->stack_id = stack_id;
     e->flags = ev->flags;
     e->type = (uint8_t)ev->type;
+    tail->type = HT_RAW_TAIL;
     uint32_t source = 0;
     switch (t) {
     case HT_FMT_T_ALLOC:
@@ -289,24 +346,24 @@ size_t ht__enc_raw_from_event(const ht_event *ev, uint32_t stack_id, uint64_t *n
     case HT_FMT_T_REALLOC:
         e->a = ev->realloc.new_address;
         e->b = ev->realloc.old_address;
-        e->c = ev->realloc.new_size;
+        tail->a = ev->realloc.new_size;
+        tail->b = ev->realloc.old_size;
         source = ev->realloc.source;
-        memset(&out[k], 0, sizeof out[k]);
-        out[k].type = HT_RAW_REALLOC_TAIL;
-        out[k].a = ev->realloc.old_size;
         k++;
         break;
     case HT_FMT_T_CREATE:
         e->a = ev->create.reserved_space;
         e->b = ev->create.committed_space;
-        e->c = ev->create.flags;
+        tail->a = ev->create.flags;
+        k++;
         break;
     case HT_FMT_T_DESTROY:
         break;
     default: /* EXPAND and CONTRACT share a layout */
         e->a = ev->expand.address;
         e->b = ev->expand.size;
-        e->c = ev->expand.committed_space;
+        tail->a = ev->expand.committed_space;
+        k++;
         break;
     }
     if (source > 0xFF)

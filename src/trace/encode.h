@@ -11,32 +11,42 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* One raw slot, filled by the hot path (48 bytes, no pointers into other memory). Field use
- * by type (ETW names):
+/* One raw slot, filled by the hot path (32 bytes: two to a cache line; no pointers into other
+ * memory). Field use by type (ETW names):
  *   ALLOC     a = Address, b = Size
  *   FREE      a = Address
- *   REALLOC   a = NewAddress, b = OldAddress, c = NewSize; the NEXT slot is an
- *             HT_RAW_REALLOC_TAIL with a = OldSize (a REALLOC always takes two slots)
- *   CREATE    a = ReservedSpace, b = CommittedSpace, c = Flags (the heap's creation flags)
+ *   REALLOC   a = NewAddress, b = OldAddress; the NEXT slot is an HT_RAW_TAIL with
+ *             a = NewSize, b = OldSize
+ *   CREATE    a = ReservedSpace, b = CommittedSpace; then a TAIL with a = Flags (the heap's
+ *             creation flags)
  *   DESTROY   -
- *   EXPAND, CONTRACT  a = Address, b = Size, c = CommittedSpace
+ *   EXPAND, CONTRACT  a = Address, b = Size; then a TAIL with a = CommittedSpace
+ *   HT_RAW_HEAP       a = the HeapHandle of the events after it, up to the next HEAP slot;
+ *                     written before the first event of every packet and where it changes
  *   HT_RAW_SEQ_SKIP   a = sequence numbers to skip before the next event (lost events that
- *                     took numbers); ts_ns, heap and the rest unused
+ *                     took numbers); ts_ns and the rest unused
  * The thread id is the buffer's; sequence numbers are implicit (+1 per event). */
 typedef struct ht_raw_event {
-    uint64_t ts_ns;    /* CLOCK_MONOTONIC ns */
-    uint64_t heap;     /* HeapHandle */
-    uint64_t a, b, c;  /* payload, see above */
+    uint64_t ts_ns; /* the stamp (ht__trace_now), CLOCK_MONOTONIC ns once the writer converted it */
+    uint64_t a, b;  /* payload, see above */
     uint32_t stack_id; /* 0 = no stack; else defined in an earlier metadata chunk */
     uint16_t flags;    /* HT_EVENT_RUNDOWN, HT_EVENT_FROM_SIZE */
     uint8_t type;      /* ht_event_type opcode, or HT_RAW_* */
     uint8_t source;    /* ht_source (ALLOC, FREE, REALLOC) */
 } ht_raw_event;
 
-_Static_assert(sizeof(ht_raw_event) == 48, "ht_raw_event must stay 48 bytes");
+_Static_assert(sizeof(ht_raw_event) == 32, "ht_raw_event must stay 32 bytes");
 
-#define HT_RAW_SEQ_SKIP     0x01u /* a = skip */
-#define HT_RAW_REALLOC_TAIL 0x02u /* a = OldSize of the REALLOC slot before */
+#define HT_RAW_SEQ_SKIP 0x01u /* a = skip */
+#define HT_RAW_TAIL     0x02u /* the third and fourth values of the event slot before */
+#define HT_RAW_HEAP     0x03u /* a = HeapHandle of the events that follow */
+#define HT_RAW_MAX      4u    /* slots one event can take: SEQ_SKIP, HEAP, the event, TAIL */
+
+/* True for the slots that are not events. */
+static inline bool ht__raw_is_control(unsigned type)
+{
+    return type == HT_RAW_SEQ_SKIP || type == HT_RAW_TAIL || type == HT_RAW_HEAP;
+}
 
 /* Worst-case encoded bytes of one event (with its control records). */
 #define HT_ENC_EVENT_MAX 112u
@@ -48,6 +58,7 @@ typedef struct ht_enc_stream {
     uint64_t next_seq;    /* sequence number of the next event (start at 1) */
     uint64_t n_events;    /* events encoded so far */
     uint64_t lost_so_far; /* events dropped so far; the caller raises it before each chunk */
+    uint64_t raw_heap;    /* the HeapHandle of the last HT_RAW_HEAP slot (0: none yet) */
 } ht_enc_stream;
 
 /* The metadata stream (tid 0: metadata and end chunks) under construction. */
@@ -73,23 +84,24 @@ size_t ht__enc_file_header(uint8_t *buf, size_t cap, uint32_t pid, const char *c
                            size_t cmdline_size, uint64_t start_mono_ns, uint64_t start_realtime_ns);
 
 /* Encodes raw slots [0, n) of stream s into one event chunk at buf (cap bytes). Encodes as
- * many whole events as fit (a REALLOC and its tail, or a SEQ_SKIP and its event, are never
+ * many whole events as fit (an event and its tail, or a SEQ_SKIP and its event, are never
  * split) and returns the number of slots consumed; *chunk_size gets the chunk's total size
  * (header + payload). Advances s (n_chunks, next_seq, n_events). Returns 0 with
  * *chunk_size 0 when n == 0 or cap < HT_FMT_CHUNK_HDR_SIZE + HT_ENC_EVENT_MAX. To write a
  * chunk with no events (only a new lost_so_far), use ht__enc_lost_chunk. Malformed slots
- * (unknown type, a REALLOC without its tail) are skipped and counted in *n_bad if non-NULL. */
+ * (unknown type, an event without its tail) are skipped and counted in *n_bad if non-NULL. */
 size_t ht__enc_chunk(ht_enc_stream *s, const ht_raw_event *slots, size_t n, uint8_t *buf,
                      size_t cap, size_t *chunk_size, size_t *n_bad);
 
 /* An event chunk with no records that carries s->lost_so_far. Returns its size (72) or 0. */
 size_t ht__enc_lost_chunk(ht_enc_stream *s, uint8_t *buf, size_t cap);
 
-/* Fills up to 3 slots for one ht_event (SEQ_SKIP if ev->sequence is past *next_seq, the
- * event, a REALLOC tail) and advances *next_seq past it. Returns the slots written, or 0
- * if the event cannot be represented (unknown type, Source > 255, sequence going back). */
+/* Fills up to HT_RAW_MAX slots for one ht_event (SEQ_SKIP if ev->sequence is past
+ * *next_seq, a HEAP slot, the event, its tail) and advances *next_seq past it. Returns the
+ * slots written, or 0 if the event cannot be represented (unknown type, Source > 255,
+ * sequence going back). */
 size_t ht__enc_raw_from_event(const ht_event *ev, uint32_t stack_id, uint64_t *next_seq,
-                              ht_raw_event out[3]);
+                              ht_raw_event out[HT_RAW_MAX]);
 
 /* Metadata chunk building: begin, add records (each returns false, adding nothing, when the
  * record does not fit or breaks a limit of FORMAT.md 7), end (writes the header, returns the

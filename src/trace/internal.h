@@ -4,6 +4,7 @@
 #ifndef HT_TRACE_INTERNAL_H
 #define HT_TRACE_INTERNAL_H
 
+#include "trace/emit.h"
 #include "trace/types.h"
 
 #include <heaptrail.h>
@@ -31,8 +32,7 @@ static inline uint64_t ht__rec_bufs_end(void)
  * buffer (slow path). Returns at once when no file session records. */
 void ht__buf_emit(const ht_event *ev);
 /* -- session.c -- */
-/* This thread's last event sequence number (ht__trace_emit; the fast path in buffer.c). */
-extern __thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
+/* ht__trace_seq, this thread's last event sequence number: in emit.h. */
 /* Seals b's partial packet (if it holds slots) so the writer takes it. Only the owner, or
  * another thread once the owner is quiescent (stop, after the busy wait). */
 void ht__buf_seal(ht_tbuf *b);
@@ -67,10 +67,7 @@ bool ht__writer_write(const void *p, size_t size);
 /* -- callsite.c: stacks for recorded events -- */
 /* Looks up the public entry points' code ranges (once; outside malloc). */
 void ht__callsite_init(void);
-/* Captures and interns the stack of the caller of ht_heap_* (heaptrail's own frames
- * dropped), depth frames at most. HT_STACK_ID_NONE on failure, HT_STACK_ID_FULL when the
- * table is full. Hot path: no malloc, no lock. */
-uint32_t ht__callsite_capture(unsigned depth);
+/* ht__callsite_capture: in emit.h. */
 
 /* -- recorder.c: the file session -- */
 /* Starts recording to config->path. 0 or -errno (-EEXIST: the file exists). */

@@ -56,6 +56,11 @@ uint64_t ht__trace_now(void)
     return ht__os_stamp();
 }
 
+uint64_t ht__trace_now_local(void)
+{
+    return ht__os_stamp_unordered();
+}
+
 uint64_t ht__trace_now_ns(void)
 {
     return ht__os.now_ns();

@@ -28,8 +28,21 @@ bool ht__trace_in_consumer(void);
  * ticks under HT_CLOCK_TSC, converted to ns by the writer and for the consumer). What
  * ht_event.timestamp_ns holds until ht__trace_emit delivers it. */
 uint64_t ht__trace_now(void);
+/* ht__trace_now without ordering it after earlier loads (TSC: `rdtsc` without `lfence`), for
+ * an event whose causal predecessors are all earlier events of this thread, which the
+ * per-thread sequence orders anyway: an alloc served from the thread's own lookaside list
+ * (only this thread's frees fill it; a thread's lists are emptied when it exits, so a
+ * recycled tcache starts empty). Its stamp still precedes the release of anything that
+ * happens later in program order (read before it retires), so the edges out of the event
+ * keep their order. Never for a free, or an alloc that took a block from shared state. */
+uint64_t ht__trace_now_local(void);
 /* CLOCK_MONOTONIC ns now (file header, metadata and end records). */
 uint64_t ht__trace_now_ns(void);
+/* (callsite.c) Names fn as an entry point into the heap for stack capture: a recorded stack
+ * starts at the caller of the outermost such frame. For code linked around the heap (the
+ * preload library's malloc family); only stores the pointer (callable from inside malloc):
+ * the next session start looks its code range up. At most 24. */
+void ht__trace_add_entry(uintptr_t fn);
 /* This thread's kernel id, cached. */
 uint32_t ht__trace_tid(void);
 

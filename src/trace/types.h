@@ -4,8 +4,9 @@
  * here may need malloc: every array lives in memory mapped through src/common/os.h.
  *
  * Glossary (docs/architecture.md):
- *   slot        one ht_raw_event (48 bytes), the unit the hot path writes; an event takes 1
- *               slot (REALLOC: 2), plus 1 SEQ_SKIP slot after lost events
+ *   slot        one ht_raw_event (32 bytes), the unit the hot path writes; an event takes 1
+ *               slot (REALLOC, CREATE, EXPAND, CONTRACT: 2), plus 1 HEAP slot where the heap
+ *               changes or a packet starts, plus 1 SEQ_SKIP slot after lost events
  *   packet      a fixed-size piece of a thread buffer: a ht_packet header, then slots. The
  *               owner fills one packet at a time and *seals* it (release store of head); the
  *               writer takes only sealed packets, whole, and gives them back (release store
@@ -55,6 +56,8 @@ _Static_assert(sizeof(ht_packet) == 64, "ht_packet is one cache line");
  * lines. Invariants: tail <= head <= tail + n_packets; the owner writes only into packet
  * head % n_packets, and only while it holds one (pos != NULL); the writer reads only
  * packets [tail, head). */
+#define HT_TBUF_NO_HEAP UINT64_MAX /* ht_tbuf.heap of a packet that has named no heap */
+
 typedef struct ht_tbuf {
     /* -- owner (the thread), hot -- */
     ht_raw_event *pos;       /* next free slot of the packet being filled; NULL = none */
@@ -71,7 +74,9 @@ typedef struct ht_tbuf {
     atomic_int exited;       /* the owner ran its thread-exit flush */
     uint32_t pad0_;
     ht_packet *cur; /* the packet pos points into (n_committed); valid with pos */
-    uint8_t pad1_[128 - 88];
+    uint64_t heap;  /* HeapHandle of the packet's last HT_RAW_HEAP slot; HT_TBUF_NO_HEAP when the
+                       packet has none yet (every packet names its heap before its first event) */
+    uint8_t pad1_[128 - 96];
     /* -- writer -- */
     _Atomic uint64_t tail; /* packets given back (release) */
     uint32_t stream;       /* index + 1 of the writer's stream for tid; 0 = not yet */
@@ -95,7 +100,7 @@ typedef struct ht_wstream {
 typedef struct ht_recorder {
     _Atomic uint64_t live_gen; /* the session's generation while recording, else 0 */
     int strong_fence;          /* 1: the hot path needs a real fence (no membarrier) */
-    uint32_t slots_per_packet; /* (packet_size - 64) / 48 */
+    uint32_t slots_per_packet; /* (packet_size - 64) / 32 */
     size_t packet_size;        /* bytes per packet, multiple of 4 KiB */
     unsigned n_packets;        /* packets per thread buffer */
     unsigned loss_policy;      /* HT_TRACE_LOSS_* */

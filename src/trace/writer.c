@@ -223,7 +223,7 @@ static uint64_t count_events(const ht_raw_event *slots, size_t n)
 {
     uint64_t k = 0;
     for (size_t i = 0; i < n; i++)
-        k += slots[i].type != HT_RAW_SEQ_SKIP && slots[i].type != HT_RAW_REALLOC_TAIL;
+        k += !ht__raw_is_control(slots[i].type);
     return k;
 }
 
@@ -237,7 +237,7 @@ static void packet_stamps_to_ns(ht_wstream *s, ht_raw_event *slots, size_t n)
     ht_clock_view v;
     ht__clock_view_get(&v);
     for (size_t i = 0; i < n; i++) {
-        if (slots[i].type == HT_RAW_SEQ_SKIP || slots[i].type == HT_RAW_REALLOC_TAIL)
+        if (ht__raw_is_control(slots[i].type))
             continue;
         uint64_t ns = ht__clock_view_ns(&v, slots[i].ts_ns);
         last = ns > last ? ns : last;

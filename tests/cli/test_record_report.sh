@@ -60,6 +60,14 @@ check("temporaries in churn_here", len(churn) == 1 and churn[0]["temporary_count
       and churn[0]["alloc_count"] == 50, r["temporary_sites"][:3])
 if churn:
     at(churn[0]["stack"], "churn_here", "churn_here")
+# heaptrail's own frames (malloc, the heap, the recorder) are cut at capture: every stack
+# starts at the program's call (one site for the 50 temporaries, whichever heap path served
+# each one).
+for name, s in (("leak", leak), ("churn", churn)):
+    if s:
+        check("the %s stack starts at the program's frame" % name,
+              s[0]["stack"] and s[0]["stack"][0].get("function") in ("leak_here", "churn_here"),
+              [f.get("function") for f in s[0]["stack"]])
 inv = [op for op in r["invalid"] if frame_at(op["stack"], "free_twice")]
 check("the double free", len(inv) == 1 and inv[0]["prior"] == "freed", r["invalid"])
 if inv:

@@ -1,0 +1,97 @@
+/* emit.h — the recorder's hot path for an ALLOC or FREE of the heap's fast paths, inline
+ * (src/heap/api.c includes it: a call, a frame and the argument shuffle are a sizeable part of
+ * a ~40-instruction path). Writes one raw slot into the thread's own packet, or declines and
+ * writes nothing. Shares the busy/generation protocol of ht__buf_emit (buffer.c). Never
+ * mallocs, locks or makes a system call. */
+#ifndef HT_TRACE_EMIT_H
+#define HT_TRACE_EMIT_H
+
+#include "trace/stack.h"
+#include "trace/trace.h"
+#include "trace/types.h"
+
+#include <heaptrail.h>
+
+extern ht_recorder ht__rec;
+/* buffer.c: this thread's buffer, its session generation (0 = none), 1 while it captures a
+ * stack; session.c: its last event sequence number. */
+extern __thread ht_tbuf *ht__t_buf __attribute__((tls_model("initial-exec")));
+extern __thread uint64_t ht__t_gen __attribute__((tls_model("initial-exec")));
+extern __thread int ht__t_in_stack __attribute__((tls_model("initial-exec")));
+extern __thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
+/* callsite.c: captures and interns the stack of the caller of ht_heap_* (heaptrail's own
+ * frames dropped), depth frames at most. HT_STACK_ID_NONE on failure, HT_STACK_ID_FULL when
+ * the table is full. Hot path: no malloc, no lock. */
+uint32_t ht__callsite_capture(unsigned depth);
+
+/* ht__trace_emit and ht__buf_emit in one pass for the common case, without an ht_event: an
+ * ALLOC or FREE (no flags) of a thread whose buffer is registered, while only the file records
+ * (fast_off: no consumer), no gap in the sequence, room in the packet.
+ * Anything else returns false before writing anything (a stack it captured is only interned),
+ * and the caller takes the general path. The same busy/generation protocol as ht__buf_emit;
+ * the stack is captured first, so that an event the unwinder causes (dropped, counted) takes
+ * its sequence number before this one is chosen. */
+static inline __attribute__((always_inline)) bool
+ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
+                    unsigned source, uint64_t ts, const bool stacks)
+{
+    uint64_t gen = ht__t_gen;
+    ht_tbuf *b = ht__t_buf;
+    if (__builtin_expect(gen == 0 ||
+                             atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
+                             ht__rec.fast_off != 0 || ht__t_in_stack != 0 || b->pos == b->end ||
+                             b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
+                         0))
+        return false;                                /* pos == end == NULL: no packet yet */
+    if (__builtin_expect(ht__rec.strong_fence, 0)) { /* as in ht__buf_emit */
+        atomic_exchange(&b->busy, 1);
+    } else {
+        atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+    }
+    if (__builtin_expect(atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen, 0))
+        goto decline;
+    uint32_t stack_id = 0;
+    if (stacks) {
+        ht__t_in_stack = 1;
+        stack_id = ht__callsite_capture(ht__rec.stack_depth);
+        ht__t_in_stack = 0;
+        stack_id = stack_id == HT_STACK_ID_FULL ? HT_STACK_ID_NONE : stack_id;
+    }
+    uint64_t seq = ht__trace_seq + 1;
+    ht_raw_event *p = b->pos;
+    /* With stacks the capture may have taken sequence numbers (dropped inner events). */
+    if (stacks && __builtin_expect(seq != b->next_seq || p == b->end, 0))
+        goto decline;
+    p->ts_ns = ts;
+    p->a = address;
+    p->b = size;
+    p->stack_id = stack_id;
+    p->flags = 0;
+    p->type = (uint8_t)type;
+    p->source = (uint8_t)source;
+    b->pos = p + 1;
+    b->next_seq = seq + 1;
+    ht__trace_seq = seq;
+    ht_packet *pk = b->cur;
+    atomic_store_explicit(&pk->n_committed,
+                          atomic_load_explicit(&pk->n_committed, memory_order_relaxed) + 1,
+                          memory_order_release);
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
+    return true;
+decline:
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
+    return false;
+}
+
+/* ht__trace_emit_block (trace.h) with its no-stack case inline. */
+static inline __attribute__((always_inline)) bool
+ht__trace_emit_block_inline(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
+                            unsigned source, uint64_t ts)
+{
+    if (__builtin_expect(ht__rec.stack_depth != 0, 0))
+        return ht__trace_emit_block(type, heap, address, size, source, ts);
+    return ht__emit_block_body(type, heap, address, size, source, ts, false);
+}
+
+#endif
