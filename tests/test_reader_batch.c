@@ -84,7 +84,8 @@ static void batch_equals_next(void)
                 for (size_t i = 0; i < n1 && i < n2; i++)
                     bad += !same(&one[i], &other[i]);
                 if (n2 != n1 || bad != 0)
-                    fprintf(stderr, "  %d threads, back %d, mode %d: %zu of %zu events, %zu differ\n",
+                    fprintf(stderr,
+                            "  %d threads, back %d, mode %d: %zu of %zu events, %zu differ\n",
                             threads[v], back, modes[m], n2, n1, bad);
                 CHECK_EQ_U(n2, n1);
                 CHECK_EQ_U(bad, 0);
@@ -166,10 +167,9 @@ static size_t decoders_compare(const uint8_t *buf, size_t size, size_t data_off,
             bool sorted;
             bool ok_fast = ht__rd_decode_events(r, &c, pl, fast, &sorted);
             sd_result sd = {0};
-            bool ok_sd = sd_event_chunk(buf, off + HT_FMT_CHUNK_HDR_SIZE,
-                                        off + HT_FMT_CHUNK_HDR_SIZE + c.payload_size, c.tid,
-                                        c.n_records, c.first_seq, c.first_ts, c.last_ts,
-                                        r->stacks.n, &sd);
+            bool ok_sd = sd_event_chunk(
+                buf, off + HT_FMT_CHUNK_HDR_SIZE, off + HT_FMT_CHUNK_HDR_SIZE + c.payload_size,
+                c.tid, c.n_records, c.first_seq, c.first_ts, c.last_ts, r->stacks.n, &sd);
             *n_bad += !ok_sd;
             if (ok_fast != ok_sd || (ok_sd && sd.n_events != c.n_records)) {
                 diff++;

@@ -342,5 +342,5 @@ static void test_cleanup(void)
 }
 
 TEST_MAIN(TEST(test_truncate_every_offset), TEST(test_truncate_every_offset_batch),
-          TEST(test_truncate_file), TEST(test_random_flips),
-          TEST(test_forged_chunks), TEST(test_named_damage), TEST(test_cleanup))
+          TEST(test_truncate_file), TEST(test_random_flips), TEST(test_forged_chunks),
+          TEST(test_named_damage), TEST(test_cleanup))

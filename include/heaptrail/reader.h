@@ -112,8 +112,7 @@ HT_API bool ht_reader_next(ht_reader *reader, ht_reader_event *out);
  * The events and their order are exactly those of calling ht_reader_next n times, and the
  * two calls may be mixed. The fastest way to read a trace (no 80-byte copy per event, one
  * call per batch); a max of 256 or more lets the merge fill whole batches. */
-HT_API size_t ht_reader_next_batch(ht_reader *reader, const ht_reader_event **events,
-                                   size_t max);
+HT_API size_t ht_reader_next_batch(ht_reader *reader, const ht_reader_event **events, size_t max);
 /* The frames (return addresses, innermost first) of stack id; false if it is not defined.
  * The array stays valid until close. */
 HT_API bool ht_reader_stack(const ht_reader *reader, uint32_t id, const uint64_t **frames,

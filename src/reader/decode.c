@@ -76,9 +76,8 @@ static inline unsigned vx_len(uint64_t stop)
  * remain before end; unchecked: the caller proved it for the whole record). Varint lengths are
  * unpredictable (a 1- or 2-byte dts), so this saves a mispredicted branch per field. use_pext
  * and checked are constants in each instance of the decoder. */
-static inline __attribute__((always_inline)) int get_vx(const uint8_t **p, const uint8_t *end,
-                                                        uint64_t *v, const bool use_pext,
-                                                        const bool checked)
+static inline __attribute__((always_inline)) int
+get_vx(const uint8_t **p, const uint8_t *end, uint64_t *v, const bool use_pext, const bool checked)
 {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (!checked || end - *p >= 8) {
@@ -133,13 +132,13 @@ static uint64_t stacks_before(const rd_stacks *s, uint64_t off)
 /* The decoder's registers (FORMAT.md 5) and position: scalars only, so that the compiler
  * keeps them in registers (the heap table, an array, lives beside it). */
 typedef struct rd_dec {
-    const uint8_t *p;                  /* next record */
-    uint64_t ts, seq, addr, heap;      /* the registers */
-    uint32_t n;                        /* event records decoded: out[0 .. n) */
-    uint32_t n_heaps;                  /* entries of heaps[] */
-    uint16_t flags;                    /* pending event flags */
-    bool pending;                      /* a control record waits for its event */
-    bool back;                         /* some event is earlier than the one before it */
+    const uint8_t *p;             /* next record */
+    uint64_t ts, seq, addr, heap; /* the registers */
+    uint32_t n;                   /* event records decoded: out[0 .. n) */
+    uint32_t n_heaps;             /* entries of heaps[] */
+    uint16_t flags;               /* pending event flags */
+    bool pending;                 /* a control record waits for its event */
+    bool back;                    /* some event is earlier than the one before it */
 } rd_dec;
 
 static const char why_cut[] = "event record cut off or a varint beyond 64 bits";
@@ -372,8 +371,8 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
 /* fast_run out of line, one per varint decoder: its loop then has the registers to itself
  * (inlined into decode_events, half its registers were spilled around the loop). */
 __attribute__((noinline)) static void fast_run_generic(rd_dec *d, const rd_chunk *c,
-                                                        const uint8_t *fast_end,
-                                                        ht_reader_event *out, uint64_t n_stacks)
+                                                       const uint8_t *fast_end,
+                                                       ht_reader_event *out, uint64_t n_stacks)
 {
     fast_run(d, c, fast_end, out, n_stacks, false);
 }
@@ -387,12 +386,11 @@ fast_run_pext(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_e
 
 static inline __attribute__((always_inline)) bool decode_events(ht_reader *r, const rd_chunk *c,
                                                                 const uint8_t *payload,
-                                                                ht_reader_event *out,
-                                                                bool *sorted, const bool use_pext)
+                                                                ht_reader_event *out, bool *sorted,
+                                                                const bool use_pext)
 {
     const uint8_t *const end = payload + c->payload_size;
-    const uint8_t *const fast_end =
-        c->payload_size > RD_MAX_RECORD ? end - RD_MAX_RECORD : payload;
+    const uint8_t *const fast_end = c->payload_size > RD_MAX_RECORD ? end - RD_MAX_RECORD : payload;
     const uint32_t n_last = c->n_records - 1; /* the fast path runs while 1 <= n <= n_last */
     const uint64_t n_stacks_before = stacks_before(&r->stacks, c->off);
     uint64_t heaps[HT_FMT_HEAP_TABLE]; /* the chunk's heap table */
@@ -462,9 +460,9 @@ static bool decode_generic(ht_reader *r, const rd_chunk *c, const uint8_t *paylo
 }
 
 /* With BMI1 and BMI2 (the CPU has them when it has a fast pext): andn, blsmsk, tzcnt. */
-__attribute__((target("bmi,bmi2"))) static bool
-decode_pext(ht_reader *r, const rd_chunk *c, const uint8_t *payload, ht_reader_event *out,
-            bool *sorted)
+__attribute__((target("bmi,bmi2"))) static bool decode_pext(ht_reader *r, const rd_chunk *c,
+                                                            const uint8_t *payload,
+                                                            ht_reader_event *out, bool *sorted)
 {
     return decode_events(r, c, payload, out, sorted, true);
 }

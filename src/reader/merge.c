@@ -167,8 +167,8 @@ void ht__rd_merge_start(ht_reader *r)
 {
     r->merge_started = true;
     r->heap = calloc(r->n_threads + 1, sizeof *r->heap);
-    r->batch_cap = r->n_threads * WINDOW_MIN > WINDOW_EVENTS ? r->n_threads * WINDOW_MIN
-                                                              : WINDOW_EVENTS;
+    r->batch_cap =
+        r->n_threads * WINDOW_MIN > WINDOW_EVENTS ? r->n_threads * WINDOW_MIN : WINDOW_EVENTS;
     r->batch = malloc(r->batch_cap * sizeof *r->batch);
     r->keys = malloc(2 * r->batch_cap * sizeof *r->keys);
     r->runs = malloc(2 * (r->n_threads + 1) * sizeof *r->runs);
@@ -338,8 +338,9 @@ static size_t heap_fill(ht_reader *r, const ht_reader_event **out, size_t max)
 
 /* Entry i of a merge input: a key (the runs) or an event of a decoded chunk (the leaves:
  * ht_reader_event starts with its timestamp, like rd_key). */
-#define IN_TS(p, i)  (in_ev ? ((const ht_reader_event *)(p))[i].event.timestamp_ns : ((const rd_key *)(p))[i].ts)
-#define IN_EV(p, i)  (in_ev ? &((const ht_reader_event *)(p))[i] : ((const rd_key *)(p))[i].e)
+#define IN_TS(p, i)                                                                                \
+    (in_ev ? ((const ht_reader_event *)(p))[i].event.timestamp_ns : ((const rd_key *)(p))[i].ts)
+#define IN_EV(p, i) (in_ev ? &((const ht_reader_event *)(p))[i] : ((const rd_key *)(p))[i].e)
 
 /* Emits entry i of input p: as a key (into a run) or as the event pointer (to_ptr). */
 #define MERGE_EMIT(p, i)                                                                           \
@@ -356,9 +357,10 @@ static size_t heap_fill(ht_reader *r, const ht_reader_event **out, size_t max)
 /* The two-way merge of inputs a[0 .. la) and b[0 .. lb) (events when in_ev, else keys) into
  * out_k (keys) or out_p (pointers, to_ptr): branch-free, one load and one compare per entry;
  * equal timestamps (rare) are decided by the full key. Returns la + lb. */
-static inline __attribute__((always_inline)) size_t
-merge2(const void *a, size_t la, const void *b, size_t lb, rd_key *out_k,
-       const ht_reader_event **out_p, const bool in_ev, const bool to_ptr)
+static inline __attribute__((always_inline)) size_t merge2(const void *a, size_t la, const void *b,
+                                                           size_t lb, rd_key *out_k,
+                                                           const ht_reader_event **out_p,
+                                                           const bool in_ev, const bool to_ptr)
 {
     size_t i = 0, j = 0, m = 0;
     if (la > 0 && lb > 0) {
@@ -439,8 +441,8 @@ static size_t window_fill(ht_reader *r)
     size_t j = 0;
     for (size_t k = 0; k + 1 < n; k += 2) {
         const rd_cursor *c0 = h[k].cursor, *c1 = h[k + 1].cursor;
-        size_t m = merge2(&c0->ev[c0->pos], len[k], &c1->ev[c1->pos], len[k + 1], o, NULL,
-                          true, false);
+        size_t m =
+            merge2(&c0->ev[c0->pos], len[k], &c1->ev[c1->pos], len[k + 1], o, NULL, true, false);
         o += m;
         len2[j++] = m;
     }

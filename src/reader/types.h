@@ -50,8 +50,8 @@ typedef struct rd_head {
 /* A window-merge entry: an event and its timestamp, side by side so that a merge step
  * compares with one load. */
 typedef struct rd_key {
-    uint64_t ts;                /* e->event.timestamp_ns */
-    const ht_reader_event *e;   /* the event, in its cursor's decoded chunk */
+    uint64_t ts;              /* e->event.timestamp_ns */
+    const ht_reader_event *e; /* the event, in its cursor's decoded chunk */
 } rd_key;
 
 /* Tables built by the scan from metadata chunks. */
