@@ -1,10 +1,13 @@
-/* merge.c — the k-way merge: one cursor per thread holding its current chunk decoded; up to
- * HEAD_LINEAR threads, batches of events merged by a branch-free scan of the head timestamps
- * (batch_fill), beyond, a binary min-heap of cursors keyed by (timestamp, sequence, tid) of
- * their head event (heap_fill); both hand out pointers into the decoded chunks, to the
- * caller of ht_reader_next_batch or into r->batch for ht_reader_next. And the walk that finds
- * a thread's next chunk by stepping over chunk headers. Memory: one chunk per thread. Never
- * looks at bytes at or past the damage point found by the scan. */
+/* merge.c — the k-way merge: one cursor per thread holding its current chunk decoded. Each
+ * fill of r->batch (pointers into the decoded chunks, handed out by ht_reader_next and
+ * ht_reader_next_batch) takes, from 3 threads on, the window merge (window_fill: every event
+ * before a bound that no chunk end precedes, merged by a tree of two-way merges) where it
+ * applies, else the head-by-head merges: up to HEAD_LINEAR threads a branch-free scan of the
+ * head timestamps (batch_fill), beyond, a binary min-heap of cursors keyed by (timestamp,
+ * sequence, tid) of their head event (heap_fill). All give the same order. And the walk that
+ * finds a thread's next chunk by stepping over chunk headers. Memory: one chunk per thread
+ * plus a window (at most max(8192, 16 per thread) events of keys and pointers). Never looks
+ * at bytes at or past the damage point found by the scan. */
 #include "reader/internal.h"
 
 #include "trace/format.h"
@@ -310,12 +313,11 @@ static size_t batch_fill(ht_reader *r, const ht_reader_event **out, size_t max)
     return m;
 }
 
-/* Heap mode (more than HEAD_LINEAR threads): the next events in merged order into
- * out[0 .. max) (max >= 1), one sift per event, until max or until the cursor that gave the
- * last event is used up (its next chunk is loaded by the next call, for the same reason as in
- * batch_fill; until then heap[0] holds it with a stale key). Hands over to batch_fill once
- * threads have ended down to HEAD_LINEAR. Returns the number of events; 0 at the end of the
- * trace or on damage. */
+/* Heap mode (more than HEAD_LINEAR threads; heap[] heap-ordered, no cursor used up): the
+ * next events in merged order into out[0 .. max) (max >= 1), one sift per event, until max
+ * or until the cursor that gave the last event is used up (its next chunk is loaded by the
+ * next fill, cursors_reload, for the same reason as in batch_fill; until then heap[0] holds
+ * it with a stale key). Returns the number of events (at least 1). */
 static size_t heap_fill(ht_reader *r, const ht_reader_event **out, size_t max)
 {
     rd_head *h = r->heap;
