@@ -56,7 +56,7 @@ static inline uint64_t load64(const uint8_t *p)
 static inline __attribute__((always_inline)) uint64_t vx_value(uint64_t w, uint64_t stop,
                                                                const bool use_pext)
 {
-    uint64_t m = (stop ^ (stop - 1)) & ~0x8080808080808080ull; /* andn with the stop constant */
+    uint64_t m = (stop ^ (stop - 1)) & 0x7F7F7F7F7F7F7F7Full;
     if (use_pext)
         return pext64(w, m);
     uint64_t x = w & m;
@@ -64,6 +64,21 @@ static inline __attribute__((always_inline)) uint64_t vx_value(uint64_t w, uint6
     x = ((x & 0x3FFF00003FFF0000ull) >> 2) | (x & 0x00003FFF00003FFFull);
     x = ((x & 0x0FFFFFFF00000000ull) >> 4) | (x & 0x000000000FFFFFFFull);
     return x;
+}
+
+/* vx_value with the stop constant hi given (fast_run keeps it in a register). */
+static inline __attribute__((always_inline)) uint64_t vx_value_hi(uint64_t w, uint64_t stop,
+                                                                  uint64_t hi, const bool use_pext)
+{
+    if (!use_pext)
+        return vx_value(w, stop, false);
+    uint64_t m = stop ^ (stop - 1);
+#if defined(__x86_64__)
+    __asm__("andn %2, %1, %0" : "=r"(m) : "r"(hi), "r"(m)); /* ~hi & m (BMI1, as pext) */
+#else
+    m &= ~hi;
+#endif
+    return pext64(w, m);
 }
 
 /* Length in bytes of that varint (1..8). */
@@ -300,7 +315,8 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
      * register, which leaves the general registers to the loop */
     typedef uint64_t v2u64 __attribute__((vector_size(16)));
     const v2u64 tid_heap = {(uint64_t)c->tid, d->heap};
-    const uint64_t hi = 0x8080808080808080ull;
+    uint64_t hi = 0x8080808080808080ull;
+    __asm__("" : "+r"(hi)); /* opaque: ~hi is then an andn, not a second constant register */
     while (p < fast_end && e < e_end) {
         unsigned tag = *p;
         if ((tag & 0xB0u) != 0 || (tag & HT_FMT_TAG_SRC_MASK) == HT_FMT_SRC_ESCAPE)
@@ -309,7 +325,7 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
         uint64_t w = load64(q), stop = ~w & hi;
         if (stop == 0)
             break;
-        uint64_t dts = vx_value(w, stop, use_pext);
+        uint64_t dts = vx_value_hi(w, stop, hi, use_pext);
         q += vx_len(stop);
         uint64_t stack = 0;
         if (tag & HT_FMT_TAG_S) { /* predictable: stacks are on for the whole trace or off */
@@ -317,7 +333,7 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
             stop = ~w & hi;
             if (stop == 0)
                 break;
-            stack = vx_value(w, stop, use_pext);
+            stack = vx_value_hi(w, stop, hi, use_pext);
             q += vx_len(stop);
             if (stack - 1 >= n_stacks_before) /* 0 or not defined before this chunk */
                 break;
@@ -327,13 +343,13 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
         stop = ~w & hi;
         if (stop == 0)
             break;
-        uint64_t size = vx_value(w, stop, use_pext) & is_alloc;
+        uint64_t size = vx_value_hi(w, stop, hi, use_pext) & is_alloc;
         q += vx_len(stop) & (unsigned)is_alloc;
         w = load64(q);
         stop = ~w & hi;
         if (stop == 0)
             break;
-        uint64_t av = vx_value(w, stop, use_pext);
+        uint64_t av = vx_value_hi(w, stop, hi, use_pext);
         if (av & 1)
             break;
         q += vx_len(stop);
