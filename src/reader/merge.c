@@ -364,30 +364,35 @@ static inline __attribute__((always_inline)) size_t merge2(const void *a, size_t
                                                            const ht_reader_event **out_p,
                                                            const bool in_ev, const bool to_ptr)
 {
-    size_t i = 0, j = 0, m = 0;
+    /* pointers, not indexes: the entries are 80 (events) or 16 (keys) bytes apart, both
+     * starting with the timestamp */
+    const size_t stride = in_ev ? sizeof(ht_reader_event) : sizeof(rd_key);
+    const char *pa = a, *pb = b, *const end_a = pa + la * stride, *const end_b = pb + lb * stride;
+    size_t m = 0;
     if (la > 0 && lb > 0) {
         for (;;) {
-            uint64_t ta = IN_TS(a, i), tb = IN_TS(b, j);
-            size_t take_b = tb < ta;
+            uint64_t ta, tb;
+            memcpy(&ta, pa, 8);
+            memcpy(&tb, pb, 8);
+            uintptr_t take_b = tb < ta;
             if (__builtin_expect(ta == tb, 0))
-                take_b = event_less(&IN_EV(b, j)->event, &IN_EV(a, i)->event);
-            uintptr_t mb = 0 - (uintptr_t)take_b;
-            const ht_reader_event *ea = IN_EV(a, i), *eb = IN_EV(b, j);
-            const ht_reader_event *x =
-                (const ht_reader_event *)((uintptr_t)ea ^ (((uintptr_t)ea ^ (uintptr_t)eb) & mb));
+                take_b = event_less(&IN_EV(pb, 0)->event, &IN_EV(pa, 0)->event);
+            uintptr_t mb = 0 - take_b;
+            const char *x = (const char *)((uintptr_t)pa ^ (((uintptr_t)pa ^ (uintptr_t)pb) & mb));
             if (to_ptr) {
-                out_p[m] = x;
+                out_p[m] = IN_EV(x, 0);
             } else {
                 out_k[m].ts = ta ^ ((ta ^ tb) & mb);
-                out_k[m].e = x;
+                out_k[m].e = IN_EV(x, 0);
             }
             m++;
-            j += take_b;
-            i = m - j;
-            if ((i == la) | (j == lb))
+            pa += stride & ~mb;
+            pb += stride & mb;
+            if ((pa == end_a) | (pb == end_b))
                 break;
         }
     }
+    size_t i = (size_t)(pa - (const char *)a) / stride, j = (size_t)(pb - (const char *)b) / stride;
     for (; i < la; i++)
         MERGE_EMIT(a, i);
     for (; j < lb; j++)
