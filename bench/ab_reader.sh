@@ -5,7 +5,9 @@
 #   bench/ab_reader.sh BIN_A BIN_B     env: ROUNDS (5), EVENTS (10000000), THREADS ("1 2 4 16"),
 #                                          PIN (taskset CPU list, default 1), FIELD
 #                                          (cpu_events_per_s: the reading thread's CPU time,
-#                                          default; events_per_s: wall)
+#                                          default; events_per_s: wall), MODE_A / MODE_B (the
+#                                          bench line to take from each: memory (default:
+#                                          ht_reader_next) or memory-batch)
 set -euo pipefail
 A=${1:?usage: ab_reader.sh BIN_A BIN_B}
 B=${2:?usage: ab_reader.sh BIN_A BIN_B}
@@ -14,13 +16,15 @@ EVENTS=${EVENTS:-10000000}
 THREADS=${THREADS:-"1 2 4 16"}
 PIN=${PIN:-1}
 FIELD=${FIELD:-cpu_events_per_s} # or events_per_s (wall)
+MODE_A=${MODE_A:-memory}
+MODE_B=${MODE_B:-memory}
 for r in $(seq 1 "$ROUNDS"); do
     for side in A B; do
-        bin=$A
-        [ $side = B ] && bin=$B
+        bin=$A mode=$MODE_A
+        [ $side = B ] && bin=$B mode=$MODE_B
         for t in $THREADS; do
             v=$(taskset -c "$PIN" "$bin" --threads "$t" --events "$EVENTS" |
-                awk -v F="$FIELD" '/mode=memory/ {for (i = 1; i <= NF; i++) if ($i ~ "^" F "=") {sub(F "=", "", $i); sub("M", "", $i); print $i}}')
+                awk -v F="$FIELD" -v M="mode=$mode" '$2 == M {for (i = 1; i <= NF; i++) if ($i ~ "^" F "=") {sub(F "=", "", $i); sub("M", "", $i); print $i}}')
             echo "$side $t $v"
         done
     done

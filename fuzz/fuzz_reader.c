@@ -1,11 +1,14 @@
-/* fuzz_reader.c — libFuzzer target for the trace reader: every input is read twice through
- * ht_reader_open_memory, once as is (exercises the header and checksum checks) and once with
- * every chunk checksum recomputed (so mutations reach the record decoders). The same entry
+/* fuzz_reader.c — libFuzzer target for the trace reader: every input is read through
+ * ht_reader_open_memory as is (exercises the header and checksum checks) and with every chunk
+ * checksum recomputed (so mutations reach the record decoders), the latter both with
+ * ht_reader_next and with ht_reader_next_batch (batch sizes from the input's size), which
+ * must agree on every event and on the status. The same entry
  * point replays fuzz/corpus/reader/ in ordinary ctest runs (tests/test_fuzz_replay_reader.c).
  * Must never trust the input, and must stay deterministic (no time, no global state). */
 #include <heaptrail/reader.h>
 
 #include "trace/format.h"
+#include "../tests/trace_build.h" /* tb_fix_checksums */
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,28 +24,38 @@ static void fix_checksums(uint8_t *buf, size_t size)
     if (cmd > size - HT_FMT_FILE_HDR_SIZE)
         return;
     ht_fmt_put32(buf + 44, ht_fmt_crc32c_2(buf, 44, buf + HT_FMT_FILE_HDR_SIZE, cmd));
-    size_t off = HT_FMT_FILE_HDR_SIZE + cmd;
-    while (size - off >= HT_FMT_CHUNK_HDR_SIZE) {
-        uint32_t ps = ht_fmt_get32(buf + off + HT_FMT_CH_PAYLOAD);
-        if (ps > size - off - HT_FMT_CHUNK_HDR_SIZE)
-            break;
-        ht_fmt_put32(buf + off + HT_FMT_CH_PAYLOAD_CRC,
-                     ht_fmt_crc32c(buf + off + HT_FMT_CHUNK_HDR_SIZE, ps));
-        ht_fmt_put32(buf + off + HT_FMT_CH_HEADER_CRC,
-                     ht_fmt_crc32c(buf + off, HT_FMT_CH_HEADER_CRC));
-        off += HT_FMT_CHUNK_HDR_SIZE + ps;
-    }
+    tb_fix_checksums(buf, size, HT_FMT_FILE_HDR_SIZE + cmd);
 }
 
-static void read_all(const uint8_t *data, size_t size)
+/* Reads the whole input (batch 0: ht_reader_next, else ht_reader_next_batch with at most
+ * batch events per call); returns a digest of the events and the status, 0 when the open
+ * failed. */
+static uint64_t read_all(const uint8_t *data, size_t size, size_t batch)
 {
     ht_reader *r = NULL;
     if (ht_reader_open_memory(data, size, &r) != HT_READER_OK)
-        return;
+        return 0;
     ht_reader_event ev;
     uint64_t n = 0, sum = 0;
-    while (ht_reader_next(r, &ev) && n < 10000000) {
-        sum += ev.event.timestamp_ns ^ ev.event.heap_handle ^ ev.event.sequence;
+    const ht_reader_event *ptr[300];
+    size_t k = 0, pos = 0;
+    while (n < 10000000) {
+        if (batch == 0) {
+            if (!ht_reader_next(r, &ev))
+                break;
+        } else {
+            if (pos == k) {
+                k = ht_reader_next_batch(r, ptr, batch);
+                pos = 0;
+                if (k == 0)
+                    break;
+                if (k > batch)
+                    abort();
+            }
+            ev = *ptr[pos++];
+        }
+        sum = sum * 31 + (ev.event.timestamp_ns ^ ev.event.heap_handle ^ ev.event.sequence ^
+                          ev.event.alloc.address ^ ev.event.tid ^ ev.event.type);
         if (ev.stack_id != 0) {
             const uint64_t *frames;
             size_t n_frames;
@@ -52,6 +65,7 @@ static void read_all(const uint8_t *data, size_t size)
         }
         n++;
     }
+    uint64_t digest = sum ^ n << 40;
     const ht_reader_module *mods;
     size_t n_mods;
     ht_reader_modules(r, &mods, &n_mods);
@@ -71,19 +85,20 @@ static void read_all(const uint8_t *data, size_t size)
         info.valid_size > size || info.n_events < n)
         abort();
     ht_reader_close(r);
-    (void)sum;
+    return (digest ^ ((uint64_t)st << 56) ^ off) | 1;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    read_all(data, size);
+    read_all(data, size, 0);
     uint8_t *copy = malloc(size + 1);
     if (copy == NULL)
         return 0;
     if (size > 0)
         memcpy(copy, data, size);
     fix_checksums(copy, size);
-    read_all(copy, size);
+    if (read_all(copy, size, 0) != read_all(copy, size, 1 + size % 300))
+        abort(); /* the batch read must give the same events and status */
     free(copy);
     return 0;
 }

@@ -9,6 +9,7 @@
  * Deterministic: no time, no global state. */
 #include "analysis/internal.h"
 #include "trace/format.h"
+#include "../tests/trace_build.h" /* tb_fix_checksums */
 
 #include <stdlib.h>
 #include <string.h>
@@ -182,17 +183,7 @@ static void recompute_checksums(uint8_t *buf, size_t size)
     if (cmd > size - HT_FMT_FILE_HDR_SIZE)
         return;
     ht_fmt_put32(buf + 44, ht_fmt_crc32c_2(buf, 44, buf + HT_FMT_FILE_HDR_SIZE, cmd));
-    size_t off = HT_FMT_FILE_HDR_SIZE + cmd;
-    while (size - off >= HT_FMT_CHUNK_HDR_SIZE) {
-        uint32_t ps = ht_fmt_get32(buf + off + HT_FMT_CH_PAYLOAD);
-        if (ps > size - off - HT_FMT_CHUNK_HDR_SIZE)
-            break;
-        ht_fmt_put32(buf + off + HT_FMT_CH_PAYLOAD_CRC,
-                     ht_fmt_crc32c(buf + off + HT_FMT_CHUNK_HDR_SIZE, ps));
-        ht_fmt_put32(buf + off + HT_FMT_CH_HEADER_CRC,
-                     ht_fmt_crc32c(buf + off, HT_FMT_CH_HEADER_CRC));
-        off += HT_FMT_CHUNK_HDR_SIZE + ps;
-    }
+    tb_fix_checksums(buf, size, HT_FMT_FILE_HDR_SIZE + cmd);
 }
 
 static void report_once(const uint8_t *data, size_t size, bool window)

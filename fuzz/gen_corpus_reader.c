@@ -79,6 +79,8 @@ int main(int argc, char **argv)
         {"valid-stacks", 2, 1, 80, true, 512},
         {"valid-3threads", 3, 3, 50, true, 300},
         {"valid-4threads-big-chunks", 4, 4, 120, false, 4096},
+        /* the decoder's fast path with stacks, the window merge and the heap of 9+ threads */
+        {"valid-9threads-stacks-big-chunks", 5, 9, 150, true, 2048},
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         tb_trace t;

@@ -1,5 +1,6 @@
 /* test_reader_damage.c — the reader on damaged traces: a small trace cut at every byte offset
- * (memory and file), seeded random byte flips, and CRC-valid forged payloads. The reader must
+ * (memory and file), seeded random byte flips, and CRC-valid forged payloads, read through
+ * ht_reader_next and through ht_reader_next_batch. The reader must
  * return exactly the events of the whole chunks before the damage, name the problem and its
  * offset, and never crash or read out of bounds (run this under ASan: -DHT_SANITIZE=address).
  * Owns only its temporary files. */
@@ -78,12 +79,27 @@ static int same_event(const ht_reader_event *a, const sd_event *b)
            memcmp(&a->event.realloc, &b->ev.realloc, sizeof a->event.realloc) == 0;
 }
 
+static bool g_batch; /* drain through ht_reader_next_batch (in batches of 1..13) */
+
 /* Reads everything; returns the number of events, comparing with sd when given. */
 static size_t drain(ht_reader *r, const sd_result *sd, size_t *mismatches)
 {
     ht_reader_event ev;
     size_t n = 0;
-    while (ht_reader_next(r, &ev)) {
+    const ht_reader_event *ptr[13];
+    size_t k = 0, pos = 0;
+    for (;;) {
+        if (g_batch) {
+            if (pos == k) {
+                k = ht_reader_next_batch(r, ptr, 1 + n % 13);
+                pos = 0;
+                if (k == 0)
+                    break;
+            }
+            ev = *ptr[pos++];
+        } else if (!ht_reader_next(r, &ev)) {
+            break;
+        }
         if (sd != NULL && (n >= sd->n_events || !same_event(&ev, &sd->events[n])))
             (*mismatches)++;
         if (ev.stack_id != 0) {
@@ -97,11 +113,13 @@ static size_t drain(ht_reader *r, const sd_result *sd, size_t *mismatches)
     return n;
 }
 
-static void test_truncate_every_offset(void)
+/* Every cut, read one at a time and (batch) through ht_reader_next_batch. */
+static void truncate_every_offset(bool batch)
 {
     build_small_trace();
     const tb_trace *t = &g_trace;
     printf("small trace: %zu bytes, %zu chunks, %zu events\n", t->size, t->n_chunks, g_n_events);
+    g_batch = batch;
     size_t fails = 0;
     for (size_t len = 0; len <= t->size; len++) {
         ht_reader *r = NULL;
@@ -138,7 +156,18 @@ static void test_truncate_every_offset(void)
         free(sd.events);
         ht_reader_close(r);
     }
+    g_batch = false;
     CHECK_EQ_U(fails, 0);
+}
+
+static void test_truncate_every_offset(void)
+{
+    truncate_every_offset(false);
+}
+
+static void test_truncate_every_offset_batch(void)
+{
+    truncate_every_offset(true);
 }
 
 /* The pread path: a cut-off file, every 11th offset. */
@@ -185,6 +214,7 @@ static void test_random_flips(void)
     uint64_t rng = 2024;
     size_t fails = 0, undetected = 0;
     for (int iter = 0; iter < 4000; iter++) {
+        g_batch = iter & 1; /* half of them through ht_reader_next_batch */
         memcpy(buf, t->data, t->size);
         int n_flips = 1 + (int)(tb_rand(&rng) % 3);
         size_t first = t->size;
@@ -222,25 +252,10 @@ static void test_random_flips(void)
         }
         ht_reader_close(r);
     }
+    g_batch = false;
     CHECK_EQ_U(undetected, 0);
     CHECK_EQ_U(fails, 0);
     free(buf);
-}
-
-/* Fixes every chunk's checksums in buf (walking by the declared sizes while they fit). */
-static void fix_crcs(uint8_t *buf, size_t size)
-{
-    size_t off = g_data_off;
-    while (size - off >= HT_FMT_CHUNK_HDR_SIZE) {
-        uint32_t ps = ht_fmt_get32(buf + off + HT_FMT_CH_PAYLOAD);
-        if (ps > size - off - HT_FMT_CHUNK_HDR_SIZE)
-            break;
-        ht_fmt_put32(buf + off + HT_FMT_CH_PAYLOAD_CRC,
-                     ht_fmt_crc32c(buf + off + HT_FMT_CHUNK_HDR_SIZE, ps));
-        ht_fmt_put32(buf + off + HT_FMT_CH_HEADER_CRC,
-                     ht_fmt_crc32c(buf + off, HT_FMT_CH_HEADER_CRC));
-        off += HT_FMT_CHUNK_HDR_SIZE + ps;
-    }
 }
 
 /* Damage the checksums cannot see (a forged file or a writer bug): mutated payloads and
@@ -253,13 +268,14 @@ static void test_forged_chunks(void)
     uint64_t rng = 99;
     size_t reported = 0, bad_off = 0;
     for (int iter = 0; iter < 4000; iter++) {
+        g_batch = iter & 1;
         memcpy(buf, t->data, t->size);
         int n = 1 + (int)(tb_rand(&rng) % 4);
         for (int f = 0; f < n; f++) {
             size_t at = g_data_off + (size_t)(tb_rand(&rng) % (t->size - g_data_off));
             buf[at] = (uint8_t)tb_rand(&rng);
         }
-        fix_crcs(buf, t->size);
+        tb_fix_checksums(buf, t->size, g_data_off);
         ht_reader *r = NULL;
         if (ht_reader_open_memory(buf, t->size, &r) != HT_READER_OK)
             continue;
@@ -273,6 +289,7 @@ static void test_forged_chunks(void)
         }
         ht_reader_close(r);
     }
+    g_batch = false;
     printf("forged: %zu of 4000 reported\n", reported);
     CHECK(reported > 3000);
     CHECK_EQ_U(bad_off, 0);
@@ -324,5 +341,6 @@ static void test_cleanup(void)
     tb_free(&g_trace);
 }
 
-TEST_MAIN(TEST(test_truncate_every_offset), TEST(test_truncate_file), TEST(test_random_flips),
-          TEST(test_forged_chunks), TEST(test_named_damage), TEST(test_cleanup))
+TEST_MAIN(TEST(test_truncate_every_offset), TEST(test_truncate_every_offset_batch),
+          TEST(test_truncate_file), TEST(test_random_flips), TEST(test_forged_chunks),
+          TEST(test_named_damage), TEST(test_cleanup))

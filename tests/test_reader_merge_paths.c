@@ -14,18 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int key_cmp(const void *pa, const void *pb)
-{
-    const ht_event *a = pa, *b = pb;
-    if (a->timestamp_ns != b->timestamp_ns)
-        return a->timestamp_ns < b->timestamp_ns ? -1 : 1;
-    if (a->sequence != b->sequence)
-        return a->sequence < b->sequence ? -1 : 1;
-    if (a->tid != b->tid)
-        return a->tid < b->tid ? -1 : 1;
-    return 0;
-}
-
 static bool same_event(const ht_event *a, const ht_event *b)
 {
     return a->timestamp_ns == b->timestamp_ns && a->tid == b->tid && a->sequence == b->sequence &&
@@ -33,53 +21,11 @@ static bool same_event(const ht_event *a, const ht_event *b)
            memcmp(&a->alloc, &b->alloc, sizeof a->alloc) == 0;
 }
 
-/* Builds a trace of n_threads monotone streams (thread t has 300 + 700 t events) into *t and
- * the expected merged order into *want (caller frees). */
+/* A trace of n_threads monotone streams (thread t has 300 + 700 t events) into *t and the
+ * expected merged order into *want (caller frees). */
 static size_t build(tb_trace *t, int n_threads, uint64_t seed, ht_event **want)
 {
-    size_t total = 0;
-    for (int th = 0; th < n_threads; th++)
-        total += 300 + 700 * (size_t)th;
-    ht_event *all = calloc(total, sizeof *all);
-    tb_init(t, 1, "m", 1, 0, 0);
-    uint64_t rng = seed;
-    size_t at = 0;
-    for (int th = 0; th < n_threads; th++) {
-        size_t n = 300 + 700 * (size_t)th;
-        ht_event *ev = &all[at];
-        uint64_t ts = 1000;
-        for (size_t i = 0; i < n; i++) {
-            ht_event *e = &ev[i];
-            ts += tb_rand(&rng) % 4; /* 0: equal timestamps, within and across threads */
-            e->timestamp_ns = ts;
-            e->tid = 50 + (uint32_t)th;
-            e->sequence = i + 1;
-            e->heap_handle = 0x4000;
-            if (i % 2 == 0) {
-                e->type = HT_EVENT_HEAP_ALLOC;
-                e->alloc.address = 0x100000 + (tb_rand(&rng) % 4096) * 16;
-                e->alloc.size = 1 + tb_rand(&rng) % 70000;
-                e->alloc.source = 1 + (uint32_t)(tb_rand(&rng) % 4);
-            } else {
-                e->type = HT_EVENT_HEAP_FREE;
-                e->free.address = ev[i - 1].alloc.address;
-                e->free.source = 2;
-            }
-        }
-        ht_enc_stream s = {.tid = 50 + (uint32_t)th, .next_seq = 1};
-        /* in a few pieces, so that chunks of different threads interleave in the file */
-        for (size_t done = 0; done < n;) {
-            size_t k = 100 + (size_t)(tb_rand(&rng) % 900);
-            k = k < n - done ? k : n - done;
-            tb_events(t, &s, ev + done, NULL, k, 300 + (size_t)(tb_rand(&rng) % 3000));
-            done += k;
-        }
-        at += n;
-    }
-    tb_end(t, 0, NULL, 0);
-    qsort(all, total, sizeof *all, key_cmp);
-    *want = all;
-    return total;
+    return tb_merge_streams(t, n_threads, seed, 300, 700, 3000, 0, want);
 }
 
 static size_t read_all(const tb_trace *t, ht_event *got, size_t cap)

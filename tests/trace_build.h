@@ -199,4 +199,88 @@ static inline void tb_realistic(ht_event *ev, size_t n, uint32_t tid, uint64_t s
     }
 }
 
+/* -- merge tests: monotone (or not) per-thread streams, their expected order --------------- */
+
+/* qsort order of the reader's merge: timestamp, then sequence, then tid. */
+static inline int tb_key_cmp(const void *pa, const void *pb)
+{
+    const ht_event *a = pa, *b = pb;
+    if (a->timestamp_ns != b->timestamp_ns)
+        return a->timestamp_ns < b->timestamp_ns ? -1 : 1;
+    if (a->sequence != b->sequence)
+        return a->sequence < b->sequence ? -1 : 1;
+    if (a->tid != b->tid)
+        return a->tid < b->tid ? -1 : 1;
+    return 0;
+}
+
+/* Builds into *t a trace of n_threads streams (thread k has n0 + dn k events, tid 50 + k,
+ * timestamps stepping 0..3: equal timestamps within and across threads; with back, every
+ * 97th event goes back in time, which the encoder writes as TIME_BACK), written in pieces of
+ * 100..999 events as chunks of 300 .. 300 + chunk_span bytes so that threads interleave.
+ * Returns the event count; *want (caller frees) holds them sorted by tb_key_cmp. */
+static inline size_t tb_merge_streams(tb_trace *t, int n_threads, uint64_t seed, size_t n0,
+                                      size_t dn, size_t chunk_span, int back, ht_event **want)
+{
+    size_t total = 0;
+    for (int th = 0; th < n_threads; th++)
+        total += n0 + dn * (size_t)th;
+    ht_event *all = tb_xrealloc(NULL, total * sizeof *all);
+    memset(all, 0, total * sizeof *all);
+    tb_init(t, 1, "m", 1, 0, 0);
+    uint64_t rng = seed;
+    size_t at = 0;
+    for (int th = 0; th < n_threads; th++) {
+        size_t n = n0 + dn * (size_t)th;
+        ht_event *ev = &all[at];
+        uint64_t ts = 100000;
+        for (size_t i = 0; i < n; i++) {
+            ht_event *e = &ev[i];
+            ts += tb_rand(&rng) % 4;
+            e->timestamp_ns = back && i % 97 == 96 ? ts - 1 - tb_rand(&rng) % 50 : ts;
+            e->tid = 50 + (uint32_t)th;
+            e->sequence = i + 1;
+            e->heap_handle = 0x4000;
+            if (i % 2 == 0 || tb_rand(&rng) % 5 == 0) {
+                e->type = HT_EVENT_HEAP_ALLOC;
+                e->alloc.address = 0x100000 + (tb_rand(&rng) % 4096) * 16;
+                e->alloc.size = 1 + tb_rand(&rng) % 70000;
+                e->alloc.source = 1 + (uint32_t)(tb_rand(&rng) % 4);
+            } else {
+                e->type = HT_EVENT_HEAP_FREE;
+                e->free.address = 0x100000 + (tb_rand(&rng) % 4096) * 16;
+                e->free.source = 2;
+            }
+        }
+        ht_enc_stream s = {.tid = 50 + (uint32_t)th, .next_seq = 1};
+        for (size_t done = 0; done < n;) {
+            size_t k = 100 + (size_t)(tb_rand(&rng) % 900);
+            k = k < n - done ? k : n - done;
+            tb_events(t, &s, ev + done, NULL, k, 300 + (size_t)(tb_rand(&rng) % chunk_span));
+            done += k;
+        }
+        at += n;
+    }
+    tb_end(t, 0, NULL, 0);
+    qsort(all, total, sizeof *all, tb_key_cmp);
+    *want = all;
+    return total;
+}
+
+/* Recomputes both checksums of every chunk of buf from data_off on, walking by the declared
+ * payload sizes while they fit (forged-payload tests: mutations then reach the decoders). */
+static inline void tb_fix_checksums(uint8_t *buf, size_t size, size_t data_off)
+{
+    for (size_t off = data_off; size - off >= HT_FMT_CHUNK_HDR_SIZE;) {
+        uint32_t ps = ht_fmt_get32(buf + off + HT_FMT_CH_PAYLOAD);
+        if (ps > size - off - HT_FMT_CHUNK_HDR_SIZE)
+            break;
+        ht_fmt_put32(buf + off + HT_FMT_CH_PAYLOAD_CRC,
+                     ht_fmt_crc32c(buf + off + HT_FMT_CHUNK_HDR_SIZE, ps));
+        ht_fmt_put32(buf + off + HT_FMT_CH_HEADER_CRC,
+                     ht_fmt_crc32c(buf + off, HT_FMT_CH_HEADER_CRC));
+        off += HT_FMT_CHUNK_HDR_SIZE + ps;
+    }
+}
+
 #endif

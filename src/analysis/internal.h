@@ -35,9 +35,10 @@ const ht_freed *ht__an_recent_get(const ht_analysis *an, uint64_t address);
 ht_analysis *ht__an_create(const ht_an_config *cfg, uint64_t start_ns);
 /* Applies one event (in the reader's merged order). */
 void ht__an_event(ht_analysis *an, const ht_reader_event *ev);
-/* Called every 2^20 events with the count so far; return false to stop. */
+/* Called each time the count passes a multiple of 2^20 events (at a batch end), with the
+ * count so far; return false to stop. */
 typedef bool (*ht_an_progress_fn)(uint64_t n_events, void *ctx);
-/* Replays every event of the reader (ht_reader_next until false), then ht__an_finish.
+/* Replays every event of the reader (ht_reader_next_batch until 0), then ht__an_finish.
  * Returns false when progress stopped it. */
 bool ht__an_run(ht_analysis *an, ht_reader *rd, ht_an_progress_fn progress, void *ctx);
 void ht__an_destroy(ht_analysis *an);

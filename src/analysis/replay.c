@@ -493,11 +493,16 @@ void ht__an_event(ht_analysis *an, const ht_reader_event *rev)
 
 bool ht__an_run(ht_analysis *an, ht_reader *rd, ht_an_progress_fn progress, void *ctx)
 {
-    ht_reader_event ev;
+    /* in batches, without copying the events (ht_reader_next_batch) */
+    const ht_reader_event *batch[512];
     uint64_t n = 0;
-    while (ht_reader_next(rd, &ev)) {
-        ht__an_event(an, &ev);
-        if ((++n & ((1u << 20) - 1)) == 0 && progress != NULL && !progress(n, ctx))
+    size_t k;
+    while ((k = ht_reader_next_batch(rd, batch, sizeof batch / sizeof batch[0])) > 0) {
+        uint64_t before = n;
+        for (size_t i = 0; i < k; i++)
+            ht__an_event(an, batch[i]);
+        n += k;
+        if ((n >> 20) != (before >> 20) && progress != NULL && !progress(n, ctx))
             return false;
     }
     ht__an_finish(an);

@@ -1,11 +1,15 @@
 /* decode.c — the fast decoder of event chunk payloads (FORMAT.md 5-6): one tight loop that
  * turns a whole chunk into ht_reader_events, checking every varint, register, limit and the
  * chunk-level totals. Never reads outside [payload, payload + payload_size) and never writes
- * more than n_records events; on the first problem it reports and stops. */
+ * more than n_records events; on the first problem it reports and stops.
+ * Bounds are checked per chunk where that is equivalent: while at least RD_MAX_RECORD bytes
+ * remain, no record can reach the payload's end, so its fields are read without per-field
+ * length checks; the last RD_MAX_RECORD bytes are decoded with every length checked. */
 #include "reader/internal.h"
 
 #include "trace/format.h"
 
+#include <stddef.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -27,43 +31,89 @@ static inline uint64_t pext64(uint64_t x, uint64_t mask)
 }
 #endif
 
-/* A varint, branch-free for up to 8 bytes when 8 bytes remain: the stop byte is found with
- * a bit scan and the 7-bit groups are packed with one pext (use_pext) or three shift-and-mask
- * steps. Varint lengths are unpredictable (a 1- or 2-byte dts), so this saves a mispredicted
- * branch per field. use_pext is a constant in each instance of the decoder. */
-static inline __attribute__((always_inline)) int get_vx(const uint8_t **p, const uint8_t *end,
-                                                        uint64_t *v, const bool use_pext)
+/* Bytes a record can span, plus the 8-byte window the varint reader loads: a tag and at most
+ * 11 varints of at most 10 bytes (REALLOC with H, a new handle, S, an escaped Source and two
+ * odd address fields), 111 bytes, + 8 bytes of window after its last varint's first byte.
+ * A record that starts at least this far before the payload's end reads nothing past it. */
+#define RD_MAX_RECORD 128
+
+_Static_assert(sizeof(ht_reader_event) == 80 && offsetof(ht_event, tid) == 8 &&
+                   offsetof(ht_event, type) == 12 && offsetof(ht_event, flags) == 14 &&
+                   offsetof(ht_event, heap_handle) == 16 && offsetof(ht_event, alloc) == 24 &&
+                   offsetof(ht_event, sequence) == 64,
+               "the ALLOC/FREE fast path stores the event as 8-byte words at these offsets");
+
+static inline uint64_t load64(const uint8_t *p)
 {
-    if (end - *p >= 8) {
-        uint64_t w;
-        memcpy(&w, *p, 8);
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* The value of the varint whose first 8 bytes are w, given stop = ~w & 0x80..80 != 0 (the
+ * high bit of each final-byte candidate): the 7-bit groups up to the first stop byte, packed
+ * with one pext (use_pext) or three shift-and-mask steps. */
+static inline __attribute__((always_inline)) uint64_t vx_value(uint64_t w, uint64_t stop,
+                                                               const bool use_pext)
+{
+    uint64_t m = (stop ^ (stop - 1)) & 0x7F7F7F7F7F7F7F7Full;
+    if (use_pext)
+        return pext64(w, m);
+    uint64_t x = w & m;
+    x = ((x & 0x7F007F007F007F00ull) >> 1) | (x & 0x007F007F007F007Full);
+    x = ((x & 0x3FFF00003FFF0000ull) >> 2) | (x & 0x00003FFF00003FFFull);
+    x = ((x & 0x0FFFFFFF00000000ull) >> 4) | (x & 0x000000000FFFFFFFull);
+    return x;
+}
+
+/* vx_value with the stop constant hi given (fast_run keeps it in a register). */
+static inline __attribute__((always_inline)) uint64_t vx_value_hi(uint64_t w, uint64_t stop,
+                                                                  uint64_t hi, const bool use_pext)
+{
+    if (!use_pext)
+        return vx_value(w, stop, false);
+    uint64_t m = stop ^ (stop - 1);
+#if defined(__x86_64__)
+    __asm__("andn %2, %1, %0" : "=r"(m) : "r"(hi), "r"(m)); /* ~hi & m (BMI1, as pext) */
+#else
+    m &= ~hi;
+#endif
+    return pext64(w, m);
+}
+
+/* Length in bytes of that varint (1..8). */
+static inline unsigned vx_len(uint64_t stop)
+{
+    return ((unsigned)__builtin_ctzll(stop) + 1) >> 3;
+}
+
+/* A varint, branch-free for up to 8 bytes when 8 bytes may be loaded (checked: when 8 bytes
+ * remain before end; unchecked: the caller proved it for the whole record). Varint lengths are
+ * unpredictable (a 1- or 2-byte dts), so this saves a mispredicted branch per field. use_pext
+ * and checked are constants in each instance of the decoder. */
+static inline __attribute__((always_inline)) int
+get_vx(const uint8_t **p, const uint8_t *end, uint64_t *v, const bool use_pext, const bool checked)
+{
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        uint64_t stop = ~w & 0x8080808080808080ull; /* high bit of each final-byte candidate */
+    if (!checked || end - *p >= 8) {
+        uint64_t w = load64(*p);
+        uint64_t stop = ~w & 0x8080808080808080ull;
         if (stop != 0) {
-            unsigned bits = (unsigned)__builtin_ctzll(stop) + 1; /* 8 * length */
-            uint64_t m = (stop ^ (stop - 1)) & 0x7F7F7F7F7F7F7F7Full;
-            if (use_pext) {
-                *v = pext64(w, m);
-            } else {
-                uint64_t x = w & m;
-                x = ((x & 0x7F007F007F007F00ull) >> 1) | (x & 0x007F007F007F007Full);
-                x = ((x & 0x3FFF00003FFF0000ull) >> 2) | (x & 0x00003FFF00003FFFull);
-                x = ((x & 0x0FFFFFFF00000000ull) >> 4) | (x & 0x000000000FFFFFFFull);
-                *v = x;
-            }
-            *p += bits >> 3;
+            *v = vx_value(w, stop, use_pext);
+            *p += vx_len(stop);
             return 1;
         }
-#endif
     }
+#endif
     return ht_fmt_get_varint(p, end, v);
 }
 
-#define get_v(p, end, v) get_vx((p), (end), (v), use_pext)
+#define get_v(p, end, v) get_vx((p), (end), (v), use_pext, checked)
 
 /* An address field: delta against *reg (x16 when even), then *reg = the address. */
-static inline __attribute__((always_inline)) int
-addr_get(const uint8_t **p, const uint8_t *end, uint64_t *reg, uint64_t *out, const bool use_pext)
+static inline __attribute__((always_inline)) int addr_get(const uint8_t **p, const uint8_t *end,
+                                                          uint64_t *reg, uint64_t *out,
+                                                          const bool use_pext, const bool checked)
 {
     uint64_t v;
     if (!get_v(p, end, &v))
@@ -79,188 +129,358 @@ addr_get(const uint8_t **p, const uint8_t *end, uint64_t *reg, uint64_t *out, co
     return 1;
 }
 
+/* How many stacks are defined in chunks before offset off: ids 1..that, since ids are dense
+ * and defined in file order (def_off is non-decreasing). */
+static uint64_t stacks_before(const rd_stacks *s, uint64_t off)
+{
+    uint32_t lo = 0, hi = s->n; /* def_off[0 .. lo) < off <= def_off[hi ..) */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->def_off[mid] < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The decoder's registers (FORMAT.md 5) and position: scalars only, so that the compiler
+ * keeps them in registers (the heap table, an array, lives beside it). */
+typedef struct rd_dec {
+    const uint8_t *p;             /* next record */
+    uint64_t ts, seq, addr, heap; /* the registers */
+    uint32_t n;                   /* event records decoded: out[0 .. n) */
+    uint32_t n_heaps;             /* entries of heaps[] */
+    uint16_t flags;               /* pending event flags */
+    bool pending;                 /* a control record waits for its event */
+    bool back;                    /* some event is earlier than the one before it */
+} rd_dec;
+
+static const char why_cut[] = "event record cut off or a varint beyond 64 bits";
+
+/* Decodes the record at d->p, any kind, every field and register checked (lengths too when
+ * checked; otherwise the caller proved the record cannot reach end). Returns NULL, or why it
+ * does not decode. */
+static inline __attribute__((always_inline)) const char *
+record_decode(rd_dec *d, uint64_t *heaps, ht_reader *r, const rd_chunk *c, const uint8_t *end,
+              ht_reader_event *out, const bool use_pext, const bool checked)
+{
+    const uint8_t *p = d->p;
+    unsigned tag = *p++;
+    unsigned t = (tag >> HT_FMT_TAG_TYPE_SHIFT) & 7u;
+    uint64_t v;
+    if (t == HT_FMT_T_CONTROL) {
+        if (!get_v(&p, end, &v))
+            return "control record cut off";
+        if (tag == HT_FMT_CTL_FLAGS && v >= 1 && v <= 0xFFFF)
+            d->flags = (uint16_t)v;
+        else if (tag == HT_FMT_CTL_SEQ_SKIP && v >= 1)
+            d->seq += v;
+        else if (tag == HT_FMT_CTL_TIME_BACK && v >= 1)
+            d->ts -= v, d->back = true;
+        else
+            return "reserved control tag or control value out of range";
+        d->pending = true;
+        d->p = p;
+        return NULL;
+    }
+    if (d->n == c->n_records)
+        return "more event records than the header's n_records";
+    ht_reader_event *e = &out[d->n];
+    memset(e, 0, sizeof *e);
+    if (!get_v(&p, end, &v))
+        return why_cut;
+    d->back |= d->ts + v < d->ts; /* wrapped around 2^64 */
+    d->ts += v;
+    if (tag & HT_FMT_TAG_H) {
+        if (!get_v(&p, end, &v))
+            return why_cut;
+        if (v == 0) {
+            if (!get_v(&p, end, &d->heap))
+                return why_cut;
+            if (d->n_heaps < HT_FMT_HEAP_TABLE)
+                heaps[d->n_heaps++] = d->heap;
+        } else if (v <= d->n_heaps) {
+            d->heap = heaps[v - 1];
+        } else {
+            return "heap selector beyond the chunk's heap table";
+        }
+    }
+    if (tag & HT_FMT_TAG_S) {
+        if (!get_v(&p, end, &v))
+            return why_cut;
+        if (v == 0 || v > r->stacks.n || r->stacks.def_off[v - 1] >= c->off)
+            return "stack id not defined before this chunk";
+        e->stack_id = (uint32_t)v;
+    }
+    uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
+    if (source == HT_FMT_SRC_ESCAPE) {
+        if (!get_v(&p, end, &source))
+            return why_cut;
+        if (source > 0xFFFFFFFFu)
+            return "Source beyond 32 bits";
+    }
+    ht_event *ev = &e->event;
+    ev->timestamp_ns = d->ts;
+    ev->tid = c->tid;
+    ev->type = ht_fmt_opcode_of_type[t];
+    ev->flags = d->flags;
+    ev->heap_handle = (uintptr_t)d->heap;
+    ev->sequence = d->seq;
+    if (t >= HT_FMT_T_CREATE && (tag & HT_FMT_TAG_SRC_MASK) != 0)
+        return "Source bits set on an event without a Source";
+    uint64_t a, b, cc, dd;
+    switch (t) {
+    case HT_FMT_T_ALLOC:
+        if (!get_v(&p, end, &a) || !addr_get(&p, end, &d->addr, &b, use_pext, checked))
+            return why_cut;
+        ev->alloc.size = a;
+        ev->alloc.address = (uintptr_t)b;
+        ev->alloc.source = (uint32_t)source;
+        break;
+    case HT_FMT_T_FREE:
+        if (!addr_get(&p, end, &d->addr, &a, use_pext, checked))
+            return why_cut;
+        ev->free.address = (uintptr_t)a;
+        ev->free.source = (uint32_t)source;
+        break;
+    case HT_FMT_T_REALLOC:
+        if (!addr_get(&p, end, &d->addr, &a, use_pext, checked) ||
+            !addr_get(&p, end, &d->addr, &b, use_pext, checked) || !get_v(&p, end, &cc) ||
+            !get_v(&p, end, &dd))
+            return why_cut;
+        ev->realloc.new_address = (uintptr_t)a;
+        ev->realloc.old_address = (uintptr_t)b;
+        ev->realloc.new_size = cc;
+        ev->realloc.old_size = dd;
+        ev->realloc.source = (uint32_t)source;
+        break;
+    case HT_FMT_T_CREATE:
+        if (!get_v(&p, end, &a) || !get_v(&p, end, &b) || !get_v(&p, end, &cc))
+            return why_cut;
+        if (a > 0xFFFFFFFFu)
+            return "CREATE Flags beyond 32 bits";
+        ev->create.flags = (uint32_t)a;
+        ev->create.reserved_space = b;
+        ev->create.committed_space = cc;
+        break;
+    case HT_FMT_T_DESTROY:
+        break;
+    default: /* EXPAND, CONTRACT */
+        if (!addr_get(&p, end, &d->addr, &a, use_pext, checked) || !get_v(&p, end, &b) ||
+            !get_v(&p, end, &cc))
+            return why_cut;
+        ev->expand.address = (uintptr_t)a;
+        ev->expand.size = b;
+        ev->expand.committed_space = cc;
+        break;
+    }
+    if (d->n == 0 && d->ts != c->first_ts)
+        return "first event's timestamp differs from the header's first_ts";
+    d->n++;
+    d->seq++;
+    d->flags = 0;
+    d->pending = false;
+    d->p = p;
+    return NULL;
+}
+
+static inline void put64(ht_reader_event *e, size_t off, uint64_t v)
+{
+    memcpy((char *)e + off, &v, 8);
+}
+
+/* The common records, ALLOC and FREE without H or an escaped Source (with or without S), in a
+ * loop of their own whose registers stay in registers: from d->p while it is before fast_end
+ * (so no record reaches the payload's end) and fewer than n_records events are decoded, with
+ * no control record pending and after the first event (whose timestamp record_decode checks).
+ * Branch-free in the record type (ALLOC and FREE alternate at random in real traces, so a
+ * branch on it mispredicts every other event): FREE's address field is where ALLOC's size
+ * is, so the size varint is decoded for both and kept (and stepped over) only for ALLOC; the
+ * same for the stack id with S. Stops, leaving that record to record_decode, at anything less
+ * common (another type or flag, a varint over 8 bytes, an odd address field, a stack id not
+ * defined before the chunk: n_stacks_before is how many are, ids being dense in file order). */
+static inline __attribute__((always_inline)) void
+fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
+         uint64_t n_stacks_before, const bool use_pext)
+{
+    if (__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__)
+        return; /* the 8-byte varint windows and the stores below are little-endian */
+    const uint8_t *p = d->p;
+    ht_reader_event *e = out + d->n, *const e_end = out + c->n_records;
+    uint64_t ts = d->ts, seq = d->seq, addr = d->addr;
+    const uint64_t ts_start = ts;
+    uint64_t dts_or = 0; /* all dts OR-ed: wrap-around detection after the loop */
+    /* tid, type (patched per event), flags 0 and the heap: one 16-byte store from a vector
+     * register, which leaves the general registers to the loop */
+    typedef uint64_t v2u64 __attribute__((vector_size(16)));
+    const v2u64 tid_heap = {(uint64_t)c->tid, d->heap};
+    uint64_t hi = 0x8080808080808080ull;
+    __asm__("" : "+r"(hi)); /* opaque: ~hi is then an andn, not a second constant register */
+    while (p < fast_end && e < e_end) {
+        unsigned tag = *p;
+        if ((tag & 0xB0u) != 0 || (tag & HT_FMT_TAG_SRC_MASK) == HT_FMT_SRC_ESCAPE)
+            break;
+        const uint8_t *q = p + 1;
+        uint64_t w = load64(q), stop = ~w & hi;
+        if (stop == 0)
+            break;
+        uint64_t dts = vx_value_hi(w, stop, hi, use_pext);
+        q += vx_len(stop);
+        uint64_t stack = 0;
+        if (tag & HT_FMT_TAG_S) { /* predictable: stacks are on for the whole trace or off */
+            w = load64(q);
+            stop = ~w & hi;
+            if (stop == 0)
+                break;
+            stack = vx_value_hi(w, stop, hi, use_pext);
+            q += vx_len(stop);
+            if (stack - 1 >= n_stacks_before) /* 0 or not defined before this chunk */
+                break;
+        }
+        uint64_t is_alloc = (uint64_t)((tag >> HT_FMT_TAG_TYPE_SHIFT) & 1) - 1; /* ~0: ALLOC */
+        w = load64(q);
+        stop = ~w & hi;
+        if (stop == 0)
+            break;
+        uint64_t size = vx_value_hi(w, stop, hi, use_pext) & is_alloc;
+        q += vx_len(stop) & (unsigned)is_alloc;
+        w = load64(q);
+        stop = ~w & hi;
+        if (stop == 0)
+            break;
+        uint64_t av = vx_value_hi(w, stop, hi, use_pext);
+        if (av & 1)
+            break;
+        q += vx_len(stop);
+        addr += (uint64_t)ht_fmt_unzigzag(av >> 1) << 4;
+        uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
+        uint16_t type = (uint16_t)(HT_EVENT_HEAP_FREE ^
+                                   ((HT_EVENT_HEAP_FREE ^ HT_EVENT_HEAP_ALLOC) & is_alloc));
+        dts_or |= dts;
+        ts += dts;
+        e->event.timestamp_ns = ts;
+        memcpy((char *)e + offsetof(ht_event, tid), &tid_heap, sizeof tid_heap); /* + heap */
+        e->event.type = type;
+        /* alloc = {size, address, source}, free = {address, source}: words at 24, 32, 40 */
+        put64(e, offsetof(ht_event, alloc), size | (addr & ~is_alloc));
+        put64(e, offsetof(ht_event, alloc) + 8, (addr & is_alloc) | (source & ~is_alloc));
+        put64(e, offsetof(ht_event, alloc) + 16, source & is_alloc);
+        put64(e, offsetof(ht_event, alloc) + 24, 0);
+        put64(e, offsetof(ht_event, alloc) + 32, 0);
+        e->event.sequence = seq++;
+        put64(e, offsetof(ht_reader_event, stack_id), stack); /* stack_id, reserved_ = 0 */
+        e++;
+        p = q;
+    }
+    d->p = p;
+    d->n = (uint32_t)(e - out);
+    d->ts = ts;
+    d->seq = seq;
+    d->addr = addr;
+    /* Fewer than 2^32 steps of less than 2^32 each advance by less than 2^64: ts wrapped
+     * around exactly when it ended below its start. Larger steps: assume it did (that only
+     * keeps the chunk from the window merge). */
+    d->back |= (dts_or >> 32) != 0 || ts < ts_start;
+}
+
+/* fast_run out of line, one per varint decoder: its loop then has the registers to itself
+ * (inlined into decode_events, half its registers were spilled around the loop). */
+__attribute__((noinline)) static void fast_run_generic(rd_dec *d, const rd_chunk *c,
+                                                       const uint8_t *fast_end,
+                                                       ht_reader_event *out, uint64_t n_stacks)
+{
+    fast_run(d, c, fast_end, out, n_stacks, false);
+}
+
+__attribute__((noinline, target("bmi,bmi2"))) static void
+fast_run_pext(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
+              uint64_t n_stacks)
+{
+    fast_run(d, c, fast_end, out, n_stacks, true);
+}
+
 static inline __attribute__((always_inline)) bool decode_events(ht_reader *r, const rd_chunk *c,
                                                                 const uint8_t *payload,
-                                                                ht_reader_event *out,
+                                                                ht_reader_event *out, bool *sorted,
                                                                 const bool use_pext)
 {
-    const uint8_t *p = payload, *const end = payload + c->payload_size;
-    const uint8_t *rec = p;
-    uint64_t ts = c->first_ts, seq = c->first_seq, addr = 0, heap = 0;
-    uint64_t heaps[HT_FMT_HEAP_TABLE];
-    uint32_t n_heaps = 0, n = 0;
-    uint16_t flags = 0;
-    bool pending = false;
+    const uint8_t *const end = payload + c->payload_size;
+    const uint8_t *const fast_end = c->payload_size > RD_MAX_RECORD ? end - RD_MAX_RECORD : payload;
+    const uint32_t n_last = c->n_records - 1; /* the fast path runs while 1 <= n <= n_last */
+    const uint64_t n_stacks_before = stacks_before(&r->stacks, c->off);
+    uint64_t heaps[HT_FMT_HEAP_TABLE]; /* the chunk's heap table */
+    rd_dec d;
+    d.p = payload;
+    d.ts = c->first_ts;
+    d.seq = c->first_seq;
+    d.addr = 0;
+    d.heap = 0;
+    d.n = 0;
+    d.n_heaps = 0;
+    d.flags = 0;
+    d.pending = false;
+    d.back = false;
+    const uint8_t *rec = payload;
     const char *why = NULL;
     const uint64_t payload_off = c->off + HT_FMT_CHUNK_HDR_SIZE;
 
-    while (p < end) {
-        rec = p;
-        unsigned tag = *p++;
-        unsigned t = (tag >> HT_FMT_TAG_TYPE_SHIFT) & 7u;
-        uint64_t v;
-        if (t == HT_FMT_T_CONTROL) {
-            if (!get_v(&p, end, &v)) {
-                why = "control record cut off";
-                goto bad;
+    while (d.p < end) {
+        /* Unchecked lengths while the record cannot reach end (and the first event, whose
+         * timestamp is checked against first_ts, and the n_records limit are behind). */
+        while (d.p < fast_end && d.n - 1u < n_last) {
+            if (!d.pending) {
+                if (use_pext)
+                    fast_run_pext(&d, c, fast_end, out, n_stacks_before);
+                else
+                    fast_run_generic(&d, c, fast_end, out, n_stacks_before);
+                if (d.p >= fast_end || d.n - 1u >= n_last)
+                    break;
             }
-            if (tag == HT_FMT_CTL_FLAGS && v >= 1 && v <= 0xFFFF) {
-                flags = (uint16_t)v;
-            } else if (tag == HT_FMT_CTL_SEQ_SKIP && v >= 1) {
-                seq += v;
-            } else if (tag == HT_FMT_CTL_TIME_BACK && v >= 1) {
-                ts -= v;
-            } else {
-                why = "reserved control tag or control value out of range";
+            rec = d.p;
+            if ((why = record_decode(&d, heaps, r, c, end, out, use_pext, false)) != NULL)
                 goto bad;
-            }
-            pending = true;
-            continue;
         }
-        if (n == c->n_records) {
-            why = "more event records than the header's n_records";
+        if (d.p >= end)
+            break;
+        rec = d.p;
+        if ((why = record_decode(&d, heaps, r, c, end, out, use_pext, true)) != NULL)
             goto bad;
-        }
-        ht_reader_event *e = &out[n];
-        memset(e, 0, sizeof *e);
-        if (!get_v(&p, end, &v))
-            goto cut;
-        ts += v;
-        if (tag & HT_FMT_TAG_H) {
-            if (!get_v(&p, end, &v))
-                goto cut;
-            if (v == 0) {
-                if (!get_v(&p, end, &heap))
-                    goto cut;
-                if (n_heaps < HT_FMT_HEAP_TABLE)
-                    heaps[n_heaps++] = heap;
-            } else if (v <= n_heaps) {
-                heap = heaps[v - 1];
-            } else {
-                why = "heap selector beyond the chunk's heap table";
-                goto bad;
-            }
-        }
-        if (tag & HT_FMT_TAG_S) {
-            if (!get_v(&p, end, &v))
-                goto cut;
-            if (v == 0 || v > r->stacks.n || r->stacks.def_off[v - 1] >= c->off) {
-                why = "stack id not defined before this chunk";
-                goto bad;
-            }
-            e->stack_id = (uint32_t)v;
-        }
-        uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
-        if (source == HT_FMT_SRC_ESCAPE) {
-            if (!get_v(&p, end, &source))
-                goto cut;
-            if (source > 0xFFFFFFFFu) {
-                why = "Source beyond 32 bits";
-                goto bad;
-            }
-        }
-        ht_event *ev = &e->event;
-        ev->timestamp_ns = ts;
-        ev->tid = c->tid;
-        ev->type = ht_fmt_opcode_of_type[t];
-        ev->flags = flags;
-        ev->heap_handle = (uintptr_t)heap;
-        ev->sequence = seq;
-        if (t >= HT_FMT_T_CREATE && (tag & HT_FMT_TAG_SRC_MASK) != 0) {
-            why = "Source bits set on an event without a Source";
-            goto bad;
-        }
-        uint64_t a, b, cc, d;
-        switch (t) {
-        case HT_FMT_T_ALLOC:
-            if (!get_v(&p, end, &a) || !addr_get(&p, end, &addr, &b, use_pext))
-                goto cut;
-            ev->alloc.size = a;
-            ev->alloc.address = (uintptr_t)b;
-            ev->alloc.source = (uint32_t)source;
-            break;
-        case HT_FMT_T_FREE:
-            if (!addr_get(&p, end, &addr, &a, use_pext))
-                goto cut;
-            ev->free.address = (uintptr_t)a;
-            ev->free.source = (uint32_t)source;
-            break;
-        case HT_FMT_T_REALLOC:
-            if (!addr_get(&p, end, &addr, &a, use_pext) ||
-                !addr_get(&p, end, &addr, &b, use_pext) || !get_v(&p, end, &cc) ||
-                !get_v(&p, end, &d))
-                goto cut;
-            ev->realloc.new_address = (uintptr_t)a;
-            ev->realloc.old_address = (uintptr_t)b;
-            ev->realloc.new_size = cc;
-            ev->realloc.old_size = d;
-            ev->realloc.source = (uint32_t)source;
-            break;
-        case HT_FMT_T_CREATE:
-            if (!get_v(&p, end, &a) || !get_v(&p, end, &b) || !get_v(&p, end, &cc))
-                goto cut;
-            if (a > 0xFFFFFFFFu) {
-                why = "CREATE Flags beyond 32 bits";
-                goto bad;
-            }
-            ev->create.flags = (uint32_t)a;
-            ev->create.reserved_space = b;
-            ev->create.committed_space = cc;
-            break;
-        case HT_FMT_T_DESTROY:
-            break;
-        default: /* EXPAND, CONTRACT */
-            if (!addr_get(&p, end, &addr, &a, use_pext) || !get_v(&p, end, &b) ||
-                !get_v(&p, end, &cc))
-                goto cut;
-            ev->expand.address = (uintptr_t)a;
-            ev->expand.size = b;
-            ev->expand.committed_space = cc;
-            break;
-        }
-        if (n == 0 && ts != c->first_ts) {
-            why = "first event's timestamp differs from the header's first_ts";
-            goto bad;
-        }
-        n++;
-        seq++;
-        flags = 0;
-        pending = false;
     }
-    if (pending) {
+    if (d.pending) {
         why = "control record not followed by an event";
         goto bad;
     }
-    if (n != c->n_records) {
+    if (d.n != c->n_records) {
         rec = end;
         why = "fewer event records than the header's n_records";
         goto bad;
     }
-    if (n > 0 && ts != c->last_ts) {
+    if (d.n > 0 && d.ts != c->last_ts) {
         rec = end;
         why = "last event's timestamp differs from the header's last_ts";
         goto bad;
     }
+    *sorted = !d.back;
     return true;
-cut:
-    why = "event record cut off or a varint beyond 64 bits";
 bad:
     ht__rd_fail(r, HT_READER_BAD_RECORD, payload_off + (uint64_t)(rec - payload),
                 "bad record in the event chunk of tid %u at offset %llu: %s", c->tid,
                 (unsigned long long)c->off, why);
     return false;
 }
-
 static bool decode_generic(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
-                           ht_reader_event *out)
+                           ht_reader_event *out, bool *sorted)
 {
-    return decode_events(r, c, payload, out, false);
+    return decode_events(r, c, payload, out, sorted, false);
 }
 
-static bool decode_pext(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
-                        ht_reader_event *out)
+/* With BMI1 and BMI2 (the CPU has them when it has a fast pext): andn, blsmsk, tzcnt. */
+__attribute__((target("bmi,bmi2"))) static bool decode_pext(ht_reader *r, const rd_chunk *c,
+                                                            const uint8_t *payload,
+                                                            ht_reader_event *out, bool *sorted)
 {
-    return decode_events(r, c, payload, out, true);
+    return decode_events(r, c, payload, out, sorted, true);
 }
 
 /* pext is one cycle on Intel (Haswell on) and AMD family 19h (Zen 3, 4); microcoded and slow
@@ -269,7 +489,7 @@ static int cpu_fast_pext(void)
 {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("bmi2") &&
+    return __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
            (__builtin_cpu_is("intel") || __builtin_cpu_is("amdfam19h"));
 #else
     return 0;
@@ -279,12 +499,13 @@ static int cpu_fast_pext(void)
 _Atomic int ht__rd_pext = -1;
 
 bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
-                          ht_reader_event *out)
+                          ht_reader_event *out, bool *sorted)
 {
     int use = atomic_load_explicit(&ht__rd_pext, memory_order_relaxed);
     if (use < 0) {
         use = cpu_fast_pext();
         atomic_store_explicit(&ht__rd_pext, use, memory_order_relaxed);
     }
-    return use ? decode_pext(r, c, payload, out) : decode_generic(r, c, payload, out);
+    return use ? decode_pext(r, c, payload, out, sorted)
+               : decode_generic(r, c, payload, out, sorted);
 }

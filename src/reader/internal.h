@@ -18,10 +18,11 @@ bool ht__rd_chunk_parse(ht_reader *r, const uint8_t *h, uint64_t off, rd_chunk *
 
 /* -- decode.c -- */
 /* Decodes event chunk c's payload into out (room for c->n_records events): every event
- * record, checked against FORMAT.md 5-6. Returns true, or false with status BAD_RECORD set
- * at the failing record. */
+ * record, checked against FORMAT.md 5-6. Returns true and *sorted (the events' timestamps
+ * never decrease: no TIME_BACK, no wrap-around), or false with status BAD_RECORD set at the
+ * failing record. */
 bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
-                          ht_reader_event *out);
+                          ht_reader_event *out, bool *sorted);
 /* Which varint decoder ht__rd_decode_events uses: 1 pext (BMI2, where it is fast), 0 shift
  * and mask, -1 not chosen yet (chosen at the first chunk). Tests set it to cover both. */
 extern _Atomic int ht__rd_pext;

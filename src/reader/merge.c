@@ -1,14 +1,19 @@
-/* merge.c — the k-way merge: one cursor per thread holding its current chunk decoded; up to
- * HEAD_LINEAR threads, batches of events merged by a branch-free scan of the head timestamps
- * (batch_fill), beyond, a binary min-heap of cursors keyed by (timestamp, sequence, tid) of
- * their head event; and the walk that finds a thread's next chunk by stepping over chunk
- * headers. Memory: one chunk per thread. Never looks at bytes at or past the damage point
- * found by the scan. */
+/* merge.c — the k-way merge: one cursor per thread holding its current chunk decoded. Each
+ * fill of r->batch (pointers into the decoded chunks, handed out by ht_reader_next and
+ * ht_reader_next_batch) takes, from 3 threads on, the window merge (window_fill: every event
+ * before a bound that no chunk end precedes, merged by a tree of two-way merges) where it
+ * applies, else the head-by-head merges: up to HEAD_LINEAR threads a branch-free scan of the
+ * head timestamps (batch_fill), beyond, a binary min-heap of cursors keyed by (timestamp,
+ * sequence, tid) of their head event (heap_fill). All give the same order. And the walk that
+ * finds a thread's next chunk by stepping over chunk headers. Memory: one chunk per thread
+ * plus a window (at most max(8192, 16 per thread) events of keys and pointers). Never looks
+ * at bytes at or past the damage point found by the scan. */
 #include "reader/internal.h"
 
 #include "trace/format.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* True when head a sorts before head b. */
 static inline bool head_less(const rd_head *a, const rd_head *b)
@@ -22,7 +27,13 @@ static inline bool head_less(const rd_head *a, const rd_head *b)
 
 #define HEAD_LINEAR 8 /* threads up to which the merge scans instead of using the heap */
 
-#define BATCH 256 /* events merged per batch_fill (scan mode) */
+#define BATCH 256 /* events merged per batch_fill or heap_fill */
+
+/* The window merge: per thread at most WINDOW_MAX events of a window, and about WINDOW_EVENTS
+ * in all (at least WINDOW_MIN per thread), so that its runs stay in the caches. */
+#define WINDOW_MAX    256
+#define WINDOW_MIN    16
+#define WINDOW_EVENTS 8192
 
 /* One step of the minimum scan over timestamps: m2 = the smallest timestamp except the best
  * so far, then best/i take (t, k) when t is smaller. Conditional moves, never a branch: which
@@ -143,7 +154,7 @@ static bool cursor_load(ht_reader *r, rd_cursor *c)
             c->ev = ev;
             c->ev_cap = cap;
         }
-        if (!ht__rd_decode_events(r, &ch, pl, c->ev))
+        if (!ht__rd_decode_events(r, &ch, pl, c->ev, &c->sorted))
             goto fail;
         c->n_ev = ch.n_records;
         c->pos = 0;
@@ -159,10 +170,14 @@ void ht__rd_merge_start(ht_reader *r)
 {
     r->merge_started = true;
     r->heap = calloc(r->n_threads + 1, sizeof *r->heap);
-    r->batch = malloc(BATCH * sizeof *r->batch);
+    r->batch_cap =
+        r->n_threads * WINDOW_MIN > WINDOW_EVENTS ? r->n_threads * WINDOW_MIN : WINDOW_EVENTS;
+    r->batch = malloc(r->batch_cap * sizeof *r->batch);
+    r->keys = malloc(2 * r->batch_cap * sizeof *r->keys);
+    r->runs = malloc(2 * (r->n_threads + 1) * sizeof *r->runs);
     r->b_pos = 0;
     r->b_n = 0;
-    if (r->heap == NULL || r->batch == NULL) {
+    if (r->heap == NULL || r->batch == NULL || r->keys == NULL || r->runs == NULL) {
         ht__rd_fail(r, HT_READER_NOMEM, 0, "out of memory for the merge heap");
         r->failed = true;
         return;
@@ -177,16 +192,14 @@ void ht__rd_merge_start(ht_reader *r)
         sift_down(r, i);
 }
 
-/* Scan mode (at most HEAD_LINEAR threads): merges the cursors' next events into r->batch,
- * as pointers into their decoded chunks, until BATCH events or until a cursor's chunk is used
- * up (its next chunk would overwrite events the batch points to: it is loaded by the next
- * call, once the batch is handed out). The merge runs in registers: per event, one scan of
+/* Scan mode (at most HEAD_LINEAR threads): merges the cursors' next events into out[0 .. max)
+ * (max >= 1), as pointers into their decoded chunks, until max events or until a cursor's
+ * chunk is used up (its next chunk would overwrite events out points to: it is loaded by the
+ * next call, once out is handed out). The merge runs in registers: per event, one scan of
  * the head timestamps with conditional moves (the full key only on equal timestamps), no
- * call, no heap. Leaves r->b_n == 0 at the end of the trace or on damage. */
-static void batch_fill(ht_reader *r)
+ * call, no heap. Returns the number of events; 0 at the end of the trace or on damage. */
+static size_t batch_fill(ht_reader *r, const ht_reader_event **out, size_t max)
 {
-    r->b_pos = 0;
-    r->b_n = 0;
     rd_head *h = r->heap;
     for (size_t k = 0; k < r->n_heap;) {
         rd_cursor *c = h[k].cursor;
@@ -197,14 +210,14 @@ static void batch_fill(ht_reader *r)
             k++;
         } else if (r->failed) {
             r->n_heap = 0; /* the events before were from good chunks; stop here */
-            return;
+            return 0;
         } else {
             h[k] = h[--r->n_heap];
         }
     }
     size_t n = r->n_heap;
     if (n == 0)
-        return;
+        return 0;
     const ht_reader_event *p[HEAD_LINEAR], *end[HEAD_LINEAR];
     uint64_t ts[HEAD_LINEAR];
     for (size_t k = 0; k < n; k++) {
@@ -213,10 +226,9 @@ static void batch_fill(ht_reader *r)
         end[k] = &c->ev[c->n_ev];
         ts[k] = p[k]->event.timestamp_ns;
     }
-    const ht_reader_event **out = r->batch;
     size_t m = 0;
     if (n == 1) {
-        size_t take = (size_t)(end[0] - p[0]) < BATCH ? (size_t)(end[0] - p[0]) : BATCH;
+        size_t take = (size_t)(end[0] - p[0]) < max ? (size_t)(end[0] - p[0]) : max;
         for (; m < take; m++)
             out[m] = p[0]++;
     } else if (n == 2) {
@@ -232,7 +244,7 @@ static void batch_fill(ht_reader *r)
             out[m++] = (const ht_reader_event *)(((uintptr_t)a & ~mb) | ((uintptr_t)b & mb));
             b = (const ht_reader_event *)((uintptr_t)b + (sizeof *b & mb));
             a = (const ht_reader_event *)((uintptr_t)a + (sizeof *a & ~mb));
-            if ((a == end[0]) | (b == end[1]) | (m == BATCH))
+            if ((a == end[0]) | (b == end[1]) | (m == max))
                 break;
         }
         p[0] = a;
@@ -267,7 +279,7 @@ static void batch_fill(ht_reader *r)
             b = (const ht_reader_event *)((uintptr_t)b + (sizeof *b & m1));
             c = (const ht_reader_event *)((uintptr_t)c + (sizeof *c & m2));
             d = (const ht_reader_event *)((uintptr_t)d + (sizeof *d & m3));
-            if ((a == ea) | (b == eb) | (c == ec) | (d == ed) | (m == BATCH))
+            if ((a == ea) | (b == eb) | (c == ec) | (d == ed) | (m == max))
                 break;
         }
         p[0] = a;
@@ -287,7 +299,7 @@ static void batch_fill(ht_reader *r)
             }
             const ht_reader_event *e = p[i]++;
             out[m++] = e;
-            if (e + 1 == end[i] || m == BATCH)
+            if (e + 1 == end[i] || m == max)
                 break;
             ts[i] = e[1].event.timestamp_ns;
         }
@@ -298,39 +310,265 @@ static void batch_fill(ht_reader *r)
         if (c->pos < c->n_ev)
             head_set(&h[k], c);
     }
-    r->b_n = m;
+    return m;
+}
+
+/* Heap mode (more than HEAD_LINEAR threads; heap[] heap-ordered, no cursor used up): the
+ * next events in merged order into out[0 .. max) (max >= 1), one sift per event, until max
+ * or until the cursor that gave the last event is used up (its next chunk is loaded by the
+ * next fill, cursors_reload, for the same reason as in batch_fill; until then heap[0] holds
+ * it with a stale key). Returns the number of events (at least 1). */
+static size_t heap_fill(ht_reader *r, const ht_reader_event **out, size_t max)
+{
+    rd_head *h = r->heap;
+    size_t m = 0;
+    rd_cursor *c;
+    for (;;) {
+        c = h[0].cursor;
+        out[m++] = &c->ev[c->pos++];
+        if (c->pos == c->n_ev || m == max)
+            break;
+        head_set(&h[0], c);
+        sift_down(r, 0);
+    }
+    if (c->pos < c->n_ev) {
+        head_set(&h[0], c);
+        sift_down(r, 0);
+    }
+    return m;
+}
+
+/* Entry i of a merge input: a key (the runs) or an event of a decoded chunk (the leaves:
+ * ht_reader_event starts with its timestamp, like rd_key). */
+#define IN_TS(p, i)                                                                                \
+    (in_ev ? ((const ht_reader_event *)(p))[i].event.timestamp_ns : ((const rd_key *)(p))[i].ts)
+#define IN_EV(p, i) (in_ev ? &((const ht_reader_event *)(p))[i] : ((const rd_key *)(p))[i].e)
+
+/* Emits entry i of input p: as a key (into a run) or as the event pointer (to_ptr). */
+#define MERGE_EMIT(p, i)                                                                           \
+    do {                                                                                           \
+        if (to_ptr) {                                                                              \
+            out_p[m] = IN_EV(p, i);                                                                \
+        } else {                                                                                   \
+            out_k[m].ts = IN_TS(p, i);                                                             \
+            out_k[m].e = IN_EV(p, i);                                                              \
+        }                                                                                          \
+        m++;                                                                                       \
+    } while (0)
+
+/* The two-way merge of inputs a[0 .. la) and b[0 .. lb) (events when in_ev, else keys) into
+ * out_k (keys) or out_p (pointers, to_ptr): branch-free, one load and one compare per entry;
+ * equal timestamps (rare) are decided by the full key. Returns la + lb. */
+static inline __attribute__((always_inline)) size_t merge2(const void *a, size_t la, const void *b,
+                                                           size_t lb, rd_key *out_k,
+                                                           const ht_reader_event **out_p,
+                                                           const bool in_ev, const bool to_ptr)
+{
+    /* pointers, not indexes: the entries are 80 (events) or 16 (keys) bytes apart, both
+     * starting with the timestamp */
+    const size_t stride = in_ev ? sizeof(ht_reader_event) : sizeof(rd_key);
+    const char *pa = a, *pb = b, *const end_a = pa + la * stride, *const end_b = pb + lb * stride;
+    size_t m = 0;
+    if (la > 0 && lb > 0) {
+        for (;;) {
+            uint64_t ta, tb;
+            memcpy(&ta, pa, 8);
+            memcpy(&tb, pb, 8);
+            uintptr_t take_b = tb < ta;
+            if (__builtin_expect(ta == tb, 0))
+                take_b = event_less(&IN_EV(pb, 0)->event, &IN_EV(pa, 0)->event);
+            uintptr_t mb = 0 - take_b;
+            const char *x = (const char *)((uintptr_t)pa ^ (((uintptr_t)pa ^ (uintptr_t)pb) & mb));
+            if (to_ptr) {
+                out_p[m] = IN_EV(x, 0);
+            } else {
+                out_k[m].ts = ta ^ ((ta ^ tb) & mb);
+                out_k[m].e = IN_EV(x, 0);
+            }
+            m++;
+            pa += stride & ~mb;
+            pb += stride & mb;
+            if ((pa == end_a) | (pb == end_b))
+                break;
+        }
+    }
+    size_t i = (size_t)(pa - (const char *)a) / stride, j = (size_t)(pb - (const char *)b) / stride;
+    for (; i < la; i++)
+        MERGE_EMIT(a, i);
+    for (; j < lb; j++)
+        MERGE_EMIT(b, j);
+    return m;
+}
+
+/* The window merge (3 or more threads, every current chunk sorted): T = the smallest, over
+ * the cursors, timestamp of the event w ahead (or of its chunk's last event). Every event
+ * earlier than T is in the current chunks (a cursor's later events are at or after its event
+ * at T, so its chunk's last event, at or after T, stays unmerged and its next chunk is not
+ * needed), and they are exactly the next events the head-by-head merge would hand out, in
+ * the same order (a tree of two-way merges of the heads is that merge); so each cursor's
+ * events before T are one sorted run, and the runs are merged by a tree of two-way merges
+ * (log2(threads) steps per event instead of a scan or a sift over all heads) into r->batch.
+ * Returns their number; 0 (nothing changed) when a chunk is not sorted or no event is
+ * earlier than T, and the head-by-head merges take over. */
+static size_t window_fill(ht_reader *r)
+{
+    rd_head *h = r->heap;
+    size_t n = r->n_heap;
+    size_t w = WINDOW_EVENTS / n;
+    w = w > WINDOW_MAX ? WINDOW_MAX : w < WINDOW_MIN ? WINDOW_MIN : w;
+    uint64_t t_end = UINT64_MAX;
+    for (size_t k = 0; k < n; k++) {
+        const rd_cursor *c = h[k].cursor;
+        if (!c->sorted)
+            return 0;
+        size_t last = (c->n_ev - c->pos > w ? c->pos + w : c->n_ev) - 1;
+        uint64_t t = c->ev[last].event.timestamp_ns;
+        t_end = t < t_end ? t : t_end;
+    }
+    size_t *len = r->runs, *len2 = r->runs + n + 1;
+    size_t total = 0;
+    for (size_t k = 0; k < n; k++) {
+        const rd_cursor *c = h[k].cursor;
+        const ht_reader_event *e = &c->ev[c->pos];
+        size_t lo = 0, hi = (c->n_ev - c->pos > w ? w : c->n_ev - c->pos) - 1;
+        while (lo < hi) { /* the first event at or after T: e[hi] is one */
+            size_t mid = (lo + hi) / 2;
+            if (e[mid].event.timestamp_ns < t_end)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        len[k] = lo;
+        total += lo;
+    }
+    if (total == 0)
+        return 0;
+    /* Leaves: pairs of cursors merged from their chunks into runs of keys. */
+    rd_key *run = r->keys, *other = r->keys + r->batch_cap, *o = run;
+    size_t j = 0;
+    for (size_t k = 0; k + 1 < n; k += 2) {
+        const rd_cursor *c0 = h[k].cursor, *c1 = h[k + 1].cursor;
+        size_t m =
+            merge2(&c0->ev[c0->pos], len[k], &c1->ev[c1->pos], len[k + 1], o, NULL, true, false);
+        o += m;
+        len2[j++] = m;
+    }
+    if (n & 1) {
+        const rd_cursor *c = h[n - 1].cursor;
+        for (size_t i = 0; i < len[n - 1]; i++) {
+            o[i].ts = c->ev[c->pos + i].event.timestamp_ns;
+            o[i].e = &c->ev[c->pos + i];
+        }
+        len2[j++] = len[n - 1];
+    }
+    for (size_t k = 0; k < n; k++) {
+        rd_cursor *c = h[k].cursor;
+        c->pos += (uint32_t)len[k];
+        head_set(&h[k], c);
+    }
+    size_t *tl = len;
+    len = len2;
+    len2 = tl;
+    size_t n_runs = j;
+    while (n_runs > 2) {
+        const rd_key *a = run;
+        o = other;
+        j = 0;
+        for (size_t k = 0; k + 1 < n_runs; k += 2) {
+            size_t m = merge2(a, len[k], a + len[k], len[k + 1], o, NULL, false, false);
+            a += m;
+            o += m;
+            len2[j++] = m;
+        }
+        if (n_runs & 1) {
+            memcpy(o, a, len[n_runs - 1] * sizeof *o);
+            len2[j++] = len[n_runs - 1];
+        }
+        rd_key *t = run;
+        run = other;
+        other = t;
+        tl = len;
+        len = len2;
+        len2 = tl;
+        n_runs = j;
+    }
+    merge2(run, len[0], run + len[0], n_runs == 2 ? len[1] : 0, NULL, r->batch, false, true);
+    r->heap_dirty = true;
+    return total;
+}
+
+/* Loads the next chunk of every cursor that is used up; drops the threads that have ended.
+ * False on damage (r->failed). */
+static bool cursors_reload(ht_reader *r)
+{
+    rd_head *h = r->heap;
+    for (size_t k = 0; k < r->n_heap;) {
+        rd_cursor *c = h[k].cursor;
+        if (c->pos < c->n_ev) {
+            k++;
+            continue;
+        }
+        r->heap_dirty = true;
+        if (cursor_load(r, c)) {
+            head_set(&h[k], c);
+            k++;
+        } else if (r->failed) {
+            r->n_heap = 0; /* the events before were from good chunks; stop here */
+            return false;
+        } else {
+            h[k] = h[--r->n_heap];
+        }
+    }
+    return true;
+}
+
+/* The next events into r->batch: the window merge where it applies, else whichever
+ * head-by-head merge fits the number of threads left. Returns their number; 0 at the end of
+ * the trace or on damage. */
+static size_t merge_fill(ht_reader *r)
+{
+    if (!r->merge_started)
+        ht__rd_merge_start(r);
+    if (r->failed || !cursors_reload(r) || r->n_heap == 0)
+        return 0;
+    size_t m = r->n_heap >= 3 ? window_fill(r) : 0; /* 2: batch_fill's register merge is faster */
+    if (m > 0)
+        return m;
+    if (r->n_heap <= HEAD_LINEAR)
+        return batch_fill(r, r->batch, BATCH);
+    if (r->heap_dirty) {
+        for (size_t i = r->n_heap / 2; i-- > 0;)
+            sift_down(r, i);
+        r->heap_dirty = false;
+    }
+    return heap_fill(r, r->batch, BATCH);
 }
 
 bool ht_reader_next(ht_reader *r, ht_reader_event *out)
 {
-    if (!r->merge_started)
-        ht__rd_merge_start(r);
-    if (r->failed && r->b_pos == r->b_n)
-        return false;
-    /* Up to HEAD_LINEAR threads: batches merged by batch_fill. Beyond: the binary heap, one
-     * event at a time; as threads end, the heap hands over to the batches (which need no
-     * order in heap[]). */
-    if (r->n_heap <= HEAD_LINEAR || r->b_pos < r->b_n) {
-        if (r->b_pos == r->b_n) {
-            batch_fill(r);
-            if (r->b_n == 0)
-                return false;
-        }
-        *out = *r->batch[r->b_pos++];
-        return true;
+    if (r->b_pos == r->b_n) {
+        r->b_pos = 0;
+        r->b_n = merge_fill(r);
+        if (r->b_n == 0)
+            return false;
     }
-    rd_head *h = r->heap;
-    rd_cursor *c = h[0].cursor;
-    *out = c->ev[c->pos++];
-    if (c->pos == c->n_ev && !cursor_load(r, c)) {
-        if (r->failed) {
-            r->n_heap = 0;
-            return true; /* this event came from a good chunk; the next call says stop */
-        }
-        h[0] = h[--r->n_heap];
-    } else {
-        head_set(&h[0], c);
-    }
-    sift_down(r, 0);
+    *out = *r->batch[r->b_pos++];
     return true;
+}
+
+size_t ht_reader_next_batch(ht_reader *r, const ht_reader_event **events, size_t max)
+{
+    if (r == NULL || events == NULL || max == 0)
+        return 0;
+    if (r->b_pos < r->b_n) { /* what ht_reader_next merged and has not handed out yet */
+        size_t n = r->b_n - r->b_pos < max ? r->b_n - r->b_pos : max;
+        memcpy(events, r->batch + r->b_pos, n * sizeof *events);
+        r->b_pos += n;
+        return n;
+    }
+    r->b_pos = 0;
+    r->b_n = merge_fill(r);
+    if (r->b_n == 0)
+        return 0;
+    return ht_reader_next_batch(r, events, max);
 }

@@ -664,6 +664,8 @@ void ht_reader_close(ht_reader *r)
     free(r->stacks.def_off);
     free(r->heap);
     free(r->batch);
+    free(r->keys);
+    free(r->runs);
     free(r->scratch);
     free(r->cmdline);
     free(r);

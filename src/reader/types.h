@@ -3,6 +3,8 @@
  *   scan         the one sequential pass at open: headers, checksums, metadata, threads
  *   cursor       one thread's position in the merge: its current chunk, decoded
  *   merge heap   a binary min-heap of cursors keyed by their head event (ts, sequence, tid)
+ *   window       the events of every cursor's chunk earlier than a bound T that no cursor's
+ *                chunk end precedes: merged in one go by a tree of two-way merges
  * Memory is per thread (one chunk raw + decoded), per stack, per module: never per event. */
 #ifndef HT_READER_TYPES_H
 #define HT_READER_TYPES_H
@@ -31,6 +33,7 @@ typedef struct rd_cursor {
     uint32_t pos;        /* next event to hand out: pos < n_ev while in the merge heap (scan
                             mode: == n_ev until the next batch_fill loads its next chunk) */
     size_t ev_cap;       /* capacity of ev, in events */
+    bool sorted;         /* ev's timestamps never decrease (the window merge needs it) */
     uint8_t *raw;        /* payload bytes (file mode only) */
     size_t raw_cap;      /* capacity of raw */
 } rd_cursor;
@@ -43,6 +46,13 @@ typedef struct rd_head {
     uint32_t tid;      /* its thread (final tie-break) */
     rd_cursor *cursor; /* whose head it is */
 } rd_head;
+
+/* A window-merge entry: an event and its timestamp, side by side so that a merge step
+ * compares with one load. */
+typedef struct rd_key {
+    uint64_t ts;              /* e->event.timestamp_ns */
+    const ht_reader_event *e; /* the event, in its cursor's decoded chunk */
+} rd_key;
 
 /* Tables built by the scan from metadata chunks. */
 typedef struct rd_stacks {
@@ -84,8 +94,12 @@ struct ht_reader {
 
     rd_head *heap; /* merge heap: heap[0] is the next event's cursor */
     size_t n_heap;
-    const ht_reader_event **batch; /* scan mode: the next events, merged (batch_fill) */
+    const ht_reader_event **batch; /* the next events, merged (merge_fill) */
     size_t b_pos, b_n;             /* batch[b_pos .. b_n) are still to be handed out */
+    size_t batch_cap;              /* entries of batch; of keys: 2 * batch_cap */
+    rd_key *keys;                  /* window merge: runs, two halves used in turn */
+    size_t *runs;                  /* window merge: run lengths, 2 * (n_threads + 1) */
+    bool heap_dirty;               /* heap[] is not heap-ordered (after a window merge) */
     bool merge_started;
 
     uint8_t *scratch; /* scan payload buffer (file mode) */
