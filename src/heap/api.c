@@ -159,9 +159,14 @@ static void emit_realloc(ht_heap *heap, ht_op *op, const void *np, const void *o
                          size_t osize, unsigned src, uint64_t ts)
 {
     ht__op_emit_pending(heap, op);
+    if (ts == 0)
+        ts = ht__trace_now();
+    if (ht__trace_emit_realloc_inline((uintptr_t)heap, (uintptr_t)np, (uintptr_t)op_, nsize, osize,
+                                      src, ts))
+        return;
     ht_event ev;
     memset(&ev, 0, sizeof ev);
-    ev.timestamp_ns = ts != 0 ? ts : ht__trace_now();
+    ev.timestamp_ns = ts;
     ev.type = HT_EVENT_HEAP_REALLOC;
     ev.heap_handle = (uintptr_t)heap;
     ev.realloc.new_address = (uintptr_t)np;
@@ -444,8 +449,9 @@ __attribute__((noinline)) static void *alloc_common(ht_heap *heap, unsigned flag
 /* A small allocation of an LFH-active class that missed the lookaside list (tc is the
  * thread's real tcache): straight to the LFH, with the run it returns; trace: the heap's
  * switch as alloc_small sampled it. */
-__attribute__((noinline)) static void *alloc_lfh(ht_heap *heap, ht_tcache *tc, unsigned flags,
-                                                 size_t size, unsigned cls, bool trace)
+__attribute__((always_inline)) static inline void *alloc_lfh_body(ht_heap *heap, ht_tcache *tc,
+                                                                  unsigned flags, size_t size,
+                                                                  unsigned cls, const bool trace)
 {
     ht_op op;
     op.trace = trace; /* sampled once, by alloc_small */
@@ -467,6 +473,19 @@ __attribute__((noinline)) static void *alloc_lfh(ht_heap *heap, ht_tcache *tc, u
         emit_alloc(heap, &op, p, size, src);
     DEBUG_VALIDATE(heap);
     return p;
+}
+
+/* alloc_lfh_body out of line, one instance each: the untraced one carries no event code. */
+__attribute__((noinline)) static void *alloc_lfh(ht_heap *heap, ht_tcache *tc, unsigned flags,
+                                                 size_t size, unsigned cls)
+{
+    return alloc_lfh_body(heap, tc, flags, size, cls, false);
+}
+
+__attribute__((noinline)) static void *alloc_lfh_traced(ht_heap *heap, ht_tcache *tc,
+                                                        unsigned flags, size_t size, unsigned cls)
+{
+    return alloc_lfh_body(heap, tc, flags, size, cls, true);
 }
 
 /* ht_heap_alloc in a live heap, one instance per value of traced (a constant): a lookaside
@@ -493,7 +512,8 @@ __attribute__((always_inline)) static inline void *alloc_small_body(ht_heap *hea
         }
         if (atomic_load_explicit(&heap->class_active[cls], memory_order_relaxed) != 0 &&
             tc != &ht__tc_none)
-            return alloc_lfh(heap, tc, flags, size, cls, traced);
+            return traced ? alloc_lfh_traced(heap, tc, flags, size, cls)
+                          : alloc_lfh(heap, tc, flags, size, cls);
     }
     return alloc_common(heap, flags, size, HT_GRANULE);
 }
@@ -667,8 +687,8 @@ __attribute__((noinline)) static bool free_slow_invalid(ht_heap *heap, void *blo
 
 /* A free of an LFH block that free_common claimed but cannot push: back to its run. tc: the
  * thread's tcache. */
-__attribute__((noinline)) static bool free_lfh(ht_heap *heap, ht_tcache *tc, ht_run *run,
-                                               void *block, size_t size, uint64_t ts)
+__attribute__((always_inline)) static inline bool
+free_lfh_body(ht_heap *heap, ht_tcache *tc, ht_run *run, void *block, size_t size, uint64_t ts)
 {
     ht_op op;
     op.trace = ts != 0;
@@ -684,6 +704,19 @@ __attribute__((noinline)) static bool free_lfh(ht_heap *heap, ht_tcache *tc, ht_
         emit_free(heap, &op, block, src, ts, 0);
     DEBUG_VALIDATE(heap);
     return true;
+}
+
+/* free_lfh_body out of line: untraced (ts 0, no event code) and traced instances. */
+__attribute__((noinline)) static bool free_lfh(ht_heap *heap, ht_tcache *tc, ht_run *run,
+                                               void *block, size_t size)
+{
+    return free_lfh_body(heap, tc, run, block, size, 0);
+}
+
+__attribute__((noinline)) static bool free_lfh_traced(ht_heap *heap, ht_tcache *tc, ht_run *run,
+                                                      void *block, size_t size, uint64_t ts)
+{
+    return free_lfh_body(heap, tc, run, block, size, ts);
 }
 
 /* The free of block in a live heap, one instance per value of traced (a constant): a small
@@ -734,7 +767,8 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
                         tc->la[cls].count >= heap->la_depth[cls])) {
             if (tc == &ht__tc_none) /* no tcache yet: the slow path makes one */
                 return free_slow_claimed(heap, block, r, ts);
-            return free_lfh(heap, tc, run, block, size, ts);
+            return traced ? free_lfh_traced(heap, tc, run, block, size, ts)
+                          : free_lfh(heap, tc, run, block, size);
         }
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;

@@ -1,4 +1,4 @@
-/* emit.h — the recorder's hot path for an ALLOC or FREE of the heap's fast paths, inline
+/* emit.h — the recorder's hot path for an ALLOC, FREE or REALLOC of the heap's paths, inline
  * (src/heap/api.c includes it: a call, a frame and the argument shuffle are a sizeable part of
  * a ~40-instruction path). Writes one raw slot into the thread's own packet, or declines and
  * writes nothing. Shares the busy/generation protocol of ht__buf_emit (buffer.c). Never
@@ -32,16 +32,17 @@ uint32_t ht__callsite_capture(unsigned depth);
  * the stack is captured first, so that an event the unwinder causes (dropped, counted) takes
  * its sequence number before this one is chosen. */
 static inline __attribute__((always_inline)) bool
-ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
-                    unsigned source, uint64_t ts, const bool stacks)
+ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size, unsigned source,
+              uint64_t ts, const bool stacks, const bool tail, uint64_t tail_a, uint64_t tail_b)
 {
+    const ptrdiff_t n_slots = tail ? 2 : 1;
     uint64_t gen = ht__t_gen;
     ht_tbuf *b = ht__t_buf;
-    if (__builtin_expect(gen == 0 ||
-                             atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
-                             ht__rec.fast_off != 0 || ht__t_in_stack != 0 || b->pos == b->end ||
-                             b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
-                         0))
+    if (__builtin_expect(
+            gen == 0 || atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
+                ht__rec.fast_off != 0 || ht__t_in_stack != 0 || b->end - b->pos < n_slots ||
+                b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
+            0))
         return false;                                /* pos == end == NULL: no packet yet */
     if (__builtin_expect(ht__rec.strong_fence, 0)) { /* as in ht__buf_emit */
         atomic_exchange(&b->busy, 1);
@@ -61,7 +62,7 @@ ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint6
     uint64_t seq = ht__trace_seq + 1;
     ht_raw_event *p = b->pos;
     /* With stacks the capture may have taken sequence numbers (dropped inner events). */
-    if (stacks && __builtin_expect(seq != b->next_seq || p == b->end, 0))
+    if (stacks && __builtin_expect(seq != b->next_seq || b->end - p < n_slots, 0))
         goto decline;
     p->ts_ns = ts;
     p->a = address;
@@ -70,18 +71,48 @@ ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint6
     p->flags = 0;
     p->type = (uint8_t)type;
     p->source = (uint8_t)source;
-    b->pos = p + 1;
+    if (tail) {
+        p[1].ts_ns = 0;
+        p[1].a = tail_a;
+        p[1].b = tail_b;
+        p[1].stack_id = 0;
+        p[1].flags = 0;
+        p[1].type = HT_RAW_TAIL;
+        p[1].source = 0;
+    }
+    b->pos = p + n_slots;
     b->next_seq = seq + 1;
     ht__trace_seq = seq;
     ht_packet *pk = b->cur;
     atomic_store_explicit(&pk->n_committed,
-                          atomic_load_explicit(&pk->n_committed, memory_order_relaxed) + 1,
+                          atomic_load_explicit(&pk->n_committed, memory_order_relaxed) +
+                              (uint32_t)n_slots,
                           memory_order_release);
     atomic_store_explicit(&b->busy, 0, memory_order_release);
     return true;
 decline:
     atomic_store_explicit(&b->busy, 0, memory_order_release);
     return false;
+}
+
+/* One ALLOC or FREE slot (see ht__emit_body). */
+static inline __attribute__((always_inline)) bool
+ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
+                    unsigned source, uint64_t ts, const bool stacks)
+{
+    return ht__emit_body(type, heap, address, size, source, ts, stacks, false, 0, 0);
+}
+
+/* A REALLOC without flags, no stacks, as two slots (the event and its tail); false when the
+ * caller must take the general path (stacks on, or anything ht__emit_body declines). */
+static inline __attribute__((always_inline)) bool
+ht__trace_emit_realloc_inline(uintptr_t heap, uintptr_t new_address, uintptr_t old_address,
+                              uint64_t new_size, uint64_t old_size, unsigned source, uint64_t ts)
+{
+    if (__builtin_expect(ht__rec.stack_depth != 0, 0))
+        return false;
+    return ht__emit_body(HT_EVENT_HEAP_REALLOC, heap, new_address, old_address, source, ts, false,
+                         true, new_size, old_size);
 }
 
 /* ht__trace_emit_block (trace.h) with its no-stack case inline. */
