@@ -96,27 +96,15 @@ static void after_fork_child(void)
         atomic_store(&g_state, STATE_FORKED);
 }
 
+static void entries_register(void);
+
 static void init_once(void)
 {
     ht_heap *heap = ht_process_heap();
     if (heap == NULL)
         return; /* every call stays on the slow path and the bootstrap arena */
     g_heap = heap;
-    /* Stacks start at the program's call: these frames are heaptrail's (the __libc_ names
-     * are aliases of the same code). */
-    const uintptr_t entries[] = {(uintptr_t)malloc,
-                                 (uintptr_t)free,
-                                 (uintptr_t)calloc,
-                                 (uintptr_t)realloc,
-                                 (uintptr_t)reallocarray,
-                                 (uintptr_t)posix_memalign,
-                                 (uintptr_t)aligned_alloc,
-                                 (uintptr_t)memalign,
-                                 (uintptr_t)valloc,
-                                 (uintptr_t)pvalloc,
-                                 (uintptr_t)malloc_usable_size};
-    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
-        ht__trace_add_entry(entries[i]);
+    entries_register();
     pthread_atfork(NULL, NULL, after_fork_child);
     atomic_store_explicit(&g_state, STATE_READY, memory_order_release);
 }
@@ -167,7 +155,9 @@ __attribute__((constructor)) static void preload_init(void)
 
 /* -- the malloc family -------------------------------------------------------------------- */
 
-static void *alloc_aligned(size_t align, size_t size)
+/* Inline: a frame of its own would sit between the shim functions and the heap, outside the
+ * entry points that recorded stacks are cut at. */
+__attribute__((always_inline)) static inline void *alloc_aligned(size_t align, size_t size)
 {
     ht_heap *heap = heap_get();
     if (UNLIKELY(heap == NULL))
@@ -332,3 +322,42 @@ SHIM extern __typeof(realloc) __libc_realloc __attribute__((alias("realloc"), co
 SHIM extern __typeof(memalign) __libc_memalign __attribute__((alias("memalign"), copy(memalign)));
 SHIM extern __typeof(valloc) __libc_valloc __attribute__((alias("valloc"), copy(valloc)));
 SHIM extern __typeof(pvalloc) __libc_pvalloc __attribute__((alias("pvalloc"), copy(pvalloc)));
+
+/* -- stack capture ------------------------------------------------------------------------ */
+
+/* Hidden aliases: their addresses are this library's code, taken PC-relative. The exported
+ * names would be read through the GOT, which holds whatever definition won symbol lookup
+ * (a non-PIE program that takes &posix_memalign makes its own PLT stub the canonical
+ * address; another allocator preloaded first makes its function the answer). */
+#define OWN(fn)                                                                                    \
+    extern __typeof(fn) own_##fn __attribute__((alias(#fn), copy(fn), visibility("hidden")))
+OWN(malloc);
+OWN(free);
+OWN(calloc);
+OWN(realloc);
+OWN(reallocarray);
+OWN(posix_memalign);
+OWN(aligned_alloc);
+OWN(memalign);
+OWN(valloc);
+OWN(pvalloc);
+OWN(malloc_usable_size);
+
+/* Recorded stacks start at the program's call: these frames are heaptrail's (the __libc_
+ * names are aliases of the same code). Only stores the addresses: runs inside malloc. */
+static void entries_register(void)
+{
+    const uintptr_t entries[] = {(uintptr_t)own_malloc,
+                                 (uintptr_t)own_free,
+                                 (uintptr_t)own_calloc,
+                                 (uintptr_t)own_realloc,
+                                 (uintptr_t)own_reallocarray,
+                                 (uintptr_t)own_posix_memalign,
+                                 (uintptr_t)own_aligned_alloc,
+                                 (uintptr_t)own_memalign,
+                                 (uintptr_t)own_valloc,
+                                 (uintptr_t)own_pvalloc,
+                                 (uintptr_t)own_malloc_usable_size};
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
+        ht__trace_add_entry(entries[i]);
+}

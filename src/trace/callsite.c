@@ -19,7 +19,7 @@
 /* Frames captured beyond the asked depth to make room for heaptrail's own (buffer, session,
  * heap internals, the entry point: about 4..8 in practice). */
 #define CALLSITE_EXTRA 12u
-#define N_ENTRY_MAX    32u
+#define N_ENTRY_MAX    48u
 
 typedef struct range {
     uintptr_t lo, hi;
@@ -124,32 +124,35 @@ void ht__trace_add_entry(uintptr_t fn)
         g_extra[g_n_extra++] = fn;
 }
 
+#define N_BUILTIN 19u /* the ENTRY lines below */
+_Static_assert(N_BUILTIN + N_EXTRA_MAX <= N_ENTRY_MAX, "room for every entry point");
+
 void ht__callsite_init(void)
 {
+    if (!g_builtin_done) { /* the code does not move: once */
+        g_builtin_done = true;
+        ENTRY(ht_heap_create);
+        ENTRY(ht_heap_destroy);
+        ENTRY(ht_process_heap);
+        ENTRY(ht_heap_alloc);
+        ENTRY(ht_heap_alloc_aligned);
+        ENTRY(ht_heap_realloc);
+        ENTRY(ht_heap_free);
+        ENTRY(ht__heap_alloc_known); /* the preload library's malloc family */
+        ENTRY(ht__heap_free_keep_errno);
+        ENTRY(ht_heap_size);
+        ENTRY(ht_heap_validate);
+        ENTRY(ht_heap_walk);
+        ENTRY(ht_heap_compact);
+        ENTRY(ht_heap_lock);
+        ENTRY(ht_heap_unlock);
+        ENTRY(ht_heap_set_option);
+        ENTRY(ht_trace_start);
+        ENTRY(ht_trace_stop);
+        ENTRY(ht_trace_enable_heap);
+    }
     for (; g_n_extra_done < g_n_extra; g_n_extra_done++)
         entry_add(g_extra[g_n_extra_done]);
-    if (g_builtin_done)
-        return; /* the code does not move */
-    g_builtin_done = true;
-    ENTRY(ht_heap_create);
-    ENTRY(ht_heap_destroy);
-    ENTRY(ht_process_heap);
-    ENTRY(ht_heap_alloc);
-    ENTRY(ht_heap_alloc_aligned);
-    ENTRY(ht_heap_realloc);
-    ENTRY(ht_heap_free);
-    ENTRY(ht__heap_alloc_known); /* the preload library's malloc family */
-    ENTRY(ht__heap_free_keep_errno);
-    ENTRY(ht_heap_size);
-    ENTRY(ht_heap_validate);
-    ENTRY(ht_heap_walk);
-    ENTRY(ht_heap_compact);
-    ENTRY(ht_heap_lock);
-    ENTRY(ht_heap_unlock);
-    ENTRY(ht_heap_set_option);
-    ENTRY(ht_trace_start);
-    ENTRY(ht_trace_stop);
-    ENTRY(ht_trace_enable_heap);
 }
 
 /* -- the hot path --------------------------------------------------------------------------- */

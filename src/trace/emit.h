@@ -40,7 +40,8 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
     ht_tbuf *b = ht__t_buf;
     if (__builtin_expect(
             gen == 0 || atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
-                ht__rec.fast_off != 0 || ht__t_in_stack != 0 || b->end - b->pos < n_slots ||
+                ht__rec.fast_off != 0 || ht__t_in_stack != 0 ||
+                (uintptr_t)b->end - (uintptr_t)b->pos < (uintptr_t)n_slots * sizeof(ht_raw_event) ||
                 b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
             0))
         return false;                                /* pos == end == NULL: no packet yet */
@@ -62,7 +63,9 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
     uint64_t seq = ht__trace_seq + 1;
     ht_raw_event *p = b->pos;
     /* With stacks the capture may have taken sequence numbers (dropped inner events). */
-    if (stacks && __builtin_expect(seq != b->next_seq || b->end - p < n_slots, 0))
+    if (stacks && __builtin_expect(seq != b->next_seq || (uintptr_t)b->end - (uintptr_t)p <
+                                                             (uintptr_t)n_slots * sizeof *p,
+                                   0))
         goto decline;
     p->ts_ns = ts;
     p->a = address;

@@ -63,6 +63,20 @@ if churn:
 # heaptrail's own frames (malloc, the heap, the recorder) are cut at capture: every stack
 # starts at the program's call (one site for the 50 temporaries, whichever heap path served
 # each one).
+def site_with(func):
+    for key in ("hot_sites_by_count", "hot_sites_by_bytes"):
+        for s in r.get(key, []):
+            if frame_at(s.get("stack", []), func):
+                return [s]
+    return []
+# posix_memalign and realloc keep a frame of their own in the preload library: their stacks
+# start at the program only when the shim's own functions are registered as entry points.
+for func in ("align_here", "grow_here"):
+    s = site_with(func)
+    check("a site in " + func, len(s) == 1, [x.get("name") for x in r.get("hot_sites_by_count", [])][:8])
+    if s:
+        check("the %s stack starts at the program's frame" % func,
+              s[0]["stack"][0].get("function") == func, [f.get("function") for f in s[0]["stack"]])
 for name, s in (("leak", leak), ("churn", churn)):
     if s:
         check("the %s stack starts at the program's frame" % name,
