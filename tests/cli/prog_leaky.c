@@ -1,8 +1,9 @@
 /* prog_leaky.c — a plain program (no heaptrail library: it runs under `heaptrail record`) with
  * a known pattern for test_record_report.sh: 7 blocks of 333 bytes leaked in leak_here, 50
  * temporaries in churn_here, one double free in free_twice, and one block each through
- * posix_memalign (align_here) and realloc (grow_here), whose shim functions keep a frame. Each marked call is one statement
- * on one line, marked SITE:<name>. Built -O0 -g with frame pointers (CMakeLists.txt). */
+ * posix_memalign (align_here) and realloc (grow_here), whose shim functions keep a frame. Each
+ * marked call is one statement on one line, marked SITE:<name>. Built -O0 -g with frame pointers
+ * (CMakeLists.txt). */
 #include <stdio.h>
 #include <stdlib.h>
 
