@@ -243,6 +243,9 @@ static void batch_args(void)
     CHECK(ht_reader_next_batch(NULL, p, 4) == 0);
     CHECK(ht_reader_next_batch(r, NULL, 4) == 0);
     CHECK(ht_reader_next_batch(r, p, 0) == 0);
+    ht_reader_event one;
+    CHECK(!ht_reader_next(NULL, &one)); /* no crash, nothing consumed */
+    CHECK(!ht_reader_next(r, NULL));
     size_t n = 0, k;
     while ((k = ht_reader_next_batch(r, p, 4)) > 0)
         n += k;

@@ -102,7 +102,7 @@ HT_API ht_reader_status_code ht_reader_open(const char *path, ht_reader **out);
 /* The same over size bytes at data, which must stay valid and unchanged until close. */
 HT_API ht_reader_status_code ht_reader_open_memory(const void *data, size_t size, ht_reader **out);
 /* Next event in merged order: true and *out filled, or false at the end of the good data
- * (check ht_reader_status). */
+ * (check ht_reader_status); false for reader or out NULL. */
 HT_API bool ht_reader_next(ht_reader *reader, ht_reader_event *out);
 /* The next events in merged order, without copying them: fills events[0 .. n) with pointers
  * to them and returns n, 1 <= n <= max (n may be less than max before the end: a batch ends

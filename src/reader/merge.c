@@ -546,6 +546,8 @@ static size_t merge_fill(ht_reader *r)
 
 bool ht_reader_next(ht_reader *r, ht_reader_event *out)
 {
+    if (__builtin_expect(r == NULL || out == NULL, 0))
+        return false;
     if (r->b_pos == r->b_n) {
         r->b_pos = 0;
         r->b_n = merge_fill(r);
