@@ -441,6 +441,20 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Unmaps the writer's buffers (those that were mapped) and forgets them. */
+static void maps_release(void)
+{
+    if (ht__rec.out != NULL)
+        ht__os.release(ht__rec.out, ht__rec.out_cap);
+    if (ht__rec.streams != NULL)
+        ht__os.release(ht__rec.streams, streams_size());
+    if (ht__rec.stream_ix != NULL)
+        ht__os.release(ht__rec.stream_ix, stream_ix_size());
+    ht__rec.out = NULL;
+    ht__rec.streams = NULL;
+    ht__rec.stream_ix = NULL;
+}
+
 int ht__writer_start(void)
 {
     ht__rec.out_cap =
@@ -478,15 +492,7 @@ int ht__writer_start(void)
     return 0;
 
 fail_unmap:
-    if (ht__rec.out != NULL)
-        ht__os.release(ht__rec.out, ht__rec.out_cap);
-    if (ht__rec.streams != NULL)
-        ht__os.release(ht__rec.streams, streams_size());
-    if (ht__rec.stream_ix != NULL)
-        ht__os.release(ht__rec.stream_ix, stream_ix_size());
-    ht__rec.out = NULL;
-    ht__rec.streams = NULL;
-    ht__rec.stream_ix = NULL;
+    maps_release();
     return -ENOMEM;
 }
 
@@ -499,26 +505,13 @@ void ht__writer_finish(void)
         pthread_join(ht__rec.writer, NULL);
         ht__rec.writer_running = false;
     }
-    ht__os.release(ht__rec.out, ht__rec.out_cap);
-    ht__os.release(ht__rec.streams, streams_size());
-    ht__os.release(ht__rec.stream_ix, stream_ix_size());
-    ht__rec.out = NULL;
-    ht__rec.streams = NULL;
-    ht__rec.stream_ix = NULL;
+    maps_release();
 }
 
 void ht__writer_forget(void)
 {
     ht__rec.writer_running = false;
-    if (ht__rec.out != NULL)
-        ht__os.release(ht__rec.out, ht__rec.out_cap);
-    if (ht__rec.streams != NULL)
-        ht__os.release(ht__rec.streams, streams_size());
-    if (ht__rec.stream_ix != NULL)
-        ht__os.release(ht__rec.stream_ix, stream_ix_size());
-    ht__rec.out = NULL;
-    ht__rec.streams = NULL;
-    ht__rec.stream_ix = NULL;
+    maps_release();
     atomic_store(&ht__rec.io_owner, 0);
 }
 
