@@ -8,24 +8,12 @@
 #include <heaptrail/reader.h>
 
 #include "trace/format.h"
-#include "../tests/trace_build.h" /* tb_fix_checksums */
+#include "../tests/trace_build.h" /* tb_fix_file_checksums */
 
 #include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* Walks the chunks by their declared sizes and recomputes both checksums of each. */
-static void fix_checksums(uint8_t *buf, size_t size)
-{
-    if (size < HT_FMT_FILE_HDR_SIZE)
-        return;
-    uint32_t cmd = ht_fmt_get32(buf + 20);
-    if (cmd > size - HT_FMT_FILE_HDR_SIZE)
-        return;
-    ht_fmt_put32(buf + 44, ht_fmt_crc32c_2(buf, 44, buf + HT_FMT_FILE_HDR_SIZE, cmd));
-    tb_fix_checksums(buf, size, HT_FMT_FILE_HDR_SIZE + cmd);
-}
 
 /* Reads the whole input (batch 0: ht_reader_next, else ht_reader_next_batch with at most
  * batch events per call); returns a digest of the events and the status, 0 when the open
@@ -96,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (size > 0)
         memcpy(copy, data, size);
-    fix_checksums(copy, size);
+    tb_fix_file_checksums(copy, size);
     if (read_all(copy, size, 0) != read_all(copy, size, 1 + size % 300))
         abort(); /* the batch read must give the same events and status */
     free(copy);

@@ -9,7 +9,7 @@
  * Deterministic: no time, no global state. */
 #include "analysis/internal.h"
 #include "trace/format.h"
-#include "../tests/trace_build.h" /* tb_fix_checksums */
+#include "../tests/trace_build.h" /* tb_fix_file_checksums */
 
 #include <stdlib.h>
 #include <string.h>
@@ -174,18 +174,6 @@ static void json_must_parse(const char *s, size_t n)
 
 /* ---- the target -------------------------------------------------------------------------- */
 
-/* Walks the chunks by their declared sizes and recomputes both checksums of each. */
-static void recompute_checksums(uint8_t *buf, size_t size)
-{
-    if (size < HT_FMT_FILE_HDR_SIZE)
-        return;
-    uint32_t cmd = ht_fmt_get32(buf + 20);
-    if (cmd > size - HT_FMT_FILE_HDR_SIZE)
-        return;
-    ht_fmt_put32(buf + 44, ht_fmt_crc32c_2(buf, 44, buf + HT_FMT_FILE_HDR_SIZE, cmd));
-    tb_fix_checksums(buf, size, HT_FMT_FILE_HDR_SIZE + cmd);
-}
-
 static void report_once(const uint8_t *data, size_t size, bool window)
 {
     ht_reader *rd = NULL;
@@ -241,7 +229,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (copy == NULL)
         return 0;
     memcpy(copy, data, size);
-    recompute_checksums(copy, size);
+    tb_fix_file_checksums(copy, size);
     report_once(copy, size, false);
     report_once(copy, size, true);
     free(copy);

@@ -283,4 +283,17 @@ static inline void tb_fix_checksums(uint8_t *buf, size_t size, size_t data_off)
     }
 }
 
+/* tb_fix_checksums for a whole file whose header may be damaged too: the header's checksum
+ * (over its command line, when the declared length fits) and then every chunk's. */
+static inline void tb_fix_file_checksums(uint8_t *buf, size_t size)
+{
+    if (size < HT_FMT_FILE_HDR_SIZE)
+        return;
+    uint32_t cmd = ht_fmt_get32(buf + 20);
+    if (cmd > size - HT_FMT_FILE_HDR_SIZE)
+        return;
+    ht_fmt_put32(buf + 44, ht_fmt_crc32c_2(buf, 44, buf + HT_FMT_FILE_HDR_SIZE, cmd));
+    tb_fix_checksums(buf, size, HT_FMT_FILE_HDR_SIZE + cmd);
+}
+
 #endif
