@@ -133,7 +133,7 @@ __attribute__((noinline)) static void emit_event_slow(ht_heap *heap, ht_event_ty
     ht_event ev;
     memset(&ev, 0, sizeof ev);
     ev.timestamp_ns = ts;
-    ev.type = type;
+    ev.type = (uint16_t)type;
     ev.heap_handle = (uintptr_t)heap;
     if (type == HT_EVENT_HEAP_ALLOC) {
         ev.alloc.size = size;
