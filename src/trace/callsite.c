@@ -181,7 +181,8 @@ static inline bool in_entry(uintptr_t pc)
 /* This thread's last few interned stacks, by their first frame (alloc and free call sites
  * differ there): a hit answers with the id without hashing or probing the shared table. Valid
  * for the session generation (live_gen) it was filled in: ids start again in each session.
- * Stacks deeper than SC_DEPTH are not kept. */
+ * Stacks deeper than SC_DEPTH are not kept. Kept in the unwinder's per-thread area
+ * (ht__unwind_caller_area), not in static TLS. */
 #define SC_WAYS  4u
 #define SC_DEPTH 32u
 
@@ -191,14 +192,15 @@ typedef struct sc_entry {
     uint64_t frames[SC_DEPTH];
 } sc_entry;
 
-static __thread sc_entry t_sc[SC_WAYS] __attribute__((tls_model("initial-exec")));
+_Static_assert(SC_WAYS * sizeof(sc_entry) <= HT_UNWIND_CALLER_BYTES, "the cache fits its area");
 
 static uint32_t intern_cached(const uint64_t *frames, size_t n)
 {
     uint64_t gen = atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed);
-    if (n > SC_DEPTH || gen == 0)
+    sc_entry *sc = n <= SC_DEPTH && gen != 0 ? ht__unwind_caller_area() : NULL;
+    if (sc == NULL)
         return ht__stack_intern(frames, n);
-    sc_entry *e = &t_sc[(frames[0] ^ (frames[0] >> 5)) % SC_WAYS];
+    sc_entry *e = &sc[(frames[0] ^ (frames[0] >> 5)) % SC_WAYS];
     if (e->gen == gen && e->n == n && memcmp(e->frames, frames, n * sizeof *frames) == 0)
         return e->id;
     uint32_t id = ht__stack_intern(frames, n);

@@ -61,6 +61,12 @@ void ht__unwind_refresh(void);
 #define HT_UNWIND_MEMO_WHOLE 0x100u
 #define HT_UNWIND_MEMO_PART  0x200u /* | way: the walk took its rest from a remembered one */
 extern __thread unsigned ht__unwind_memo_last __attribute__((tls_model("initial-exec")));
+/* HT_UNWIND_CALLER_BYTES bytes of this thread's own, kept with its memo ways (mapped per
+ * thread, not in static TLS) for the capture's caller: callsite.c's cache of interned stacks.
+ * Zero when first mapped; NULL when it cannot be had (no memory, the thread is exiting, or a
+ * signal handler interrupted a walk). 16-byte aligned. */
+#define HT_UNWIND_CALLER_BYTES 1152u
+void *ht__unwind_caller_area(void);
 /* Captures the own DWARF walker handed to libunwind (or ended early without it) since the
  * process started. For tests. */
 uint64_t ht__unwind_n_fallback(void);

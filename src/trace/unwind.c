@@ -3,13 +3,15 @@
  * pthread_getattr_np mallocs), the own DWARF CFI walker on x86-64 (rules from cfi_map.c's
  * cache; a frame it cannot describe hands the whole capture to libunwind), and libunwind's
  * local unwinder when it was found at build time. Runs inside malloc: never calls malloc,
- * stdio or pthread functions that allocate; per-thread state is initial-exec TLS. Built with
- * frame pointers. */
+ * stdio or pthread functions that allocate; per-thread state is initial-exec TLS, except the
+ * memo's ways (mapped per thread, see memo_set). Built with frame pointers. */
 #include "trace/stack.h"
 
+#include "common/os.h"
 #include "trace/cfi.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -51,6 +53,8 @@
 /* The mapping that held this thread's stack pointer when last looked up: [t_lo, t_hi).
  * Invariant: t_lo < t_hi, or both 0 (unknown). A frame pointer outside it triggers one
  * fresh lookup (stack growth, sigaltstack, another context); t_n_lookups rate-limits that. */
+static void ms_init_once(void); /* the memo's thread-exit key (below) */
+
 static __thread uintptr_t t_lo TLS_IE;
 static __thread uintptr_t t_hi TLS_IE;
 static __thread unsigned t_n_lookups TLS_IE;
@@ -190,6 +194,7 @@ static _Atomic uint64_t g_n_fallback;
 
 static bool cfi_init(void)
 {
+    ms_init_once();
     uintptr_t lo, hi;
     if (!ht__unwind_thread_bounds(&lo, &hi) || !ht__cfi_map_init())
         return false;
@@ -272,9 +277,81 @@ typedef struct memo {
     mpair rp[MEMO_STATES];       /* {saved rbp, return address} records read (frame pointers) */
 } memo;
 
-static __thread memo t_memo[HT_UNWIND_MEMO_WAYS] TLS_IE;
-static __thread unsigned t_memo_victim TLS_IE; /* the way the next recording overwrites */
+/* A thread's memo ways (~12 KiB), mapped at its first memoised walk and unmapped at its exit.
+ * Only the pointer is in initial-exec TLS: static TLS is a small reserve for libraries loaded
+ * by dlopen, and 12 KiB there made dlopen of libheaptrail.so fail ("cannot allocate memory
+ * in static TLS block"). */
 static __thread unsigned t_walking TLS_IE;     /* a walk is in progress (signal re-entry) */
+
+typedef struct memo_set {
+    memo way[HT_UNWIND_MEMO_WAYS];
+    unsigned victim;                                                 /* the way recorded next */
+    _Alignas(16) unsigned char caller[HT_UNWIND_CALLER_BYTES]; /* ht__unwind_caller_area */
+} memo_set;
+
+#define MEMO_SET_BYTES ((sizeof(memo_set) + HT_PAGE_SIZE - 1) / HT_PAGE_SIZE * HT_PAGE_SIZE)
+
+static __thread memo_set *t_ms TLS_IE; /* NULL: not mapped yet; MS_NONE: never (exited) */
+static char g_ms_none;
+#define MS_NONE ((memo_set *)(void *)&g_ms_none)
+static pthread_key_t g_ms_key;
+static pthread_once_t g_ms_once = PTHREAD_ONCE_INIT;
+static bool g_ms_key_ok;
+
+/* At thread exit: later destructors that free memory walk without a memo. */
+static void ms_thread_exit(void *arg)
+{
+    t_ms = MS_NONE;
+    if (arg != NULL)
+        (void)ht__os.release(arg, MEMO_SET_BYTES);
+}
+
+static void ms_key_create(void)
+{
+    g_ms_key_ok = pthread_key_create(&g_ms_key, ms_thread_exit) == 0;
+}
+
+/* At an unwinder's init (a session's start), not in the walk: pthread_once is no call for a
+ * signal handler. */
+static void ms_init_once(void)
+{
+    pthread_once(&g_ms_once, ms_key_create);
+}
+
+/* This thread's memo ways, mapped on first use; NULL when there are none (no key, no
+ * memory, or the thread is exiting). Called only outside a walk's re-entry (t_walking set
+ * by the caller), so a signal handler's walk never maps a second set. */
+static memo_set *ms_get(void)
+{
+    memo_set *m = t_ms;
+    if (__builtin_expect(m != NULL, 1))
+        return m == MS_NONE ? NULL : m;
+    if (!g_ms_key_ok || (m = ht__os.map_rw(MEMO_SET_BYTES)) == NULL) {
+        t_ms = MS_NONE;
+        return NULL;
+    }
+    if (pthread_setspecific(g_ms_key, m) != 0) {
+        (void)ht__os.release(m, MEMO_SET_BYTES);
+        t_ms = MS_NONE;
+        return NULL;
+    }
+    t_ms = m;
+    return m;
+}
+
+void *ht__unwind_caller_area(void)
+{
+    memo_set *m = t_ms;
+    if (__builtin_expect(m != NULL && m != MS_NONE, 1))
+        return m->caller;
+    if (m != NULL || t_walking != 0)
+        return NULL;
+    t_walking = 1; /* a signal handler's walk meanwhile maps nothing */
+    m = ms_get();
+    t_walking = 0;
+    return m != NULL ? m->caller : NULL;
+}
+
 __thread unsigned ht__unwind_memo_last TLS_IE = HT_UNWIND_MEMO_NONE;
 
 /* A return address worth looking up: user space, not in the first page. */
@@ -486,6 +563,12 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     if (max == 0 || t_walking != 0)
         goto no_memo;
     t_walking = 1;
+    memo_set *ms = ms_get();
+    if (ms == NULL) {
+        t_walking = 0;
+        goto no_memo;
+    }
+    memo *const t_memo = ms->way;
 
     /* The whole capture again? */
     for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
@@ -500,8 +583,8 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     }
 
     /* Walk for real, recording into the victim way and looking for a remembered state. */
-    unsigned v = t_memo_victim;
-    t_memo_victim = (v + 1) % HT_UNWIND_MEMO_WAYS;
+    unsigned v = ms->victim;
+    ms->victim = (v + 1) % HT_UNWIND_MEMO_WAYS;
     memo *r = &t_memo[v];
     r->key = 0;
     r->n = 0;
@@ -598,6 +681,7 @@ static inline bool walk_can_start(uintptr_t fp)
 
 static bool fp_init(void)
 {
+    ms_init_once();
     uintptr_t lo, hi;
     return ht__unwind_thread_bounds(&lo, &hi);
 }
