@@ -237,6 +237,16 @@ typedef struct memo_id {
 
 static __thread memo_id t_memo_id[HT_UNWIND_MEMO_WAYS] __attribute__((tls_model("initial-exec")));
 
+/* The ways of t_memo_id valid for one (generation, depth), as a mask for the walker
+ * (ht__unwind_memo_known): a way's bit is set when its id is filled, cleared when the way is
+ * recorded again. */
+typedef struct memo_known {
+    uint64_t gen;
+    uint32_t depth, ways;
+} memo_known;
+
+static __thread memo_known t_known __attribute__((tls_model("initial-exec")));
+
 __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
 {
     const ht_unwinder *u = ht__stack_unwinder();
@@ -248,17 +258,20 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
     unsigned own = t_own[0] > t_own[1] ? t_own[0] : t_own[1];
     size_t n = 0, first = 0;
     uint64_t gen = atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed);
-    unsigned way;
+    unsigned way, known = t_known.gen == gen && gen != 0 && t_known.depth == depth ? t_known.ways : 0;
     for (;;) {
+        ht__unwind_memo_known = known;
         n = u->capture(frames, depth + own, 0);
+        ht__unwind_memo_known = 0;
         unsigned memo = ht__unwind_memo_last;
         way = memo & 0xFFu;
         if ((memo & HT_UNWIND_MEMO_WHOLE) != 0 && way < HT_UNWIND_MEMO_WAYS) {
-            const memo_id *m = &t_memo_id[way];
-            if (m->gen == gen && gen != 0 && m->depth == depth)
-                return m->id;
+            if ((known >> way & 1u) != 0)
+                return t_memo_id[way].id; /* the walker stored no frames */
         } else if (way < HT_UNWIND_MEMO_WAYS) {
             t_memo_id[way].gen = 0; /* re-recorded: its id is no longer known */
+            known &= ~(1u << way);
+            t_known.ways &= ~(1u << way);
         }
         first = 0;
         size_t scan = n < own ? n : own;
@@ -278,7 +291,11 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
         return HT_STACK_ID_NONE;
     size_t k = n - first < depth ? n - first : depth;
     uint32_t id = intern_cached(frames + first, k);
-    if (way < HT_UNWIND_MEMO_WAYS && id != HT_STACK_ID_NONE && id != HT_STACK_ID_FULL)
+    if (way < HT_UNWIND_MEMO_WAYS && id != HT_STACK_ID_NONE && id != HT_STACK_ID_FULL) {
         t_memo_id[way] = (memo_id){gen, id, depth};
+        if (t_known.gen != gen || t_known.depth != depth)
+            t_known = (memo_known){gen, depth, 0};
+        t_known.ways |= 1u << way;
+    }
     return id;
 }

@@ -61,6 +61,10 @@ void ht__unwind_refresh(void);
 #define HT_UNWIND_MEMO_WHOLE 0x100u
 #define HT_UNWIND_MEMO_PART  0x200u /* | way: the walk took its rest from a remembered one */
 extern __thread unsigned ht__unwind_memo_last __attribute__((tls_model("initial-exec")));
+/* Set by the caller before a capture: bit w set when it keeps the result of way w's own
+ * capture (callsite.c: the interned id). A capture that is exactly that way's (WHOLE) then
+ * stores no frames and returns 0; the caller takes its kept result. 0: frames always. */
+extern __thread unsigned ht__unwind_memo_known __attribute__((tls_model("initial-exec")));
 /* HT_UNWIND_CALLER_BYTES bytes of this thread's own, kept with its memo ways (mapped per
  * thread, not in static TLS) for the capture's caller: callsite.c's cache of interned stacks.
  * Zero when first mapped; NULL when it cannot be had (no memory, the thread is exiting, or a

@@ -353,6 +353,7 @@ void *ht__unwind_caller_area(void)
 }
 
 __thread unsigned ht__unwind_memo_last TLS_IE = HT_UNWIND_MEMO_NONE;
+__thread unsigned ht__unwind_memo_known TLS_IE;
 
 /* A return address worth looking up: user space, not in the first page. */
 static inline bool ra_plausible(uintptr_t ra)
@@ -578,6 +579,8 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
             (e->end != END_OPEN || e->by_max) && memo_holds(e, 0)) {
             ht__unwind_memo_last = w | HT_UNWIND_MEMO_WHOLE;
             t_walking = 0;
+            if ((ht__unwind_memo_known >> w & 1u) != 0)
+                return 0; /* the caller has this capture's result */
             return memo_frames(e, frames, max, skip);
         }
     }
