@@ -213,10 +213,24 @@ typedef struct ht_trace_config {
                              up to 4 KiB */
     unsigned n_buffers;   /* packets per thread buffer; 0 = 8; else 2..4096 */
     unsigned loss_policy; /* HT_TRACE_LOSS_DROP (0, default) or HT_TRACE_LOSS_BLOCK */
+    unsigned stack_events; /* with stack_depth > 0: the events that get a stack, as
+                              HT_TRACE_STACK(type) bits; 0 = every event (see below) */
 } ht_trace_config;
 
 #define HT_TRACE_NO_RUNDOWN 0x0001u /* do not emit the live heaps and blocks at start */
 #define HT_TRACE_HEAPS_OFF  0x0002u /* start with every heap disabled (ht_trace_enable_heap) */
+
+/* ht_trace_config.stack_events, like xperf's -stackwalk HeapAlloc+HeapRealloc: stacks on
+ * allocations alone answer leaks, peak memory and hot sites at about half the cost of stacks
+ * on every event; a FREE's stack says who freed a block (`heaptrail report` shows it for the
+ * earlier free of a block freed twice). An INVALID event (Source 5) always gets its stack,
+ * and rundown events never do. Bits of other values are -EINVAL. */
+#define HT_TRACE_STACK(type) (1u << ((unsigned)(type)-0x20u))
+#define HT_TRACE_STACK_ALL                                                                         \
+    (HT_TRACE_STACK(HT_EVENT_HEAP_CREATE) | HT_TRACE_STACK(HT_EVENT_HEAP_ALLOC) |                  \
+     HT_TRACE_STACK(HT_EVENT_HEAP_REALLOC) | HT_TRACE_STACK(HT_EVENT_HEAP_DESTROY) |               \
+     HT_TRACE_STACK(HT_EVENT_HEAP_FREE) | HT_TRACE_STACK(HT_EVENT_HEAP_EXPAND) |                   \
+     HT_TRACE_STACK(HT_EVENT_HEAP_CONTRACT))
 
 /* ht_trace_config.loss_policy: what a thread does when all its packets wait for the writer.
  *   DROP   the event is dropped and counted (the file says how many, per thread, and where:

@@ -4,7 +4,9 @@
  * called ht_heap_*, one call site gives one stack id, ids are defined once and before use
  * (the simple decoder checks FORMAT.md's rules), the module list holds the executable and
  * libc with build-ids, and a library dlopen'ed during the trace shows up with its frames
- * inside its mapping. Built with frame pointers and exported symbols (dladdr). */
+ * inside its mapping. With stack_events = alloc+realloc (xperf's recipe) the valid frees
+ * have no stack and everything else is as before, the INVALID free included. Built with
+ * frame pointers and exported symbols (dladdr). */
 #include "harness.h"
 #include "recorder_util.h"
 #include "simple_decoder.h"
@@ -80,6 +82,7 @@ static uintptr_t fn_of(uint64_t pc)
 typedef struct site_ids {
     uint32_t a, b, free_, bad, realloc_, dl;
     int n_a, n_b, n_free, n_bad, n_realloc, n_dl, n_other, n_no_stack, n_bad_frame;
+    int n_free_no_stack, n_other_no_stack; /* without a stack: valid FREEs; EXPAND/CONTRACT */
 } site_ids;
 
 /* Records the id of a site; all events of one site must share it. */
@@ -115,13 +118,15 @@ static void check_modules(ht_reader *r, const ht_reader_module **dl_mod)
     CHECK(*dl_mod != NULL);
 }
 
-void run_unwinder(const char *unwind);
+void run_unwinder(const char *unwind, unsigned stack_events);
 
-void run_unwinder(const char *unwind)
+/* stack_events: 0 (every event) or alloc+realloc. */
+void run_unwinder(const char *unwind, unsigned stack_events)
 {
+    const bool free_stacks = stack_events == 0;
     char path[256];
     char name[64];
-    snprintf(name, sizeof name, "stacks-%s", unwind);
+    snprintf(name, sizeof name, "stacks-%s-%x", unwind, stack_events);
     ru_path(path, sizeof path, name);
     setenv("HEAPTRAIL_UNWIND", unwind, 1);
     ht_trace_config cfg;
@@ -130,6 +135,7 @@ void run_unwinder(const char *unwind)
     cfg.stack_depth = 16;
     cfg.flags = HT_TRACE_NO_RUNDOWN;
     cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
+    cfg.stack_events = stack_events;
     g_heap = ht_heap_create(0, 0, 0);
     REQUIRE(g_heap != NULL);
     REQUIRE(ht_trace_start(&cfg) == 0);
@@ -183,7 +189,14 @@ void run_unwinder(const char *unwind)
     ht_reader_event e;
     while (ht_reader_next(r, &e)) {
         if (e.stack_id == 0) {
-            s.n_no_stack++;
+            unsigned t = e.event.type;
+            if (!free_stacks && t == HT_EVENT_HEAP_FREE && e.event.free.source != HT_SOURCE_INVALID)
+                s.n_free_no_stack++;
+            else if (!free_stacks && t != HT_EVENT_HEAP_ALLOC && t != HT_EVENT_HEAP_REALLOC &&
+                     t != HT_EVENT_HEAP_FREE)
+                s.n_other_no_stack++;
+            else
+                s.n_no_stack++;
             continue;
         }
         const uint64_t *f;
@@ -236,11 +249,12 @@ void run_unwinder(const char *unwind)
     CHECK_EQ_U(s.n_bad_frame, 0);
     CHECK_EQ_U(s.n_a, N_PER_SITE);
     CHECK_EQ_U(s.n_b, N_PER_SITE);
-    CHECK_EQ_U(s.n_free, 2 * N_PER_SITE);
+    CHECK_EQ_U(s.n_free, free_stacks ? 2 * N_PER_SITE : 0);
+    CHECK_EQ_U(s.n_free_no_stack, free_stacks ? 0 : 2 * N_PER_SITE);
     CHECK_EQ_U(s.n_bad, 1); /* the INVALID free has its stack too */
     CHECK_EQ_U(s.n_realloc, 1);
     CHECK_EQ_U(s.n_dl, 1);
-    CHECK(s.a != s.b && s.a != s.free_ && s.b != s.free_ && s.bad != s.free_);
+    CHECK(s.a != s.b && s.a != s.free_ && s.b != s.free_ && s.bad != s.free_ && s.bad != 0);
     CHECK_EQ_U(s.n_other, 0);
 
     free(sd.events);
@@ -252,7 +266,7 @@ void run_unwinder(const char *unwind)
 
 static void stacks_fp(void)
 {
-    run_unwinder("fp");
+    run_unwinder("fp", 0);
 }
 
 static void stacks_dwarf(void)
@@ -261,7 +275,21 @@ static void stacks_dwarf(void)
         printf("skip stacks_dwarf: libunwind not built in\n");
         return;
     }
-    run_unwinder("dwarf");
+    run_unwinder("dwarf", 0);
+}
+
+static void stacks_alloc_only(void)
+{
+    const unsigned ev = HT_TRACE_STACK(HT_EVENT_HEAP_ALLOC) | HT_TRACE_STACK(HT_EVENT_HEAP_REALLOC);
+    run_unwinder("fp", ev);
+    if (ht__unwind_have_dwarf())
+        run_unwinder("dwarf", ev);
+}
+
+static void bad_consumer(const ht_event *ev, void *ctx)
+{
+    (void)ev;
+    (void)ctx;
 }
 
 static void bad_unwinder_rejected(void)
@@ -276,6 +304,12 @@ static void bad_unwinder_rejected(void)
     CHECK(ht_trace_start(&cfg) == -EINVAL);
     CHECK(access(path, F_OK) != 0); /* no file left behind */
     unsetenv("HEAPTRAIL_UNWIND");
+    cfg.stack_events = HT_TRACE_STACK_ALL | 1u << 20; /* no such event */
+    CHECK(ht_trace_start(&cfg) == -EINVAL);
+    CHECK(access(path, F_OK) != 0);
+    cfg.path = NULL; /* a consumer-only session checks it too */
+    cfg.consumer = bad_consumer;
+    CHECK(ht_trace_start(&cfg) == -EINVAL);
 }
 
-TEST_MAIN(TEST(stacks_fp), TEST(stacks_dwarf), TEST(bad_unwinder_rejected))
+TEST_MAIN(TEST(stacks_fp), TEST(stacks_dwarf), TEST(stacks_alloc_only), TEST(bad_unwinder_rejected))

@@ -5,6 +5,7 @@
 #include "cli/cli.h"
 
 #include "preload/types.h"
+#include "trace/stack_events.h"
 
 #include <heaptrail/reader.h>
 
@@ -39,6 +40,10 @@ static const char usage_text[] =
     "                        heaptrail.<prog>.<pid>.htr (without); a program a process\n"
     "                        exec's writes NAME.1, NAME.2, ... of that process's NAME\n"
     "      --stacks[=DEPTH]  record each event's call stack, DEPTH frames (1..256, default 16)\n"
+    "      --stack-events=LIST  only these events get a stack (implies --stacks): names from\n"
+    "                        " HT_STACK_EVENT_NAMES ",\n"
+    "                        joined by ',' or '+'; e.g. alloc,realloc (xperf's recipe: half the\n"
+    "                        cost, no free stacks); INVALID events always get one\n"
     "      --no-follow-fork  trace only CMD's own process (and the programs it exec's itself),\n"
     "                        not its children\n"
     "      --off             start with tracing off: switch it on (and off) while CMD runs\n"
@@ -50,8 +55,8 @@ static const char usage_text[] =
     "\n"
     "environment: HEAPTRAIL_PRELOAD_LIB overrides where the preload library is found; TMPDIR\n"
     "holds record's list of traces while CMD runs. The preload library reads these (record\n"
-    "sets ENABLED, OUTPUT, STACKS, FOLLOW_FORK and the ROOT_ and MANIFEST ones; the others\n"
-    "pass through from record's environment):\n";
+    "sets ENABLED, OUTPUT, STACKS, FOLLOW_FORK and the ROOT_ and MANIFEST ones, and\n"
+    "STACK_EVENTS with --stack-events; the others pass through from record's environment):\n";
 
 #define DEFAULT_STACK_DEPTH 16u
 #define MAX_LISTED          10u /* child traces listed one per line */
@@ -499,6 +504,7 @@ int ht__cli_record(int argc, char **argv)
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
         {"stacks", optional_argument, NULL, 's'},
+        {"stack-events", required_argument, NULL, 'E'},
         {"no-follow-fork", no_argument, NULL, 'F'},
         {"off", no_argument, NULL, 'O'},
         {"no-control", no_argument, NULL, 'C'},
@@ -529,6 +535,17 @@ int ht__cli_record(int argc, char **argv)
                 stacks = (unsigned)v;
             }
             break;
+        case 'E': {
+            unsigned bits;
+            if (!ht__stack_events_parse(optarg, &bits))
+                return usage_error("--stack-events wants a list of " HT_STACK_EVENT_NAMES
+                                   ", not",
+                                   optarg);
+            if (stacks == 0)
+                stacks = DEFAULT_STACK_DEPTH;
+            setenv("HEAPTRAIL_STACK_EVENTS", optarg, 1); /* for CMD, not for record */
+            break;
+        }
         case 'F':
             follow = false;
             break;

@@ -4,6 +4,7 @@
 #include "preload/internal.h"
 
 #include "common/log.h"
+#include "trace/stack_events.h"
 
 #include <heaptrail.h>
 #include <stdint.h>
@@ -83,6 +84,12 @@ static void take(unsigned i, const char *v)
             bad_option(i, v, "must be a number of frames, 0..256");
         else
             c->stacks = u;
+        break;
+    case HT_PRELOAD_OPT_STACK_EVENTS:
+        if (!ht__stack_events_parse(v, &u))
+            bad_option(i, v, "must be a list of " HT_STACK_EVENT_NAMES);
+        else
+            c->stack_events = u;
         break;
     case HT_PRELOAD_OPT_LOSS:
         if (strcmp(v, "drop") == 0)

@@ -184,6 +184,7 @@ static int start_at(const char *path)
     tc.path = path;
     tc.stack_depth = ht__preload_cfg.stacks;
     tc.loss_policy = ht__preload_cfg.loss_policy;
+    tc.stack_events = ht__preload_cfg.stack_events;
     tc.n_buffers = ht__preload_cfg.n_buffers;
     return ht_trace_start(&tc);
 }

@@ -23,6 +23,8 @@
       "trace file; %p = pid, %e = program name, %% = %; relative to the process's cwd")            \
     X(ENABLED, BOOL, NULL, "1: trace from the start; 0: do not; unset: trace iff OUTPUT is set")   \
     X(STACKS, UINT, "0", "call-stack frames per event; 0 = no stacks (at most 256)")               \
+    X(STACK_EVENTS, STR, "all",                                                                    \
+      "with STACKS: the events that get a stack, e.g. alloc,realloc (INVALID ones always do)")     \
     X(FOLLOW_FORK, BOOL, "1", "1: a child forked while tracing traces into its own file")          \
     X(LOSS, STR, "drop", "when the writer falls behind: drop (and count) or block")                \
     X(BUFFERS, UINT, "0", "64 KiB packets per thread buffer, 2..4096; 0 = the recorder's (8)")     \
@@ -47,6 +49,7 @@ typedef struct ht_preload_config {
     char manifest[HT_PRELOAD_PATH_MAX];    /* HEAPTRAIL_MANIFEST; "" = unset */
     int enabled;                           /* 1, 0 */
     unsigned stacks;                       /* frames per event; 0 = none */
+    unsigned stack_events;                 /* HT_TRACE_STACK bits (HEAPTRAIL_STACK_EVENTS) */
     int follow_fork;                       /* 1, 0 */
     unsigned loss_policy;                  /* HT_TRACE_LOSS_* */
     unsigned n_buffers;                    /* packets per thread; 0 = default */

@@ -87,6 +87,21 @@ static inline ht_raw_event *slot_fill(ht_raw_event *e, const ht_event *ev, uint3
     return e + 2;
 }
 
+/* The Source an event carries (0 for the heap-level events). */
+static unsigned event_source(const ht_event *ev)
+{
+    switch (ev->type) {
+    case HT_EVENT_HEAP_ALLOC:
+        return ev->alloc.source;
+    case HT_EVENT_HEAP_FREE:
+        return ev->free.source;
+    case HT_EVENT_HEAP_REALLOC:
+        return ev->realloc.source;
+    default:
+        return 0;
+    }
+}
+
 /* The event's stack id (0: none). Rundown events describe blocks allocated before the
  * session, so the stack of ht_trace_start's caller would mislead: they get none. The guard
  * keeps a capture that re-enters the heap (an unwinder that mallocs through an interposed
@@ -289,7 +304,8 @@ void ht__buf_emit(const ht_event *ev)
         goto out;
 
     /* Captured while busy = 1: stop waits for it before the stack table goes away. */
-    uint32_t stack_id = ht__rec.stack_depth != 0 ? event_stack(ev) : 0;
+    uint32_t stack_id =
+        ht__stack_for((ht_event_type)ev->type, event_source(ev)) ? event_stack(ev) : 0;
     uint64_t skip = ev->sequence > b->next_seq ? ev->sequence - b->next_seq : 0;
     /* room for the HEAP slot too: a new packet always needs one */
     size_t need = 1u + (skip != 0 ? 1u : 0u) + slots_of(ev->type);
@@ -339,7 +355,7 @@ __attribute__((noinline)) static bool emit_block_stack(ht_event_type type, uintp
 bool ht__trace_emit_block(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
                           unsigned source, uint64_t ts)
 {
-    if (ht__rec.stack_depth != 0)
+    if (ht__stack_for(type, source))
         return emit_block_stack(type, heap, address, size, source, ts);
     return ht__emit_block_body(type, heap, address, size, source, ts, false);
 }

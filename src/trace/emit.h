@@ -19,6 +19,15 @@ extern __thread ht_tbuf *ht__t_buf __attribute__((tls_model("initial-exec")));
 extern __thread uint64_t ht__t_gen __attribute__((tls_model("initial-exec")));
 extern __thread int ht__t_in_stack __attribute__((tls_model("initial-exec")));
 extern __thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
+/* A stack for this event: stacks on, and its type asked for (stack_events) or it is INVALID. */
+static inline __attribute__((always_inline)) bool ht__stack_for(ht_event_type type,
+                                                                unsigned source)
+{
+    return ht__rec.stack_depth != 0 &&
+           ((ht__rec.stack_events >> ((unsigned)type - 0x20u) & 1u) != 0 ||
+            source == HT_SOURCE_INVALID);
+}
+
 /* callsite.c: captures and interns the stack of the caller of ht_heap_* (heaptrail's own
  * frames dropped), depth frames at most. HT_STACK_ID_NONE on failure, HT_STACK_ID_FULL when
  * the table is full. Hot path: no malloc, no lock. */
@@ -112,7 +121,7 @@ static inline __attribute__((always_inline)) bool
 ht__trace_emit_realloc_inline(uintptr_t heap, uintptr_t new_address, uintptr_t old_address,
                               uint64_t new_size, uint64_t old_size, unsigned source, uint64_t ts)
 {
-    if (__builtin_expect(ht__rec.stack_depth != 0, 0))
+    if (__builtin_expect(ht__stack_for(HT_EVENT_HEAP_REALLOC, source), 0))
         return false;
     return ht__emit_body(HT_EVENT_HEAP_REALLOC, heap, new_address, old_address, source, ts, false,
                          true, new_size, old_size);

@@ -196,7 +196,8 @@ static int options_check(const ht_trace_config *c, size_t *packet_size, unsigned
     unsigned np = c->n_buffers != 0 ? c->n_buffers : HT_REC_N_PACKETS_DEFAULT;
     if (ps < HT_REC_PACKET_SIZE_MIN || ps > HT_REC_PACKET_SIZE_MAX || np < HT_REC_N_PACKETS_MIN ||
         np > HT_REC_N_PACKETS_MAX ||
-        (c->loss_policy != HT_TRACE_LOSS_DROP && c->loss_policy != HT_TRACE_LOSS_BLOCK))
+        (c->loss_policy != HT_TRACE_LOSS_DROP && c->loss_policy != HT_TRACE_LOSS_BLOCK) ||
+        (c->stack_events & ~HT_TRACE_STACK_ALL) != 0)
         return -EINVAL;
     *packet_size = (ps + HT_PAGE_SIZE - 1) & ~(size_t)(HT_PAGE_SIZE - 1);
     *n_packets = np;
@@ -262,6 +263,7 @@ int ht__rec_start(const ht_trace_config *config)
     ht__rec.loss_policy = config->loss_policy;
     ht__rec.stack_depth =
         config->stack_depth < HT_STACK_MAX_DEPTH ? config->stack_depth : HT_STACK_MAX_DEPTH;
+    ht__rec.stack_events = config->stack_events != 0 ? config->stack_events : HT_TRACE_STACK_ALL;
     atomic_store(&ht__rec.io_error, 0);
     atomic_store(&ht__rec.crashed, 0);
     atomic_store(&ht__rec.n_events, 0);

@@ -73,7 +73,8 @@ bool ht__trace_in_consumer(void)
 
 int ht__trace_session_start(const ht_trace_config *config)
 {
-    if (config->consumer == NULL && config->path == NULL)
+    if ((config->consumer == NULL && config->path == NULL) ||
+        (config->stack_events & ~HT_TRACE_STACK_ALL) != 0)
         return -EINVAL;
     if (atomic_load(&g_session.active) != 0)
         return -EBUSY;

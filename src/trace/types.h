@@ -105,6 +105,7 @@ typedef struct ht_recorder {
     unsigned n_packets;        /* packets per thread buffer */
     unsigned loss_policy;      /* HT_TRACE_LOSS_* */
     unsigned stack_depth;      /* frames per event stack; 0 = no stacks */
+    unsigned stack_events;     /* HT_TRACE_STACK bits of the events that get one (never 0) */
     int fast_off;              /* 1: ht__trace_emit_block declines (a consumer records) */
 
     /* -- session (set at start, read-only while recording) -- */

@@ -13,7 +13,8 @@ out=$("$HEAPTRAIL" record --help); rc=$?
 check "--help exits 0" test "$rc" = 0
 check "--help has the synopsis" grep -q '^usage: heaptrail record \[-o FILE\] \[--stacks\[=DEPTH\]\] \[--no-follow-fork\] -- CMD' <<<"$out"
 check "--help lists HEAPTRAIL_OUTPUT" grep -q 'HEAPTRAIL_OUTPUT' <<<"$out"
-for args in "" "--" "--bogus -- true" "--stacks=0 -- true" "--stacks=x -- true" "--stacks=257 -- true" "-o" "-o '' -- true"; do
+for args in "" "--" "--bogus -- true" "--stacks=0 -- true" "--stacks=x -- true" "--stacks=257 -- true" "-o" "-o '' -- true" \
+    "--stack-events=bogus -- true" "--stack-events= -- true" "--stack-events=alloc, -- true" "--stack-events -- true"; do
     eval "\"\$HEAPTRAIL\" record $args" >/dev/null 2>"$T/usage.err"; rc=$?
     check "record $args: exit 2 ($rc)" test "$rc" = 2
     check "record $args: one line on stderr" test "$(wc -l <"$T/usage.err")" = 1
@@ -147,4 +148,24 @@ check "bad HEAPTRAIL_BUFFERS: no trace" test ! -e "$T/p/bf.htr"
 LD_PRELOAD=$HT_PRELOAD_LIB HEAPTRAIL_OUTPUT=blk.htr HEAPTRAIL_LOSS=block HEAPTRAIL_BUFFERS=2 "${PROG}threads" 5000 >/dev/null
 out=$("$CHECK" "$T/p/blk.htr")
 check "HEAPTRAIL_LOSS=block: nothing lost" test "$(field lost "$out")" = 0 -a "$(field ok "$out")" = 1
+LD_PRELOAD=$HT_PRELOAD_LIB HEAPTRAIL_OUTPUT=se.htr HEAPTRAIL_STACKS=8 HEAPTRAIL_STACK_EVENTS=alloc,frees "$SIG" exit 0 2>"$T/p.err"; rc=$?
+check "bad HEAPTRAIL_STACK_EVENTS: program runs" test "$rc" = 0
+check "bad HEAPTRAIL_STACK_EVENTS: said, untraced" grep -q 'HEAPTRAIL_STACK_EVENTS=alloc,frees: must be a list of create, alloc' "$T/p.err"
+check "bad HEAPTRAIL_STACK_EVENTS: no trace" test ! -e "$T/p/se.htr"
+
+# -- --stack-events: stacks on allocations only (implies --stacks) --
+"$HEAPTRAIL" record -o "$T/se.htr" --stack-events=alloc+realloc -- "${PROG}threads" 2000 >/dev/null 2>"$T/e"; rc=$?
+check "--stack-events=alloc+realloc: runs ($rc)" test "$rc" = 0
+"$HEAPTRAIL" dump --format csv "$T/se.htr" >"$T/se.csv"; rc=$?
+check "--stack-events: dump reads it ($rc)" test "$rc" = 0
+# columns: type,ts_ns,tid,sequence,flags,stack_id,HeapHandle,Size,Address,Source,...
+counts=$(awk -F, 'NR > 1 && $5 == 0 {
+        if ($1 == "alloc" || $1 == "realloc") { n_a++; if ($6 != 0) s_a++ }
+        if ($1 == "free" && $10 != 5) { n_f++; if ($6 != 0) s_f++ } }
+    END { printf "%d %d %d %d", n_a, s_a, n_f, s_f }' "$T/se.csv")
+read -r n_a s_a n_f s_f <<<"$counts"
+check "--stack-events: allocations recorded ($n_a)" test "$n_a" -gt 1000
+check "--stack-events: every allocation has a stack ($s_a of $n_a)" test "$s_a" = "$n_a"
+check "--stack-events: frees recorded ($n_f)" test "$n_f" -gt 1000
+check "--stack-events: no valid free has a stack ($s_f)" test "$s_f" = 0
 finish
