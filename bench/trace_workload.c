@@ -6,7 +6,8 @@
  * file by heaptrail (with stacks of a given depth, frame-pointer or DWARF unwinding).
  *
  *   bench_trace_workload [--alloc malloc|ht] [--ops N] [--nest D] [--trace FILE
- *                        [--stacks DEPTH] [--unwind fp|dwarf|auto] [--loss block|drop]]
+ *                        [--stacks DEPTH] [--unwind fp|dwarf|auto] [--loss block|drop]
+ *                        [--stack-events LIST]]    (LIST as HEAPTRAIL_STACK_EVENTS)
  *   bench_trace_workload --verify FILE
  *
  * The churn runs at the bottom of a recursion D frames deep (default 16), so that a stack
@@ -22,6 +23,8 @@
 
 #include <heaptrail.h>
 #include <heaptrail/reader.h>
+
+#include "trace/stack_events.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -43,6 +46,7 @@ typedef struct options {
     const char *trace;  /* heaptrail trace file, or NULL (ht only) */
     unsigned stacks;    /* stack depth per event; 0 = none */
     const char *unwind; /* HEAPTRAIL_UNWIND for the session, or NULL */
+    unsigned stack_events; /* ht_trace_config.stack_events; 0 = every event */
     unsigned loss;      /* HT_TRACE_LOSS_* */
 } options;
 
@@ -136,14 +140,15 @@ static int usage(void)
 {
     fprintf(stderr, "usage: bench_trace_workload [--alloc malloc|ht] [--ops N] [--nest D]\n"
                     "         [--trace FILE [--stacks DEPTH] [--unwind fp|dwarf|auto]"
-                    " [--loss block|drop]]\n"
+                    " [--loss block|drop]\n"
+                    "         [--stack-events LIST]]\n"
                     "       bench_trace_workload --verify FILE\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    options o = {0, 5000000, 16, NULL, 0, NULL, HT_TRACE_LOSS_BLOCK};
+    options o = {.ops = 5000000, .nest = 16, .loss = HT_TRACE_LOSS_BLOCK};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL)
@@ -163,6 +168,8 @@ int main(int argc, char **argv)
             o.stacks = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(a, "--unwind") == 0)
             o.unwind = v;
+        else if (strcmp(a, "--stack-events") == 0 && ht__stack_events_parse(v, &o.stack_events))
+            ;
         else if (strcmp(a, "--loss") == 0 && (strcmp(v, "block") == 0 || strcmp(v, "drop") == 0))
             o.loss = strcmp(v, "block") == 0 ? HT_TRACE_LOSS_BLOCK : HT_TRACE_LOSS_DROP;
         else
@@ -185,6 +192,7 @@ int main(int argc, char **argv)
         cfg.flags = HT_TRACE_NO_RUNDOWN;
         cfg.loss_policy = o.loss;
         cfg.stack_depth = o.stacks;
+        cfg.stack_events = o.stack_events;
         int rc = ht_trace_start(&cfg);
         if (rc != 0) {
             fprintf(stderr, "trace_workload: ht_trace_start(%s): %s\n", o.trace, strerror(-rc));
