@@ -4,7 +4,9 @@
  * differ), chosen by the bits of a pattern, captured over and over in orders that make
  * remembered walks match at every depth; each capture is checked against an uncached walk
  * (libunwind for DWARF, a plain frame-pointer walk written here for fp), and the memo must
- * have answered whole captures and partial ones. Built with frame pointers. */
+ * have answered whole captures and partial ones. Again with captures cut short (a depth and
+ * a skip: remembered walks that end at the depth, replays that stop there) and from 50 frames
+ * deeper (walks longer than a memo way holds). Built with frame pointers. */
 #include "harness.h"
 
 #include "trace/stack.h"
@@ -30,6 +32,8 @@ static const ht_unwinder *g_u;  /* the walker under test */
 static bool g_dwarf;            /* reference: libunwind (else the plain fp walk) */
 static const ht_unwinder *g_lu; /* libunwind */
 static tally g_t;
+static size_t g_max = MAXF; /* the captures' max and skip */
+static unsigned g_skip;
 static uintptr_t g_other_ra; /* a return address into level_a/level_b (frame-pointer rule) */
 
 /* The uncached frame-pointer walk, with the walker's own trust rules. */
@@ -56,13 +60,17 @@ __attribute__((noinline)) static size_t plain_fp(uint64_t *frames, size_t max)
 
 __attribute__((noinline)) static void check_here(void)
 {
-    uint64_t a[MAXF], b[MAXF];
-    size_t na = g_u->capture(a, MAXF, 0);
+    uint64_t a[MAXF], full[MAXF];
+    size_t na = g_u->capture(a, g_max, g_skip);
     unsigned memo = ht__unwind_memo_last;
     __asm__ volatile("" ::: "memory");
-    size_t nb = g_dwarf ? g_lu->capture(b, MAXF, 0) : plain_fp(b, MAXF);
+    size_t nfull = g_dwarf ? g_lu->capture(full, MAXF, 0) : plain_fp(full, MAXF);
     __asm__ volatile("" ::: "memory");
-    bool same = na == nb && memcmp(a, b, na * sizeof a[0]) == 0;
+    /* the reference cut as the capture was: skip more frames dropped, at most max kept */
+    const uint64_t *b = full + (nfull > g_skip ? g_skip : nfull);
+    size_t nb = nfull > g_skip ? nfull - g_skip : 0;
+    nb = nb < g_max ? nb : g_max;
+    bool same = nfull < MAXF && na == nb && memcmp(a, b, na * sizeof a[0]) == 0;
     if (!same && g_t.n_differ == 0) {
         fprintf(stderr, "%s: memo %#x, %zu frames, reference %zu:\n", g_u->name, memo, na, nb);
         for (size_t i = 0; i < (na > nb ? na : nb); i++)
@@ -175,8 +183,43 @@ static void *thread_run(void *arg)
     return NULL;
 }
 
+/* n more frames (one function, so one return address) above run(). */
+__attribute__((noinline)) static void deeper(unsigned n)
+{
+    if (n == 0)
+        run();
+    else
+        deeper(n - 1);
+    KEEP();
+}
+
+static void *thread_run_deep(void *arg)
+{
+    (void)arg;
+    deeper(50);
+    return NULL;
+}
+
+static void check_kind_with(ht_unwind_kind kind, bool on_thread, size_t max, unsigned skip,
+                            bool deep);
+
 static void check_kind(ht_unwind_kind kind, bool on_thread)
 {
+    static const struct {
+        size_t max;
+        unsigned skip;
+        bool deep;
+    } cuts[] = {{MAXF, 0, false}, {3, 0, false}, {7, 2, false}, {13, 1, false},
+                {MAXF, 0, true},  {20, 3, true}, {55, 0, true}};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++)
+        check_kind_with(kind, on_thread, cuts[i].max, cuts[i].skip, cuts[i].deep);
+}
+
+static void check_kind_with(ht_unwind_kind kind, bool on_thread, size_t max, unsigned skip,
+                            bool deep)
+{
+    g_max = max;
+    g_skip = skip;
     ht_stack_config c = {kind, 0, 1024, 0};
     REQUIRE(ht__stack_init(&c) == 0);
     g_u = ht__unwind_get(kind);
@@ -185,21 +228,30 @@ static void check_kind(ht_unwind_kind kind, bool on_thread)
     memset(&g_t, 0, sizeof g_t);
     if (on_thread) {
         pthread_t t;
-        REQUIRE(pthread_create(&t, NULL, thread_run, NULL) == 0);
+        REQUIRE(pthread_create(&t, NULL, deep ? thread_run_deep : thread_run, NULL) == 0);
         pthread_join(t, NULL);
+    } else if (deep) {
+        deeper(50);
     } else {
         run();
     }
-    printf("%s%s: %u captures, %u whole from the memo, %u partly, %u differ\n", g_u->name,
-           on_thread ? " (thread)" : "", g_t.n_compared, g_t.n_whole, g_t.n_part, g_t.n_differ);
+    printf("%s%s, max %zu, skip %u%s: %u captures, %u whole from the memo, %u partly, %u differ\n",
+           g_u->name, on_thread ? " (thread)" : "", max, skip, deep ? ", 50 frames deeper" : "",
+           g_t.n_compared, g_t.n_whole, g_t.n_part, g_t.n_differ);
     CHECK_EQ_U(g_t.n_differ, 0);
     CHECK(g_t.n_compared == 3 * DEPTH * 5 + 3 * 3 + 64);
     /* Under TSan a frame-pointer walk on a thread ends in TSan's thread-start code, which
      * keeps no frame pointers: its last steps read slots TSan keeps changing, so no walk
      * there is ever reused (correctly). Elsewhere the memo must have been used. */
     if (!(ON_TSAN && on_thread && kind == HT_UNWIND_FP)) {
-        CHECK(g_t.n_whole >= 2 * DEPTH); /* the repeated pattern of each trio at least */
-        CHECK(g_t.n_part >= DEPTH);      /* one-bit differences share the walk above the bit */
+        if (max == MAXF && skip == 0 && !deep) {
+            CHECK(g_t.n_whole >= 2 * DEPTH); /* the repeated pattern of each trio at least */
+            CHECK(g_t.n_part >= DEPTH); /* one-bit differences share the walk above the bit */
+        } else {
+            /* cut short, remembered walks end before the bits that differ; deep, the
+             * recordings are full, never whole */
+            CHECK(g_t.n_whole + g_t.n_part >= DEPTH);
+        }
     }
     ht__stack_fini();
 }

@@ -7,11 +7,13 @@
  * memo's ways (mapped per thread, see memo_set). Built with frame pointers. */
 #include "trace/stack.h"
 
+#include "common/log.h"
 #include "common/os.h"
 #include "trace/cfi.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -468,10 +470,10 @@ typedef struct walk_out {
     size_t n, max, skip_left; /* frames stored; the most; return addresses still to drop */
 } walk_out;
 
-/* Emits e's states from `from` on (as the real walk would have) and appends them and their
- * reads to the recording r (until it is full). Returns true when the walk is complete; false
- * when it must go on for real from e's last state (END_OPEN), whose index is then *resume. */
-static bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, bool *full,
+#if HT_DEBUG >= 2
+/* memo_replay state by state, as it was first written: the reference the bulk version is
+ * checked against in debug builds (HT_DEBUG >= 2). */
+static bool memo_replay_ref(const memo *e, uint32_t from, walk_out *o, memo *r, bool *full,
                         uint32_t *resume)
 {
     for (uint32_t t = from;; t++) {
@@ -508,6 +510,126 @@ static bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, bool
         }
     }
 }
+#endif
+
+/* Appends e's states [a, b) and the reads of the steps out of them to r, as many as r has room
+ * for (else *full). b <= e->n - 1: each of those steps is recorded in e. */
+static inline void rec_copy(memo *r, const memo *e, uint32_t a, uint32_t b, bool *full)
+{
+    if (*full || a >= b)
+        return;
+    uint32_t k = b - a, n = r->n;
+    if (k > MEMO_STATES - n) {
+        k = MEMO_STATES - n;
+        *full = true;
+    }
+    memcpy(&r->ras[n], &e->ras[a], k * sizeof r->ras[0]);
+    memcpy(&r->sps[n], &e->sps[a], k * sizeof r->sps[0]);
+    memcpy(&r->rbps[n], &e->rbps[a], k * sizeof r->rbps[0]);
+    uint32_t rd0 = e->rd_at[a], rp0 = e->rp_at[a];
+    for (uint32_t i = 0; i < k; i++) {
+        r->rd_at[n + i] = (uint16_t)(r->n_rd + (e->rd_at[a + i] - rd0));
+        r->rp_at[n + i] = (uint16_t)(r->n_rp + (e->rp_at[a + i] - rp0));
+    }
+    uint32_t n_rd = e->rd_at[a + k] - rd0, n_rp = e->rp_at[a + k] - rp0;
+    memcpy(&r->rd[r->n_rd], &e->rd[rd0], n_rd * sizeof r->rd[0]);
+    memcpy(&r->rp[r->n_rp], &e->rp[rp0], n_rp * sizeof r->rp[0]);
+    r->n = n + k;
+    r->n_rd += n_rd;
+    r->n_rp += n_rp;
+}
+
+/* Emits the return addresses of e's states [a, b) (dropping those still to skip); the caller
+ * made sure they fit. */
+static inline void emit_copy(walk_out *o, const memo *e, uint32_t a, uint32_t b)
+{
+    uint32_t k = b - a;
+    uint32_t drop = o->skip_left < k ? (uint32_t)o->skip_left : k;
+    o->skip_left -= drop;
+    memcpy(&o->frames[o->n], &e->ras[a + drop], (k - drop) * sizeof o->frames[0]);
+    o->n += k - drop;
+}
+
+/* Emits e's states from `from` on (as the real walk would have) and appends them and their
+ * reads to the recording r (until it is full). Returns true when the walk is complete; false
+ * when it must go on for real from e's last state (END_OPEN), whose index is then *resume.
+ * In bulk: the states before the one that fills max (or before the last), then that one. */
+static bool memo_replay_bulk(const memo *e, uint32_t from, walk_out *o, memo *r, bool *full,
+                             uint32_t *resume)
+{
+    const uint32_t last = e->n - 1;
+    /* the state whose return address is the max-th frame (o->n < max here) */
+    const uint64_t fill = (uint64_t)from + o->skip_left + (o->max - o->n) - 1;
+    if (fill < last) {
+        uint32_t f = (uint32_t)fill;
+        rec_copy(r, e, from, f + 1, full);
+        emit_copy(o, e, from, f + 1);
+        if (!*full && rec_state(r, e->ras[f + 1], e->sps[f + 1], e->rbps[f + 1]))
+            r->by_max = 1;
+        r->end = END_OPEN;
+        return true;
+    }
+    rec_copy(r, e, from, last, full);
+    emit_copy(o, e, from, last);
+    if (e->end == END_OPEN) {
+        *resume = last;
+        return false;
+    }
+    if (!*full && !rec_state(r, e->ras[last], e->sps[last], e->rbps[last]))
+        *full = true;
+    if (e->end == END_NOEMIT) {
+        r->end = END_NOEMIT;
+        return true;
+    }
+    emit_copy(o, e, last, last + 1);
+    r->end = END_EMIT;
+    return true;
+}
+
+#if HT_DEBUG >= 2
+/* Both replays on copies, compared field by field; a difference aborts. */
+static bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, bool *full,
+                        uint32_t *resume)
+{
+    uint64_t frames[HT_STACK_MAX_DEPTH + 64];
+    if (o->max > sizeof frames / sizeof frames[0])
+        return memo_replay_bulk(e, from, o, r, full, resume);
+    memo ref; /* ~4 KiB of stack, debug builds only */
+    memo *r2 = &ref;
+    memcpy(r2, r, sizeof *r);
+    walk_out o2 = *o;
+    o2.frames = frames;
+    memcpy(frames, o->frames, o->n * sizeof frames[0]);
+    bool full2 = *full;
+    uint32_t resume2 = 0, resume1 = 0;
+    bool ok2 = memo_replay_ref(e, from, &o2, r2, &full2, &resume2);
+    bool ok1 = memo_replay_bulk(e, from, o, r, full, &resume1);
+    bool same = ok1 == ok2 && (ok1 || resume1 == resume2) && *full == full2 && o->n == o2.n &&
+                o->skip_left == o2.skip_left &&
+                memcmp(o->frames, frames, o->n * sizeof frames[0]) == 0 && r->n == r2->n &&
+                r->n_rd == r2->n_rd && r->n_rp == r2->n_rp && r->end == r2->end &&
+                r->by_max == r2->by_max;
+    for (uint32_t i = 0; same && i < r->n; i++)
+        same = r->ras[i] == r2->ras[i] && r->sps[i] == r2->sps[i] && r->rbps[i] == r2->rbps[i] &&
+               r->rd_at[i] == r2->rd_at[i] && r->rp_at[i] == r2->rp_at[i];
+    for (uint32_t i = 0; same && i < r->n_rd; i++)
+        same = r->rd[i].addr == r2->rd[i].addr && r->rd[i].val == r2->rd[i].val;
+    for (uint32_t i = 0; same && i < r->n_rp; i++)
+        same = r->rp[i].addr == r2->rp[i].addr && r->rp[i].rbp == r2->rp[i].rbp &&
+               r->rp[i].ra == r2->rp[i].ra;
+    if (!same) {
+        ht__log("heaptrail: unwind.c: memo_replay_bulk differs from the reference (from %u of %u, "
+                "end %u, max %zu, skip %zu)\n",
+                from, e->n, e->end, o2.max, o2.skip_left);
+        abort();
+    }
+    if (!ok1)
+        *resume = resume1;
+    return ok1;
+}
+#else
+#define memo_replay memo_replay_bulk
+#endif
 
 enum { F_STEP, F_END, F_UNSUP }; /* frame_step: went on; the walk ends; hand to libunwind */
 
@@ -596,29 +718,43 @@ walk(uint64_t *frames, size_t max, unsigned skip, uintptr_t fp, bool dwarf)
     r->by_max = 0;
     uint32_t pos[HT_UNWIND_MEMO_WAYS] = {0};
     bool usable[HT_UNWIND_MEMO_WAYS];
-    for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++)
+    /* The smallest sps[pos[w]] of the usable ways: below it no way can match, so the scan
+     * below is skipped (sp only grows); 0 makes the next step scan. */
+    uintptr_t next_sp = UINTPTR_MAX;
+    for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
         usable[w] = w != v && t_memo[w].key == key && t_memo[w].top == top;
+        if (usable[w] && t_memo[w].sps[0] < next_sp)
+            next_sp = t_memo[w].sps[0];
+    }
     for (;;) {
-        for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
-            if (!usable[w])
-                continue;
-            const memo *e = &t_memo[w];
-            uint32_t p = pos[w];
-            while (p < e->n && e->sps[p] < sp)
-                p++;
-            pos[w] = p;
-            if (p < e->n && e->sps[p] == sp && e->ras[p] == ra && e->rbps[p] == rbp) {
-                usable[w] = false;
-                if (!memo_holds(e, p))
+        if (sp >= next_sp) {
+            next_sp = UINTPTR_MAX;
+            for (unsigned w = 0; w < HT_UNWIND_MEMO_WAYS; w++) {
+                if (!usable[w])
                     continue;
-                uint32_t at;
-                part = HT_UNWIND_MEMO_PART;
-                if (memo_replay(e, p, &o, r, &full, &at))
-                    goto recorded;
-                ra = e->ras[at];
-                sp = e->sps[at];
-                rbp = e->rbps[at];
-                break;
+                const memo *e = &t_memo[w];
+                uint32_t p = pos[w];
+                while (p < e->n && e->sps[p] < sp)
+                    p++;
+                pos[w] = p;
+                if (p < e->n && e->sps[p] == sp && e->ras[p] == ra && e->rbps[p] == rbp) {
+                    usable[w] = false;
+                    if (!memo_holds(e, p))
+                        continue;
+                    uint32_t at;
+                    part = HT_UNWIND_MEMO_PART;
+                    if (memo_replay(e, p, &o, r, &full, &at))
+                        goto recorded;
+                    ra = e->ras[at];
+                    sp = e->sps[at];
+                    rbp = e->rbps[at];
+                    next_sp = 0; /* the ways after w were not looked at */
+                    break;
+                }
+                if (p == e->n)
+                    usable[w] = false; /* walked past all of it */
+                else if (e->sps[p] < next_sp)
+                    next_sp = e->sps[p];
             }
         }
         if (!full && !rec_state(r, ra, sp, rbp))
