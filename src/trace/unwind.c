@@ -166,6 +166,7 @@ bool ht__unwind_thread_bounds(uintptr_t *lo, uintptr_t *hi)
 
 static bool dwarf_init(void)
 {
+    ms_init_once(); /* the call-site cache lives in the memo's mapping */
     /* Per-thread caching keeps the unw_step fallback off libunwind's global cache lock. */
     unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
     void *warm[4];
@@ -328,7 +329,9 @@ static memo_set *ms_get(void)
     memo_set *m = t_ms;
     if (__builtin_expect(m != NULL, 1))
         return m == MS_NONE ? NULL : m;
-    if (!g_ms_key_ok || (m = ht__os.map_rw(MEMO_SET_BYTES)) == NULL) {
+    if (!g_ms_key_ok)
+        return NULL; /* no walker initialised yet (the libunwind one keeps none) */
+    if ((m = ht__os.map_rw(MEMO_SET_BYTES)) == NULL) {
         t_ms = MS_NONE;
         return NULL;
     }
