@@ -101,10 +101,24 @@ static void level(unsigned depth, unsigned pattern);
 LEVEL_COPY(level_a)
 LEVEL_COPY(level_b)
 
-/* The same depth either way; bit depth of pattern picks the copy. */
+/* check_here through one more frame, of another size: a capture whose first state differs
+ * from the last one's while the frames above are the same (a remembered walk is then
+ * reused from the second or third state on, and a cut capture reaches its depth inside the
+ * reused part). */
+__attribute__((noinline)) static void check_via(void)
+{
+    volatile unsigned pad[12] = {1, 2, 3};
+    check_here();
+    pad[3] = pad[0];
+}
+
+/* The same depth either way; bit depth of pattern picks the copy (bit 0: the capture's own
+ * caller). */
 __attribute__((noinline)) static void level(unsigned depth, unsigned pattern)
 {
-    if (depth == 0)
+    if (depth == 0 && (pattern & 1u) != 0)
+        check_via();
+    else if (depth == 0)
         check_here();
     else if ((pattern >> depth) & 1u)
         level_a(depth, pattern);
