@@ -393,6 +393,25 @@ static bool tie_group_fix(const ht_reader_event **g, size_t n, const ht_reader_e
     return true;
 }
 
+/* A run's keys: o[i] = (timestamp of e[i] - base) << sh | k for i < n, and their digits
+ * (d bits each, passes of them, a constant in each instance) counted in cnt[pass << d | digit]. */
+static inline __attribute__((always_inline)) void
+window_keys(const ht_reader_event *e, size_t n, uint64_t k, uint64_t base, unsigned sh, uint64_t *o,
+            uint32_t *cnt, unsigned d, uint64_t dmask, const unsigned passes)
+{
+    uint32_t *c1 = cnt + ((size_t)1 << d), *c2 = cnt + ((size_t)2 << d);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t = e[i].event.timestamp_ns - base;
+        o[i] = t << sh | k;
+        if (passes >= 1)
+            cnt[t & dmask]++;
+        if (passes >= 2)
+            c1[(t >> d) & dmask]++;
+        if (passes >= 3)
+            c2[(t >> 2 * d) & dmask]++;
+    }
+}
+
 /* The window merge (3 or more threads, every current chunk sorted): T = the smallest, over
  * the cursors, timestamp of the event w ahead (or of its chunk's last event), or nearer, so
  * that the window spans less than 2^33 ns. Every event earlier than T is in the current
@@ -448,14 +467,13 @@ static size_t window_fill(ht_reader *r)
                 hi = mid;
         }
         r->wnext[k] = e;
-        uint64_t *o = src + total;
+        if (passes <= 1)
+            window_keys(e, lo, k, t_base, sh, src + total, cnt, d, dmask, passes);
+        else if (passes == 2)
+            window_keys(e, lo, k, t_base, sh, src + total, cnt, d, dmask, 2);
+        else
+            window_keys(e, lo, k, t_base, sh, src + total, cnt, d, dmask, 3);
         total += lo;
-        for (size_t i = 0; i < lo; i++) {
-            uint64_t t = e[i].event.timestamp_ns - t_base;
-            o[i] = t << sh | k;
-            for (unsigned j = 0; j < passes; j++)
-                cnt[(size_t)j << d | ((t >> (j * d)) & dmask)]++;
-        }
     }
     if (total == 0)
         return 0;
