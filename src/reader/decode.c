@@ -356,7 +356,7 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
             stop = ~w & hi;
             if (stop == 0)
                 goto done;
-            uint64_t size = vx_value_hi(w, stop, hi, use_pext) & is_alloc;
+            uint64_t size = vx_value_hi(w, stop, hi, use_pext); /* FREE: overwritten */
             q += vx_len(stop) & (unsigned)is_alloc;
             w = load64(q);
             stop = ~w & hi;
@@ -375,12 +375,15 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
             e->event.timestamp_ns = ts;
             memcpy((char *)e + offsetof(ht_event, tid), &tid_heap, sizeof tid_heap); /* + heap */
             e->event.type = type;
-            /* alloc = {size, address, source}, free = {address, source}: words at 24, 32, 40 */
-            put64(e, offsetof(ht_event, alloc), size | (addr & ~is_alloc));
-            put64(e, offsetof(ht_event, alloc) + 8, (addr & is_alloc) | (source & ~is_alloc));
-            put64(e, offsetof(ht_event, alloc) + 16, source & is_alloc);
+            /* alloc = {size, address, source}, free = {address, source}: words at 24, 32,
+             * 40, in this order so that FREE's address and source overwrite size and 0 */
+            const size_t at = offsetof(ht_event, alloc) + (8 & (size_t)is_alloc);
+            put64(e, offsetof(ht_event, alloc) + 16, 0);
             put64(e, offsetof(ht_event, alloc) + 24, 0);
             put64(e, offsetof(ht_event, alloc) + 32, 0);
+            put64(e, offsetof(ht_event, alloc), size);
+            put64(e, at, addr);
+            put64(e, at + 8, source);
             e->event.sequence = seq++;
             put64(e, offsetof(ht_reader_event, stack_id), stack); /* stack_id, reserved_ = 0 */
             e++;
