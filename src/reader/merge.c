@@ -344,12 +344,14 @@ static size_t heap_fill(ht_reader *r, const ht_reader_event **out, size_t max)
     return m;
 }
 
-/* The window merge's keys: (timestamp - base) << sh | k, k the run's (its head's) index in
- * heap[], base the smallest head timestamp, sh the bits of a head index. The window is sorted
- * by the timestamp bits with a stable LSD radix sort (RADIX_BITS a digit, at most
- * RADIX_PASSES digits: a window spans less than 2^33 ns), so events of one timestamp keep the
- * keys' order: by k, and each run's in its stream order; tie_group_fix then puts them in the
- * merge's order. */
+/* The window merge's keys: k << KEY_K_SHIFT | (timestamp - base), k the run's (its head's)
+ * index in heap[], base the smallest head timestamp. The window is sorted by the timestamp
+ * bits with a stable LSD radix sort (RADIX_BITS a digit, at most RADIX_PASSES digits: a window
+ * spans less than 2^33 ns), so events of one timestamp keep the keys' order: by k (the runs
+ * are laid out in k order), and each run's in its stream order; tie_group_fix then puts them
+ * in the merge's order. */
+#define KEY_K_SHIFT 40
+_Static_assert(RADIX_BITS *RADIX_PASSES <= KEY_K_SHIFT, "a key's timestamp bits below k");
 /* Puts the events of one timestamp, g[0 .. n) (n >= 2), in the order of the head-by-head
  * merge: they come grouped by thread (the keys' k), each thread's in its stream order, and
  * the merge takes the threads' heads by (sequence, tid). tmp has room for n pointers, start
@@ -393,16 +395,16 @@ static bool tie_group_fix(const ht_reader_event **g, size_t n, const ht_reader_e
     return true;
 }
 
-/* A run's keys: o[i] = (timestamp of e[i] - base) << sh | k for i < n, and their digits
+/* A run's keys: o[i] = kk | (timestamp of e[i] - base) for i < n, and their digits
  * (d bits each, passes of them, a constant in each instance) counted in cnt[pass << d | digit]. */
 static inline __attribute__((always_inline)) void
-window_keys(const ht_reader_event *e, size_t n, uint64_t k, uint64_t base, unsigned sh, uint64_t *o,
+window_keys(const ht_reader_event *e, size_t n, uint64_t kk, uint64_t base, uint64_t *o,
             uint32_t *cnt, unsigned d, uint64_t dmask, const unsigned passes)
 {
     uint32_t *c1 = cnt + ((size_t)1 << d), *c2 = cnt + ((size_t)2 << d);
     for (size_t i = 0; i < n; i++) {
         uint64_t t = e[i].event.timestamp_ns - base;
-        o[i] = t << sh | k;
+        o[i] = kk | t;
         if (passes >= 1)
             cnt[t & dmask]++;
         if (passes >= 2)
@@ -442,9 +444,8 @@ static size_t window_fill(ht_reader *r)
     const uint64_t span_max = (uint64_t)1 << (RADIX_BITS * RADIX_PASSES);
     if (t_end - t_base > span_max)
         t_end = t_base + span_max; /* a nearer bound: a smaller window, as good */
-    const unsigned sh = 64 - (unsigned)__builtin_clzll((uint64_t)n - 1); /* n >= 2 */
-    if (sh > 64 - RADIX_BITS * RADIX_PASSES)
-        return 0; /* keys would not fit */
+    if (n >= (size_t)1 << (64 - KEY_K_SHIFT))
+        return 0; /* k would not fit in a key */
     /* the timestamp bits of the keys: (timestamp - t_base) <= t_end - t_base - 1 */
     const uint64_t span = t_end - t_base;
     const unsigned bits = span > 1 ? 64 - (unsigned)__builtin_clzll(span - 1) : 0;
@@ -467,12 +468,13 @@ static size_t window_fill(ht_reader *r)
                 hi = mid;
         }
         r->wnext[k] = e;
+        const uint64_t kk = (uint64_t)k << KEY_K_SHIFT;
         if (passes <= 1)
-            window_keys(e, lo, k, t_base, sh, src + total, cnt, d, dmask, passes);
+            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, passes);
         else if (passes == 2)
-            window_keys(e, lo, k, t_base, sh, src + total, cnt, d, dmask, 2);
+            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, 2);
         else
-            window_keys(e, lo, k, t_base, sh, src + total, cnt, d, dmask, 3);
+            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, 3);
         total += lo;
     }
     if (total == 0)
@@ -484,26 +486,33 @@ static size_t window_fill(ht_reader *r)
             c[b] = sum;
             sum += x;
         }
-        const unsigned s = sh + j * d;
-        for (size_t i = 0; i < total; i++) {
-            uint64_t x = src[i];
-            dst[c[(x >> s) & dmask]++] = x;
+        const unsigned s = j * d;
+        if (s == 0) {
+            for (size_t i = 0; i < total; i++) {
+                uint64_t x = src[i];
+                dst[c[x & dmask]++] = x;
+            }
+        } else {
+            for (size_t i = 0; i < total; i++) {
+                uint64_t x = src[i];
+                dst[c[(x >> s) & dmask]++] = x;
+            }
         }
         uint64_t *t = src;
         src = dst;
         dst = t;
     }
     /* the pointers, and where a timestamp equals the one before (tie[]: positions) */
-    const uint64_t kmask = ((uint64_t)1 << sh) - 1;
+    const uint64_t tmask = ((uint64_t)1 << KEY_K_SHIFT) - 1;
     const ht_reader_event **out = r->batch, **next = r->wnext;
     uint32_t *tie = (uint32_t *)dst;
     uint64_t prev = UINT64_MAX; /* the first key's timestamp bits are 0 */
     size_t n_tie = 0;
     for (size_t i = 0; i < total; i++) {
         uint64_t x = src[i];
-        out[i] = next[x & kmask]++;
+        out[i] = next[x >> KEY_K_SHIFT]++;
         tie[n_tie] = (uint32_t)i; /* kept only when it is a tie */
-        n_tie += ((x ^ prev) >> sh) == 0;
+        n_tie += ((x ^ prev) & tmask) == 0;
         prev = x;
     }
     const ht_reader_event **tmp = (const ht_reader_event **)src;
