@@ -402,6 +402,7 @@ window_keys(const ht_reader_event *e, size_t n, uint64_t kk, uint64_t base, uint
             uint32_t *cnt, unsigned d, uint64_t dmask, const unsigned passes)
 {
     uint32_t *c1 = cnt + ((size_t)1 << d), *c2 = cnt + ((size_t)2 << d);
+#pragma GCC unroll 4
     for (size_t i = 0; i < n; i++) {
         uint64_t t = e[i].event.timestamp_ns - base;
         o[i] = kk | t;
@@ -488,11 +489,13 @@ static size_t window_fill(ht_reader *r)
         }
         const unsigned s = j * d;
         if (s == 0) {
+#pragma GCC unroll 4
             for (size_t i = 0; i < total; i++) {
                 uint64_t x = src[i];
                 dst[c[x & dmask]++] = x;
             }
         } else {
+#pragma GCC unroll 4
             for (size_t i = 0; i < total; i++) {
                 uint64_t x = src[i];
                 dst[c[(x >> s) & dmask]++] = x;
@@ -508,6 +511,7 @@ static size_t window_fill(ht_reader *r)
     uint32_t *tie = (uint32_t *)dst;
     uint64_t prev = UINT64_MAX; /* the first key's timestamp bits are 0 */
     size_t n_tie = 0;
+#pragma GCC unroll 4
     for (size_t i = 0; i < total; i++) {
         uint64_t x = src[i];
         out[i] = next[x >> KEY_K_SHIFT]++;
