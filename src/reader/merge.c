@@ -12,6 +12,7 @@
 
 #include "trace/format.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -536,6 +537,8 @@ static size_t window_fill(ht_reader *r)
     return total;
 }
 
+_Atomic int ht__rd_window = 1;
+
 /* Loads the next chunk of every cursor that is used up; drops the threads that have ended.
  * False on damage (r->failed). */
 static bool cursors_reload(ht_reader *r)
@@ -570,7 +573,9 @@ static size_t merge_fill(ht_reader *r)
         ht__rd_merge_start(r);
     if (r->failed || !cursors_reload(r) || r->n_heap == 0)
         return 0;
-    size_t m = r->n_heap >= 3 ? window_fill(r) : 0; /* 2: batch_fill's register merge is faster */
+    size_t m = 0; /* 2 threads: batch_fill's register merge is faster */
+    if (r->n_heap >= 3 && atomic_load_explicit(&ht__rd_window, memory_order_relaxed))
+        m = window_fill(r);
     if (m > 0)
         return m;
     if (r->n_heap <= HEAD_LINEAR)
