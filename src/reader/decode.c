@@ -81,6 +81,19 @@ static inline __attribute__((always_inline)) uint64_t vx_value_hi(uint64_t w, ui
     return pext64(w, m);
 }
 
+/* The value of the varint whose bytes in w are those of bytes (a mask of whole bytes), with
+ * the stop constant hi given: one pext (fast_run's one-window path). */
+static inline __attribute__((always_inline)) uint64_t vx_field_hi(uint64_t w, uint64_t bytes,
+                                                                  uint64_t hi)
+{
+#if defined(__x86_64__)
+    __asm__("andn %2, %1, %0" : "=r"(bytes) : "r"(hi), "r"(bytes)); /* ~hi & bytes */
+#else
+    bytes &= ~hi;
+#endif
+    return pext64(w, bytes);
+}
+
 /* Length in bytes of that varint (1..8). */
 static inline unsigned vx_len(uint64_t stop)
 {
@@ -335,37 +348,65 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
             if (((tag & ~(1u << HT_FMT_TAG_TYPE_SHIFT)) ^ tag_want) >= HT_FMT_SRC_ESCAPE)
                 goto done;
             const uint8_t *q = p + 1;
+            uint64_t is_alloc = (uint64_t)((tag >> HT_FMT_TAG_TYPE_SHIFT) & 1) - 1; /* ~0: ALLOC */
             uint64_t w = load64(q), stop = ~w & hi;
-            if (stop == 0)
-                goto done;
-            uint64_t dts = vx_value_hi(w, stop, hi, use_pext);
-            q += vx_len(stop);
-            uint64_t stack = 0;
-            if (with_s) {
+            /* the stop bits of the record's second to fourth varint in these 8 bytes, and of
+             * its last (FREE: 2 varints, ALLOC 3, one more with S); 0 where there are fewer */
+            uint64_t stop2 = stop & (stop - 1), stop3 = stop2 & (stop2 - 1);
+            uint64_t stop4 = stop3 & (stop3 - 1);
+            uint64_t last = with_s ? (stop3 & ~is_alloc) | (stop4 & is_alloc)
+                                   : (stop2 & ~is_alloc) | (stop3 & is_alloc);
+            uint64_t dts, stack = 0, size, av;
+            if (use_pext && last != 0) {
+                /* All its varints end in these 8 bytes: every field straight from w, and the
+                 * record's length from the last stop bit, not from a chain of varint lengths
+                 * (each a load, a count, an add: the decoder's critical path). */
+                uint64_t b1 = stop ^ (stop - 1), b2 = stop2 ^ (stop2 - 1);
+                uint64_t b3 = stop3 ^ (stop3 - 1), b4 = stop4 ^ (stop4 - 1);
+                dts = vx_value_hi(w, stop, hi, true);
+                uint64_t f2 = vx_field_hi(w, b2 & ~b1, hi);
+                uint64_t f3 = vx_field_hi(w, b3 & ~b2, hi);
+                if (with_s) {
+                    uint64_t f4 = vx_field_hi(w, b4 & ~b3, hi);
+                    stack = f2;
+                    size = f3;
+                    av = f3 ^ ((f3 ^ f4) & is_alloc);
+                } else {
+                    size = f2;
+                    av = f2 ^ ((f2 ^ f3) & is_alloc);
+                }
+                q += vx_len(last);
+            } else {
+                /* field by field */
+                if (stop == 0)
+                    goto done;
+                dts = vx_value_hi(w, stop, hi, use_pext);
+                q += vx_len(stop);
+                if (with_s) {
+                    w = load64(q);
+                    stop = ~w & hi;
+                    if (stop == 0)
+                        goto done;
+                    stack = vx_value_hi(w, stop, hi, use_pext);
+                    q += vx_len(stop);
+                }
                 w = load64(q);
                 stop = ~w & hi;
                 if (stop == 0)
                     goto done;
-                stack = vx_value_hi(w, stop, hi, use_pext);
-                q += vx_len(stop);
-                if (stack - 1 >= n_stacks_before) /* 0 or not defined before this chunk */
+                size = vx_value_hi(w, stop, hi, use_pext); /* FREE: its address, overwritten */
+                q += vx_len(stop) & (unsigned)is_alloc;
+                w = load64(q);
+                stop = ~w & hi;
+                if (stop == 0)
                     goto done;
+                av = vx_value_hi(w, stop, hi, use_pext);
+                q += vx_len(stop);
             }
-            uint64_t is_alloc = (uint64_t)((tag >> HT_FMT_TAG_TYPE_SHIFT) & 1) - 1; /* ~0: ALLOC */
-            w = load64(q);
-            stop = ~w & hi;
-            if (stop == 0)
+            if (with_s && stack - 1 >= n_stacks_before) /* 0 or not defined before the chunk */
                 goto done;
-            uint64_t size = vx_value_hi(w, stop, hi, use_pext); /* FREE: overwritten */
-            q += vx_len(stop) & (unsigned)is_alloc;
-            w = load64(q);
-            stop = ~w & hi;
-            if (stop == 0)
-                goto done;
-            uint64_t av = vx_value_hi(w, stop, hi, use_pext);
             if (av & 1)
                 goto done;
-            q += vx_len(stop);
             addr += (uint64_t)ht_fmt_unzigzag(av >> 1) << 4;
             uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
             uint16_t type = (uint16_t)(HT_EVENT_HEAP_FREE ^
