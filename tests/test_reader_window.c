@@ -71,16 +71,7 @@ static size_t forge(tb_trace *t, const win_shape *sh, uint64_t seed, ht_event **
             e->tid = 300 + (uint32_t)th;
             e->sequence = seq++;
             e->heap_handle = 0x5000;
-            if (tb_rand(&rng) % 2 == 0) {
-                e->type = HT_EVENT_HEAP_ALLOC;
-                e->alloc.address = 0x200000 + (tb_rand(&rng) % 4096) * 16;
-                e->alloc.size = 1 + tb_rand(&rng) % 5000;
-                e->alloc.source = 1 + (uint32_t)(tb_rand(&rng) % 4);
-            } else {
-                e->type = HT_EVENT_HEAP_FREE;
-                e->free.address = 0x200000 + (tb_rand(&rng) % 4096) * 16;
-                e->free.source = 2;
-            }
+            tb_alloc_or_free(e, tb_rand(&rng) % 2 == 0, &rng, 0x200000, 5000);
         }
         ht_enc_stream s = {.tid = 300 + (uint32_t)th, .next_seq = ev[0].sequence};
         for (size_t done = 0; done < len[th];) {

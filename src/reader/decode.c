@@ -100,6 +100,18 @@ static inline unsigned vx_len(uint64_t stop)
     return ((unsigned)__builtin_ctzll(stop) >> 3) + 1; /* its stop bit is bit 8 len - 1 */
 }
 
+/* The varint at q if it takes at most 8 bytes (8 may be loaded there): its value into *v and
+ * its length; 0 when it is longer. With the stop constant hi given (fast_run's registers). */
+static inline __attribute__((always_inline)) unsigned vx_window(const uint8_t *q, uint64_t hi,
+                                                                uint64_t *v, const bool use_pext)
+{
+    uint64_t w = load64(q), stop = ~w & hi;
+    if (stop == 0)
+        return 0;
+    *v = vx_value_hi(w, stop, hi, use_pext);
+    return vx_len(stop);
+}
+
 /* A varint, branch-free for up to 8 bytes when 8 bytes may be loaded (checked: when 8 bytes
  * remain before end; unchecked: the caller proved it for the whole record). Varint lengths are
  * unpredictable (a 1- or 2-byte dts), so this saves a mispredicted branch per field. use_pext
@@ -382,26 +394,18 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
                     goto done;
                 dts = vx_value_hi(w, stop, hi, use_pext);
                 q += vx_len(stop);
+                unsigned len;
                 if (with_s) {
-                    w = load64(q);
-                    stop = ~w & hi;
-                    if (stop == 0)
+                    if ((len = vx_window(q, hi, &stack, use_pext)) == 0)
                         goto done;
-                    stack = vx_value_hi(w, stop, hi, use_pext);
-                    q += vx_len(stop);
+                    q += len;
                 }
-                w = load64(q);
-                stop = ~w & hi;
-                if (stop == 0)
+                if ((len = vx_window(q, hi, &size, use_pext)) == 0) /* FREE: its address */
                     goto done;
-                size = vx_value_hi(w, stop, hi, use_pext); /* FREE: its address, overwritten */
-                q += vx_len(stop) & (unsigned)is_alloc;
-                w = load64(q);
-                stop = ~w & hi;
-                if (stop == 0)
+                q += len & (unsigned)is_alloc;
+                if ((len = vx_window(q, hi, &av, use_pext)) == 0)
                     goto done;
-                av = vx_value_hi(w, stop, hi, use_pext);
-                q += vx_len(stop);
+                q += len;
             }
             if (with_s && stack - 1 >= n_stacks_before) /* 0 or not defined before the chunk */
                 goto done;
