@@ -32,12 +32,13 @@ static inline bool head_less(const rd_head *a, const rd_head *b)
 
 /* The window merge: per thread at most WINDOW_MAX events of a window, and about WINDOW_EVENTS
  * in all (at least WINDOW_MIN per thread), so that its runs stay in the caches. */
-#define WINDOW_MAX    256
-#define WINDOW_MIN    16
-#define WINDOW_EVENTS 8192
-#define RADIX_BITS    11 /* the window's radix sort: bits a digit */
-#define RADIX_PASSES  3  /* and digits at most */
-#define TIE_THREADS   16 /* threads sharing a timestamp beyond which the window merge steps aside */
+#define WINDOW_MAX     256
+#define WINDOW_MIN     16
+#define WINDOW_EVENTS  8192
+#define RADIX_BITS     11 /* the window's radix sort: bits a digit */
+#define RADIX_PASSES   3  /* and digits at most */
+#define WINDOW_BACKOFF 16 /* fills without the window merge after a tie group stopped it */
+#define TIE_THREADS    16 /* threads sharing a timestamp beyond which the window merge steps aside */
 
 /* One step of the minimum scan over timestamps: m2 = the smallest timestamp except the best
  * so far, then best/i take (t, k) when t is smaller. Conditional moves, never a branch: which
@@ -525,8 +526,10 @@ static size_t window_fill(ht_reader *r)
         size_t s = tie[j] - 1, e = tie[j] + 1;
         for (j++; j < n_tie && tie[j] == e; j++)
             e++;
-        if (!tie_group_fix(out + s, e - s, tmp, r->runs, r->runs + n + 1, TIE_THREADS))
+        if (!tie_group_fix(out + s, e - s, tmp, r->runs, r->runs + n + 1, TIE_THREADS)) {
+            r->window_skip = WINDOW_BACKOFF; /* such ties tend to last: spare the work */
             return 0;
+        }
     }
     for (size_t k = 0; k < n; k++) {
         rd_cursor *c = h[k].cursor;
@@ -574,7 +577,9 @@ static size_t merge_fill(ht_reader *r)
     if (r->failed || !cursors_reload(r) || r->n_heap == 0)
         return 0;
     size_t m = 0; /* 2 threads: batch_fill's register merge is faster */
-    if (r->n_heap >= 3 && atomic_load_explicit(&ht__rd_window, memory_order_relaxed))
+    if (r->window_skip > 0)
+        r->window_skip--;
+    else if (r->n_heap >= 3 && atomic_load_explicit(&ht__rd_window, memory_order_relaxed))
         m = window_fill(r);
     if (m > 0)
         return m;

@@ -96,6 +96,7 @@ struct ht_reader {
     size_t *runs;                  /* window merge: tie groups' run bounds, 2 * (n_threads + 1) */
     const ht_reader_event **wnext; /* window merge: each run's next event, n_threads + 1 */
     bool heap_dirty;               /* heap[] is not heap-ordered (after a window merge) */
+    unsigned window_skip;          /* fills left before the window merge is tried again */
     bool merge_started;
 
     uint8_t *scratch; /* scan payload buffer (file mode) */
