@@ -8,6 +8,7 @@
 #include "trace/encode.h"
 #include "trace/format.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +215,23 @@ static inline int tb_key_cmp(const void *pa, const void *pb)
     return 0;
 }
 
+/* Makes e an ALLOC (alloc) or a FREE of one of 4096 addresses from base, 16 apart; an
+ * ALLOC of 1 .. max_size bytes and Source 1..4, a FREE with Source 2. */
+static inline void tb_alloc_or_free(ht_event *e, bool alloc, uint64_t *rng, uint64_t base,
+                                    uint64_t max_size)
+{
+    if (alloc) {
+        e->type = HT_EVENT_HEAP_ALLOC;
+        e->alloc.address = (uintptr_t)(base + (tb_rand(rng) % 4096) * 16);
+        e->alloc.size = 1 + tb_rand(rng) % max_size;
+        e->alloc.source = 1 + (uint32_t)(tb_rand(rng) % 4);
+    } else {
+        e->type = HT_EVENT_HEAP_FREE;
+        e->free.address = (uintptr_t)(base + (tb_rand(rng) % 4096) * 16);
+        e->free.source = 2;
+    }
+}
+
 /* Builds into *t a trace of n_threads streams (thread k has n0 + dn k events, tid 50 + k,
  * timestamps stepping 0..3: equal timestamps within and across threads; with back, every
  * 97th event goes back in time, which the encoder writes as TIME_BACK), written in pieces of
@@ -241,16 +259,7 @@ static inline size_t tb_merge_streams(tb_trace *t, int n_threads, uint64_t seed,
             e->tid = 50 + (uint32_t)th;
             e->sequence = i + 1;
             e->heap_handle = 0x4000;
-            if (i % 2 == 0 || tb_rand(&rng) % 5 == 0) {
-                e->type = HT_EVENT_HEAP_ALLOC;
-                e->alloc.address = 0x100000 + (tb_rand(&rng) % 4096) * 16;
-                e->alloc.size = 1 + tb_rand(&rng) % 70000;
-                e->alloc.source = 1 + (uint32_t)(tb_rand(&rng) % 4);
-            } else {
-                e->type = HT_EVENT_HEAP_FREE;
-                e->free.address = 0x100000 + (tb_rand(&rng) % 4096) * 16;
-                e->free.source = 2;
-            }
+            tb_alloc_or_free(e, i % 2 == 0 || tb_rand(&rng) % 5 == 0, &rng, 0x100000, 70000);
         }
         ht_enc_stream s = {.tid = 50 + (uint32_t)th, .next_seq = 1};
         for (size_t done = 0; done < n;) {

@@ -81,10 +81,35 @@ static inline __attribute__((always_inline)) uint64_t vx_value_hi(uint64_t w, ui
     return pext64(w, m);
 }
 
+/* The value of the varint whose bytes in w are those of bytes (a mask of whole bytes), with
+ * the stop constant hi given: one pext (fast_run's one-window path). */
+static inline __attribute__((always_inline)) uint64_t vx_field_hi(uint64_t w, uint64_t bytes,
+                                                                  uint64_t hi)
+{
+#if defined(__x86_64__)
+    __asm__("andn %2, %1, %0" : "=r"(bytes) : "r"(hi), "r"(bytes)); /* ~hi & bytes */
+#else
+    bytes &= ~hi;
+#endif
+    return pext64(w, bytes);
+}
+
 /* Length in bytes of that varint (1..8). */
 static inline unsigned vx_len(uint64_t stop)
 {
-    return ((unsigned)__builtin_ctzll(stop) + 1) >> 3;
+    return ((unsigned)__builtin_ctzll(stop) >> 3) + 1; /* its stop bit is bit 8 len - 1 */
+}
+
+/* The varint at q if it takes at most 8 bytes (8 may be loaded there): its value into *v and
+ * its length; 0 when it is longer. With the stop constant hi given (fast_run's registers). */
+static inline __attribute__((always_inline)) unsigned vx_window(const uint8_t *q, uint64_t hi,
+                                                                uint64_t *v, const bool use_pext)
+{
+    uint64_t w = load64(q), stop = ~w & hi;
+    if (stop == 0)
+        return 0;
+    *v = vx_value_hi(w, stop, hi, use_pext);
+    return vx_len(stop);
 }
 
 /* A varint, branch-free for up to 8 bytes when 8 bytes may be loaded (checked: when 8 bytes
@@ -290,19 +315,27 @@ static inline void put64(ht_reader_event *e, size_t off, uint64_t v)
     memcpy((char *)e + off, &v, 8);
 }
 
-/* The common records, ALLOC and FREE without H or an escaped Source (with or without S), in a
- * loop of their own whose registers stay in registers: from d->p while it is before fast_end
- * (so no record reaches the payload's end) and fewer than n_records events are decoded, with
- * no control record pending and after the first event (whose timestamp record_decode checks).
- * Branch-free in the record type (ALLOC and FREE alternate at random in real traces, so a
- * branch on it mispredicts every other event): FREE's address field is where ALLOC's size
- * is, so the size varint is decoded for both and kept (and stepped over) only for ALLOC; the
- * same for the stack id with S. Stops, leaving that record to record_decode, at anything less
- * common (another type or flag, a varint over 8 bytes, an odd address field, a stack id not
- * defined before the chunk: n_stacks_before is how many are, ids being dense in file order). */
+/* Bytes a record of fast_run spans: a tag and at most 3 varints (4 with S) of at most 8
+ * bytes; the 8-byte window of its last varint stays within RD_MAX_RECORD. */
+#define FAST_RECORD(with_s) (1u + 8u * ((with_s) ? 4u : 3u))
+
+/* The common records, ALLOC and FREE without H or an escaped Source, with S (with_s) or
+ * without (two instances: a trace has stacks on for all its events or off), in a loop of
+ * their own whose registers stay in registers: from d->p while it is before fast_end (so no
+ * record reaches the payload's end) and fewer than n_records events are decoded, with no
+ * control record pending and after the first event (whose timestamp record_decode checks).
+ * The loop runs in blocks of records that surely start before fast_end (each spans at most
+ * FAST_RECORD bytes) and fit out, so that one count bounds it. Branch-free in the record type
+ * (ALLOC and FREE alternate at random in real traces, so a branch on it mispredicts every
+ * other event): FREE's address field is where ALLOC's size is, so the size varint is decoded
+ * for both and kept (and stepped over) only for ALLOC; the same for the stack id with S.
+ * Stops, leaving that record to record_decode, at anything less common (another type or
+ * flag, S other than with_s, a varint over 8 bytes, an odd address field, a stack id not
+ * defined before the chunk: n_stacks_before is how many are, ids being dense in file
+ * order). */
 static inline __attribute__((always_inline)) void
 fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
-         uint64_t n_stacks_before, const bool use_pext)
+         uint64_t n_stacks_before, const bool use_pext, const bool with_s)
 {
     if (__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__)
         return; /* the 8-byte varint windows and the stores below are little-endian */
@@ -317,62 +350,92 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
     const v2u64 tid_heap = {(uint64_t)c->tid, d->heap};
     uint64_t hi = 0x8080808080808080ull;
     __asm__("" : "+r"(hi)); /* opaque: ~hi is then an andn, not a second constant register */
+    /* the tag: H 0, type ALLOC or FREE (bit 3 either), S as with_s, Source not the escape */
+    const unsigned tag_want = with_s ? HT_FMT_TAG_S : 0;
     while (p < fast_end && e < e_end) {
-        unsigned tag = *p;
-        if ((tag & 0xB0u) != 0 || (tag & HT_FMT_TAG_SRC_MASK) == HT_FMT_SRC_ESCAPE)
-            break;
-        const uint8_t *q = p + 1;
-        uint64_t w = load64(q), stop = ~w & hi;
-        if (stop == 0)
-            break;
-        uint64_t dts = vx_value_hi(w, stop, hi, use_pext);
-        q += vx_len(stop);
-        uint64_t stack = 0;
-        if (tag & HT_FMT_TAG_S) { /* predictable: stacks are on for the whole trace or off */
-            w = load64(q);
-            stop = ~w & hi;
-            if (stop == 0)
-                break;
-            stack = vx_value_hi(w, stop, hi, use_pext);
-            q += vx_len(stop);
-            if (stack - 1 >= n_stacks_before) /* 0 or not defined before this chunk */
-                break;
+        size_t k = (size_t)(fast_end - p - 1) / FAST_RECORD(with_s) + 1;
+        ht_reader_event *const e_stop = (size_t)(e_end - e) < k ? e_end : e + k;
+        while (e < e_stop) {
+            unsigned tag = *p;
+            if (((tag & ~(1u << HT_FMT_TAG_TYPE_SHIFT)) ^ tag_want) >= HT_FMT_SRC_ESCAPE)
+                goto done;
+            const uint8_t *q = p + 1;
+            uint64_t is_alloc = (uint64_t)((tag >> HT_FMT_TAG_TYPE_SHIFT) & 1) - 1; /* ~0: ALLOC */
+            uint64_t w = load64(q), stop = ~w & hi;
+            /* the stop bits of the record's second to fourth varint in these 8 bytes, and of
+             * its last (FREE: 2 varints, ALLOC 3, one more with S); 0 where there are fewer */
+            uint64_t stop2 = stop & (stop - 1), stop3 = stop2 & (stop2 - 1);
+            uint64_t stop4 = stop3 & (stop3 - 1);
+            uint64_t last = with_s ? (stop3 & ~is_alloc) | (stop4 & is_alloc)
+                                   : (stop2 & ~is_alloc) | (stop3 & is_alloc);
+            uint64_t dts, stack = 0, size, av;
+            if (use_pext && last != 0) {
+                /* All its varints end in these 8 bytes: every field straight from w, and the
+                 * record's length from the last stop bit, not from a chain of varint lengths
+                 * (each a load, a count, an add: the decoder's critical path). */
+                uint64_t b1 = stop ^ (stop - 1), b2 = stop2 ^ (stop2 - 1);
+                uint64_t b3 = stop3 ^ (stop3 - 1), b4 = stop4 ^ (stop4 - 1);
+                dts = vx_value_hi(w, stop, hi, true);
+                uint64_t f2 = vx_field_hi(w, b2 & ~b1, hi);
+                uint64_t f3 = vx_field_hi(w, b3 & ~b2, hi);
+                if (with_s) {
+                    uint64_t f4 = vx_field_hi(w, b4 & ~b3, hi);
+                    stack = f2;
+                    size = f3;
+                    av = f3 ^ ((f3 ^ f4) & is_alloc);
+                } else {
+                    size = f2;
+                    av = f2 ^ ((f2 ^ f3) & is_alloc);
+                }
+                q += vx_len(last);
+            } else {
+                /* field by field */
+                if (stop == 0)
+                    goto done;
+                dts = vx_value_hi(w, stop, hi, use_pext);
+                q += vx_len(stop);
+                unsigned len;
+                if (with_s) {
+                    if ((len = vx_window(q, hi, &stack, use_pext)) == 0)
+                        goto done;
+                    q += len;
+                }
+                if ((len = vx_window(q, hi, &size, use_pext)) == 0) /* FREE: its address */
+                    goto done;
+                q += len & (unsigned)is_alloc;
+                if ((len = vx_window(q, hi, &av, use_pext)) == 0)
+                    goto done;
+                q += len;
+            }
+            if (with_s && stack - 1 >= n_stacks_before) /* 0 or not defined before the chunk */
+                goto done;
+            if (av & 1)
+                goto done;
+            addr += (uint64_t)ht_fmt_unzigzag(av >> 1) << 4;
+            uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
+            uint16_t type = (uint16_t)(HT_EVENT_HEAP_FREE ^
+                                       ((HT_EVENT_HEAP_FREE ^ HT_EVENT_HEAP_ALLOC) & is_alloc));
+            dts_or |= dts;
+            ts += dts;
+            e->event.timestamp_ns = ts;
+            memcpy((char *)e + offsetof(ht_event, tid), &tid_heap, sizeof tid_heap); /* + heap */
+            e->event.type = type;
+            /* alloc = {size, address, source}, free = {address, source}: words at 24, 32,
+             * 40, in this order so that FREE's address and source overwrite size and 0 */
+            const size_t at = offsetof(ht_event, alloc) + (8 & (size_t)is_alloc);
+            put64(e, offsetof(ht_event, alloc) + 16, 0);
+            put64(e, offsetof(ht_event, alloc) + 24, 0);
+            put64(e, offsetof(ht_event, alloc) + 32, 0);
+            put64(e, offsetof(ht_event, alloc), size);
+            put64(e, at, addr);
+            put64(e, at + 8, source);
+            e->event.sequence = seq++;
+            put64(e, offsetof(ht_reader_event, stack_id), stack); /* stack_id, reserved_ = 0 */
+            e++;
+            p = q;
         }
-        uint64_t is_alloc = (uint64_t)((tag >> HT_FMT_TAG_TYPE_SHIFT) & 1) - 1; /* ~0: ALLOC */
-        w = load64(q);
-        stop = ~w & hi;
-        if (stop == 0)
-            break;
-        uint64_t size = vx_value_hi(w, stop, hi, use_pext) & is_alloc;
-        q += vx_len(stop) & (unsigned)is_alloc;
-        w = load64(q);
-        stop = ~w & hi;
-        if (stop == 0)
-            break;
-        uint64_t av = vx_value_hi(w, stop, hi, use_pext);
-        if (av & 1)
-            break;
-        q += vx_len(stop);
-        addr += (uint64_t)ht_fmt_unzigzag(av >> 1) << 4;
-        uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
-        uint16_t type = (uint16_t)(HT_EVENT_HEAP_FREE ^
-                                   ((HT_EVENT_HEAP_FREE ^ HT_EVENT_HEAP_ALLOC) & is_alloc));
-        dts_or |= dts;
-        ts += dts;
-        e->event.timestamp_ns = ts;
-        memcpy((char *)e + offsetof(ht_event, tid), &tid_heap, sizeof tid_heap); /* + heap */
-        e->event.type = type;
-        /* alloc = {size, address, source}, free = {address, source}: words at 24, 32, 40 */
-        put64(e, offsetof(ht_event, alloc), size | (addr & ~is_alloc));
-        put64(e, offsetof(ht_event, alloc) + 8, (addr & is_alloc) | (source & ~is_alloc));
-        put64(e, offsetof(ht_event, alloc) + 16, source & is_alloc);
-        put64(e, offsetof(ht_event, alloc) + 24, 0);
-        put64(e, offsetof(ht_event, alloc) + 32, 0);
-        e->event.sequence = seq++;
-        put64(e, offsetof(ht_reader_event, stack_id), stack); /* stack_id, reserved_ = 0 */
-        e++;
-        p = q;
     }
+done:
     d->p = p;
     d->n = (uint32_t)(e - out);
     d->ts = ts;
@@ -384,20 +447,36 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
     d->back |= (dts_or >> 32) != 0 || ts < ts_start;
 }
 
-/* fast_run out of line, one per varint decoder: its loop then has the registers to itself
- * (inlined into decode_events, half its registers were spilled around the loop). */
+_Static_assert(FAST_RECORD(1) + 8 <= RD_MAX_RECORD, "a fast record stays before the end");
+
+/* fast_run out of line, one per varint decoder and S: its loop then has the registers to
+ * itself (inlined into decode_events, half its registers were spilled around the loop). */
 __attribute__((noinline)) static void fast_run_generic(rd_dec *d, const rd_chunk *c,
                                                        const uint8_t *fast_end,
                                                        ht_reader_event *out, uint64_t n_stacks)
 {
-    fast_run(d, c, fast_end, out, n_stacks, false);
+    fast_run(d, c, fast_end, out, n_stacks, false, false);
+}
+
+__attribute__((noinline)) static void fast_run_generic_s(rd_dec *d, const rd_chunk *c,
+                                                         const uint8_t *fast_end,
+                                                         ht_reader_event *out, uint64_t n_stacks)
+{
+    fast_run(d, c, fast_end, out, n_stacks, false, true);
 }
 
 __attribute__((noinline, target("bmi,bmi2"))) static void
 fast_run_pext(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
               uint64_t n_stacks)
 {
-    fast_run(d, c, fast_end, out, n_stacks, true);
+    fast_run(d, c, fast_end, out, n_stacks, true, false);
+}
+
+__attribute__((noinline, target("bmi,bmi2"))) static void
+fast_run_pext_s(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
+                uint64_t n_stacks)
+{
+    fast_run(d, c, fast_end, out, n_stacks, true, true);
 }
 
 static inline __attribute__((always_inline)) bool decode_events(ht_reader *r, const rd_chunk *c,
@@ -430,8 +509,13 @@ static inline __attribute__((always_inline)) bool decode_events(ht_reader *r, co
          * timestamp is checked against first_ts, and the n_records limit are behind). */
         while (d.p < fast_end && d.n - 1u < n_last) {
             if (!d.pending) {
-                if (use_pext)
+                bool with_s = (*d.p & HT_FMT_TAG_S) != 0; /* the loop for this record's S */
+                if (use_pext && with_s)
+                    fast_run_pext_s(&d, c, fast_end, out, n_stacks_before);
+                else if (use_pext)
                     fast_run_pext(&d, c, fast_end, out, n_stacks_before);
+                else if (with_s)
+                    fast_run_generic_s(&d, c, fast_end, out, n_stacks_before);
                 else
                     fast_run_generic(&d, c, fast_end, out, n_stacks_before);
                 if (d.p >= fast_end || d.n - 1u >= n_last)

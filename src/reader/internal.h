@@ -30,5 +30,8 @@ extern _Atomic int ht__rd_pext;
 /* -- merge.c -- */
 /* Loads the first chunk of every thread and builds the merge heap. */
 void ht__rd_merge_start(ht_reader *r);
+/* Whether the merge may take the window merge (1, the default) or only the head-by-head
+ * merges (0). Tests turn it off to compare the two. */
+extern _Atomic int ht__rd_window;
 
 #endif

@@ -1,17 +1,18 @@
 /* merge.c — the k-way merge: one cursor per thread holding its current chunk decoded. Each
  * fill of r->batch (pointers into the decoded chunks, handed out by ht_reader_next and
  * ht_reader_next_batch) takes, from 3 threads on, the window merge (window_fill: every event
- * before a bound that no chunk end precedes, merged by a tree of two-way merges) where it
- * applies, else the head-by-head merges: up to HEAD_LINEAR threads a branch-free scan of the
- * head timestamps (batch_fill), beyond, a binary min-heap of cursors keyed by (timestamp,
- * sequence, tid) of their head event (heap_fill). All give the same order. And the walk that
- * finds a thread's next chunk by stepping over chunk headers. Memory: one chunk per thread
- * plus a window (at most max(8192, 16 per thread) events of keys and pointers). Never looks
- * at bytes at or past the damage point found by the scan. */
+ * before a bound that no chunk end precedes, sorted by a radix sort of their timestamps)
+ * where it applies, else the head-by-head merges: up to HEAD_LINEAR threads a branch-free scan
+ * of the head timestamps (batch_fill), beyond, a binary min-heap of cursors keyed by
+ * (timestamp, sequence, tid) of their head event (heap_fill). All give the same order. And
+ * the walk that finds a thread's next chunk by stepping over chunk headers. Memory: one chunk
+ * per thread plus a window (at most max(8192, 16 per thread) events of keys and pointers).
+ * Never looks at bytes at or past the damage point found by the scan. */
 #include "reader/internal.h"
 
 #include "trace/format.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,9 +32,13 @@ static inline bool head_less(const rd_head *a, const rd_head *b)
 
 /* The window merge: per thread at most WINDOW_MAX events of a window, and about WINDOW_EVENTS
  * in all (at least WINDOW_MIN per thread), so that its runs stay in the caches. */
-#define WINDOW_MAX    256
-#define WINDOW_MIN    16
-#define WINDOW_EVENTS 8192
+#define WINDOW_MAX     256
+#define WINDOW_MIN     16
+#define WINDOW_EVENTS  8192
+#define RADIX_BITS     11 /* the window's radix sort: bits a digit */
+#define RADIX_PASSES   3  /* and digits at most */
+#define WINDOW_BACKOFF 16 /* fills without the window merge after a tie group stopped it */
+#define TIE_THREADS    16 /* threads sharing a timestamp beyond which the window merge steps aside */
 
 /* One step of the minimum scan over timestamps: m2 = the smallest timestamp except the best
  * so far, then best/i take (t, k) when t is smaller. Conditional moves, never a branch: which
@@ -174,10 +179,13 @@ void ht__rd_merge_start(ht_reader *r)
         r->n_threads * WINDOW_MIN > WINDOW_EVENTS ? r->n_threads * WINDOW_MIN : WINDOW_EVENTS;
     r->batch = malloc(r->batch_cap * sizeof *r->batch);
     r->keys = malloc(2 * r->batch_cap * sizeof *r->keys);
+    r->radix = malloc(((size_t)RADIX_PASSES << RADIX_BITS) * sizeof *r->radix);
     r->runs = malloc(2 * (r->n_threads + 1) * sizeof *r->runs);
+    r->wnext = malloc((r->n_threads + 1) * sizeof *r->wnext);
     r->b_pos = 0;
     r->b_n = 0;
-    if (r->heap == NULL || r->batch == NULL || r->keys == NULL || r->runs == NULL) {
+    if (r->heap == NULL || r->batch == NULL || r->keys == NULL || r->runs == NULL ||
+        r->wnext == NULL || r->radix == NULL) {
         ht__rd_fail(r, HT_READER_NOMEM, 0, "out of memory for the merge heap");
         r->failed = true;
         return;
@@ -338,85 +346,95 @@ static size_t heap_fill(ht_reader *r, const ht_reader_event **out, size_t max)
     return m;
 }
 
-/* Entry i of a merge input: a key (the runs) or an event of a decoded chunk (the leaves:
- * ht_reader_event starts with its timestamp, like rd_key). */
-#define IN_TS(p, i)                                                                                \
-    (in_ev ? ((const ht_reader_event *)(p))[i].event.timestamp_ns : ((const rd_key *)(p))[i].ts)
-#define IN_EV(p, i) (in_ev ? &((const ht_reader_event *)(p))[i] : ((const rd_key *)(p))[i].e)
-
-/* Emits entry i of input p: as a key (into a run) or as the event pointer (to_ptr). */
-#define MERGE_EMIT(p, i)                                                                           \
-    do {                                                                                           \
-        if (to_ptr) {                                                                              \
-            out_p[m] = IN_EV(p, i);                                                                \
-        } else {                                                                                   \
-            out_k[m].ts = IN_TS(p, i);                                                             \
-            out_k[m].e = IN_EV(p, i);                                                              \
-        }                                                                                          \
-        m++;                                                                                       \
-    } while (0)
-
-/* The two-way merge of inputs a[0 .. la) and b[0 .. lb) (events when in_ev, else keys) into
- * out_k (keys) or out_p (pointers, to_ptr): branch-free, one load and one compare per entry;
- * equal timestamps (rare) are decided by the full key. Returns la + lb. */
-static inline __attribute__((always_inline)) size_t merge2(const void *a, size_t la, const void *b,
-                                                           size_t lb, rd_key *out_k,
-                                                           const ht_reader_event **out_p,
-                                                           const bool in_ev, const bool to_ptr)
+/* The window merge's keys: k << KEY_K_SHIFT | (timestamp - base), k the run's (its head's)
+ * index in heap[], base the smallest head timestamp. The window is sorted by the timestamp
+ * bits with a stable LSD radix sort (RADIX_BITS a digit, at most RADIX_PASSES digits: a window
+ * spans less than 2^33 ns), so events of one timestamp keep the keys' order: by k (the runs
+ * are laid out in k order), and each run's in its stream order; tie_group_fix then puts them
+ * in the merge's order. */
+#define KEY_K_SHIFT 40
+_Static_assert(RADIX_BITS *RADIX_PASSES <= KEY_K_SHIFT, "a key's timestamp bits below k");
+/* Puts the events of one timestamp, g[0 .. n) (n >= 2), in the order of the head-by-head
+ * merge: they come grouped by thread (the keys' k), each thread's in its stream order, and
+ * the merge takes the threads' heads by (sequence, tid). tmp has room for n pointers, start
+ * for max_threads + 1 indexes and pos for max_threads. False (nothing changed) when more than
+ * max_threads threads share the timestamp: the head-by-head merges take over then. */
+static bool tie_group_fix(const ht_reader_event **g, size_t n, const ht_reader_event **tmp,
+                          size_t *start, size_t *pos, size_t max_threads)
 {
-    /* pointers, not indexes: the entries are 80 (events) or 16 (keys) bytes apart, both
-     * starting with the timestamp */
-    const size_t stride = in_ev ? sizeof(ht_reader_event) : sizeof(rd_key);
-    const char *pa = a, *pb = b, *const end_a = pa + la * stride, *const end_b = pb + lb * stride;
-    size_t m = 0;
-    if (la > 0 && lb > 0) {
-        for (;;) {
-            uint64_t ta, tb;
-            memcpy(&ta, pa, 8);
-            memcpy(&tb, pb, 8);
-            uintptr_t take_b = tb < ta;
-            if (__builtin_expect(ta == tb, 0))
-                take_b = event_less(&IN_EV(pb, 0)->event, &IN_EV(pa, 0)->event);
-            uintptr_t mb = 0 - take_b;
-            const char *x = (const char *)((uintptr_t)pa ^ (((uintptr_t)pa ^ (uintptr_t)pb) & mb));
-            if (to_ptr) {
-                out_p[m] = IN_EV(x, 0);
-            } else {
-                out_k[m].ts = ta ^ ((ta ^ tb) & mb);
-                out_k[m].e = IN_EV(x, 0);
-            }
-            m++;
-            pa += stride & ~mb;
-            pb += stride & mb;
-            if ((pa == end_a) | (pb == end_b))
-                break;
-        }
+    size_t n_sub = 0;
+    start[n_sub++] = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (g[i]->event.tid == g[i - 1]->event.tid)
+            continue;
+        if (n_sub == max_threads)
+            return false;
+        start[n_sub++] = i;
     }
-    size_t i = (size_t)(pa - (const char *)a) / stride, j = (size_t)(pb - (const char *)b) / stride;
-    for (; i < la; i++)
-        MERGE_EMIT(a, i);
-    for (; j < lb; j++)
-        MERGE_EMIT(b, j);
-    return m;
+    if (n_sub == 1)
+        return true; /* one thread's events: already in stream order */
+    if (n == 2) {
+        if (event_less(&g[1]->event, &g[0]->event)) {
+            const ht_reader_event *t = g[0];
+            g[0] = g[1];
+            g[1] = t;
+        }
+        return true;
+    }
+    start[n_sub] = n;
+    for (size_t j = 0; j < n_sub; j++)
+        pos[j] = start[j];
+    for (size_t m = 0; m < n; m++) {
+        size_t best = SIZE_MAX;
+        for (size_t j = 0; j < n_sub; j++) {
+            if (pos[j] < start[j + 1] &&
+                (best == SIZE_MAX || event_less(&g[pos[j]]->event, &g[pos[best]]->event)))
+                best = j;
+        }
+        tmp[m] = g[pos[best]++];
+    }
+    memcpy(g, tmp, n * sizeof *g);
+    return true;
+}
+
+/* A run's keys: o[i] = kk | (timestamp of e[i] - base) for i < n, and their digits
+ * (d bits each, passes of them, a constant in each instance) counted in cnt[pass << d | digit]. */
+static inline __attribute__((always_inline)) void
+window_keys(const ht_reader_event *e, size_t n, uint64_t kk, uint64_t base, uint64_t *o,
+            uint32_t *cnt, unsigned d, uint64_t dmask, const unsigned passes)
+{
+    uint32_t *c1 = cnt + ((size_t)1 << d), *c2 = cnt + ((size_t)2 << d);
+#pragma GCC unroll 4
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t = e[i].event.timestamp_ns - base;
+        o[i] = kk | t;
+        if (passes >= 1)
+            cnt[t & dmask]++;
+        if (passes >= 2)
+            c1[(t >> d) & dmask]++;
+        if (passes >= 3)
+            c2[(t >> 2 * d) & dmask]++;
+    }
 }
 
 /* The window merge (3 or more threads, every current chunk sorted): T = the smallest, over
- * the cursors, timestamp of the event w ahead (or of its chunk's last event). Every event
- * earlier than T is in the current chunks (a cursor's later events are at or after its event
- * at T, so its chunk's last event, at or after T, stays unmerged and its next chunk is not
- * needed), and they are exactly the next events the head-by-head merge would hand out, in
- * the same order (a tree of two-way merges of the heads is that merge); so each cursor's
- * events before T are one sorted run, and the runs are merged by a tree of two-way merges
- * (log2(threads) steps per event instead of a scan or a sift over all heads) into r->batch.
- * Returns their number; 0 (nothing changed) when a chunk is not sorted or no event is
- * earlier than T, and the head-by-head merges take over. */
+ * the cursors, timestamp of the event w ahead (or of its chunk's last event), or nearer, so
+ * that the window spans less than 2^33 ns. Every event earlier than T is in the current
+ * chunks (a cursor's later events are at or after its event at T, so its chunk's last event,
+ * at or after T, stays unmerged and its next chunk is not needed), and they are exactly the
+ * next events the head-by-head merge would hand out, in the same order: by timestamp, and
+ * among equal timestamps as that merge takes the threads' heads (tie_group_fix). So they are
+ * sorted, as 8-byte keys, by a radix sort of their timestamps (a few instructions per event
+ * and digit, whatever the number of threads), and handed out as pointers in r->batch.
+ * Returns their number; 0 (nothing changed) when a chunk is not sorted, no event is earlier
+ * than T, or too many threads share a timestamp; the head-by-head merges take over then. */
 static size_t window_fill(ht_reader *r)
 {
     rd_head *h = r->heap;
     size_t n = r->n_heap;
     size_t w = WINDOW_EVENTS / n;
     w = w > WINDOW_MAX ? WINDOW_MAX : w < WINDOW_MIN ? WINDOW_MIN : w;
-    uint64_t t_end = UINT64_MAX;
+    uint64_t t_end = UINT64_MAX, t_base = UINT64_MAX;
     for (size_t k = 0; k < n; k++) {
         const rd_cursor *c = h[k].cursor;
         if (!c->sorted)
@@ -424,8 +442,22 @@ static size_t window_fill(ht_reader *r)
         size_t last = (c->n_ev - c->pos > w ? c->pos + w : c->n_ev) - 1;
         uint64_t t = c->ev[last].event.timestamp_ns;
         t_end = t < t_end ? t : t_end;
+        t_base = h[k].ts < t_base ? h[k].ts : t_base;
     }
-    size_t *len = r->runs, *len2 = r->runs + n + 1;
+    const uint64_t span_max = (uint64_t)1 << (RADIX_BITS * RADIX_PASSES);
+    if (t_end - t_base > span_max)
+        t_end = t_base + span_max; /* a nearer bound: a smaller window, as good */
+    if (n >= (size_t)1 << (64 - KEY_K_SHIFT))
+        return 0; /* k would not fit in a key */
+    /* the timestamp bits of the keys: (timestamp - t_base) <= t_end - t_base - 1 */
+    const uint64_t span = t_end - t_base;
+    const unsigned bits = span > 1 ? 64 - (unsigned)__builtin_clzll(span - 1) : 0;
+    const unsigned passes = (bits + RADIX_BITS - 1) / RADIX_BITS;
+    const unsigned d = passes > 0 ? (bits + passes - 1) / passes : 0;
+    const uint64_t dmask = ((uint64_t)1 << d) - 1;
+    uint32_t *cnt = r->radix;
+    memset(cnt, 0, ((size_t)passes << d) * sizeof *cnt);
+    uint64_t *src = r->keys, *dst = r->keys + r->batch_cap;
     size_t total = 0;
     for (size_t k = 0; k < n; k++) {
         const rd_cursor *c = h[k].cursor;
@@ -438,64 +470,77 @@ static size_t window_fill(ht_reader *r)
             else
                 hi = mid;
         }
-        len[k] = lo;
+        r->wnext[k] = e;
+        const uint64_t kk = (uint64_t)k << KEY_K_SHIFT;
+        if (passes <= 1)
+            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, passes);
+        else if (passes == 2)
+            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, 2);
+        else
+            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, 3);
         total += lo;
     }
     if (total == 0)
         return 0;
-    /* Leaves: pairs of cursors merged from their chunks into runs of keys. */
-    rd_key *run = r->keys, *other = r->keys + r->batch_cap, *o = run;
-    size_t j = 0;
-    for (size_t k = 0; k + 1 < n; k += 2) {
-        const rd_cursor *c0 = h[k].cursor, *c1 = h[k + 1].cursor;
-        size_t m =
-            merge2(&c0->ev[c0->pos], len[k], &c1->ev[c1->pos], len[k + 1], o, NULL, true, false);
-        o += m;
-        len2[j++] = m;
-    }
-    if (n & 1) {
-        const rd_cursor *c = h[n - 1].cursor;
-        for (size_t i = 0; i < len[n - 1]; i++) {
-            o[i].ts = c->ev[c->pos + i].event.timestamp_ns;
-            o[i].e = &c->ev[c->pos + i];
+    for (unsigned j = 0; j < passes; j++) {
+        uint32_t *c = cnt + ((size_t)j << d), sum = 0;
+        for (size_t b = 0; b <= dmask; b++) {
+            uint32_t x = c[b];
+            c[b] = sum;
+            sum += x;
         }
-        len2[j++] = len[n - 1];
+        const unsigned s = j * d;
+        if (s == 0) {
+#pragma GCC unroll 4
+            for (size_t i = 0; i < total; i++) {
+                uint64_t x = src[i];
+                dst[c[x & dmask]++] = x;
+            }
+        } else {
+#pragma GCC unroll 4
+            for (size_t i = 0; i < total; i++) {
+                uint64_t x = src[i];
+                dst[c[(x >> s) & dmask]++] = x;
+            }
+        }
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    /* the pointers, and where a timestamp equals the one before (tie[]: positions) */
+    const uint64_t tmask = ((uint64_t)1 << KEY_K_SHIFT) - 1;
+    const ht_reader_event **out = r->batch, **next = r->wnext;
+    uint32_t *tie = (uint32_t *)dst;
+    uint64_t prev = UINT64_MAX; /* the first key's timestamp bits are 0 */
+    size_t n_tie = 0;
+#pragma GCC unroll 4
+    for (size_t i = 0; i < total; i++) {
+        uint64_t x = src[i];
+        out[i] = next[x >> KEY_K_SHIFT]++;
+        tie[n_tie] = (uint32_t)i; /* kept only when it is a tie */
+        n_tie += ((x ^ prev) & tmask) == 0;
+        prev = x;
+    }
+    const ht_reader_event **tmp = (const ht_reader_event **)src;
+    for (size_t j = 0; j < n_tie;) {
+        size_t s = tie[j] - 1, e = tie[j] + 1;
+        for (j++; j < n_tie && tie[j] == e; j++)
+            e++;
+        if (!tie_group_fix(out + s, e - s, tmp, r->runs, r->runs + n + 1, TIE_THREADS)) {
+            r->window_skip = WINDOW_BACKOFF; /* such ties tend to last: spare the work */
+            return 0;
+        }
     }
     for (size_t k = 0; k < n; k++) {
         rd_cursor *c = h[k].cursor;
-        c->pos += (uint32_t)len[k];
+        c->pos += (uint32_t)(r->wnext[k] - &c->ev[c->pos]);
         head_set(&h[k], c);
     }
-    size_t *tl = len;
-    len = len2;
-    len2 = tl;
-    size_t n_runs = j;
-    while (n_runs > 2) {
-        const rd_key *a = run;
-        o = other;
-        j = 0;
-        for (size_t k = 0; k + 1 < n_runs; k += 2) {
-            size_t m = merge2(a, len[k], a + len[k], len[k + 1], o, NULL, false, false);
-            a += m;
-            o += m;
-            len2[j++] = m;
-        }
-        if (n_runs & 1) {
-            memcpy(o, a, len[n_runs - 1] * sizeof *o);
-            len2[j++] = len[n_runs - 1];
-        }
-        rd_key *t = run;
-        run = other;
-        other = t;
-        tl = len;
-        len = len2;
-        len2 = tl;
-        n_runs = j;
-    }
-    merge2(run, len[0], run + len[0], n_runs == 2 ? len[1] : 0, NULL, r->batch, false, true);
     r->heap_dirty = true;
     return total;
 }
+
+_Atomic int ht__rd_window = 1;
 
 /* Loads the next chunk of every cursor that is used up; drops the threads that have ended.
  * False on damage (r->failed). */
@@ -531,7 +576,11 @@ static size_t merge_fill(ht_reader *r)
         ht__rd_merge_start(r);
     if (r->failed || !cursors_reload(r) || r->n_heap == 0)
         return 0;
-    size_t m = r->n_heap >= 3 ? window_fill(r) : 0; /* 2: batch_fill's register merge is faster */
+    size_t m = 0; /* 2 threads: batch_fill's register merge is faster */
+    if (r->window_skip > 0)
+        r->window_skip--;
+    else if (r->n_heap >= 3 && atomic_load_explicit(&ht__rd_window, memory_order_relaxed))
+        m = window_fill(r);
     if (m > 0)
         return m;
     if (r->n_heap <= HEAD_LINEAR)

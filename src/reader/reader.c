@@ -666,6 +666,8 @@ void ht_reader_close(ht_reader *r)
     free(r->batch);
     free(r->keys);
     free(r->runs);
+    free(r->wnext);
+    free(r->radix);
     free(r->scratch);
     free(r->cmdline);
     free(r);

@@ -4,7 +4,8 @@
  *   cursor       one thread's position in the merge: its current chunk, decoded
  *   merge heap   a binary min-heap of cursors keyed by their head event (ts, sequence, tid)
  *   window       the events of every cursor's chunk earlier than a bound T that no cursor's
- *                chunk end precedes: merged in one go by a tree of two-way merges
+ *                chunk end precedes: merged in one go by a radix sort of their timestamps
+ *   run          one cursor's events in a window (a sorted stretch of its chunk)
  * Memory is per thread (one chunk raw + decoded), per stack, per module: never per event. */
 #ifndef HT_READER_TYPES_H
 #define HT_READER_TYPES_H
@@ -46,13 +47,6 @@ typedef struct rd_head {
     uint32_t tid;      /* its thread (final tie-break) */
     rd_cursor *cursor; /* whose head it is */
 } rd_head;
-
-/* A window-merge entry: an event and its timestamp, side by side so that a merge step
- * compares with one load. */
-typedef struct rd_key {
-    uint64_t ts;              /* e->event.timestamp_ns */
-    const ht_reader_event *e; /* the event, in its cursor's decoded chunk */
-} rd_key;
 
 /* Tables built by the scan from metadata chunks. */
 typedef struct rd_stacks {
@@ -96,10 +90,13 @@ struct ht_reader {
     size_t n_heap;
     const ht_reader_event **batch; /* the next events, merged (merge_fill) */
     size_t b_pos, b_n;             /* batch[b_pos .. b_n) are still to be handed out */
-    size_t batch_cap;              /* entries of batch; of keys: 2 * batch_cap */
-    rd_key *keys;                  /* window merge: runs, two halves used in turn */
-    size_t *runs;                  /* window merge: run lengths, 2 * (n_threads + 1) */
+    size_t batch_cap;              /* entries of batch */
+    uint64_t *keys;                /* window merge: its keys, two halves of batch_cap */
+    uint32_t *radix;               /* window merge: radix counts, RADIX_PASSES << RADIX_BITS */
+    size_t *runs;                  /* window merge: tie groups' run bounds, 2 * (n_threads + 1) */
+    const ht_reader_event **wnext; /* window merge: each run's next event, n_threads + 1 */
     bool heap_dirty;               /* heap[] is not heap-ordered (after a window merge) */
+    unsigned window_skip;          /* fills left before the window merge is tried again */
     bool merge_started;
 
     uint8_t *scratch; /* scan payload buffer (file mode) */
