@@ -40,14 +40,14 @@
 #define KEEP_FRAME() __asm__ volatile("" ::: "memory")
 
 typedef struct options {
-    int use_ht;         /* 0: malloc/free; 1: ht_heap_alloc/ht_heap_free on the process heap */
-    uint64_t ops;       /* churn operations (two events each) */
-    unsigned nest;      /* frames of recursion above the churn loop */
-    const char *trace;  /* heaptrail trace file, or NULL (ht only) */
-    unsigned stacks;    /* stack depth per event; 0 = none */
-    const char *unwind; /* HEAPTRAIL_UNWIND for the session, or NULL */
+    int use_ht;            /* 0: malloc/free; 1: ht_heap_alloc/ht_heap_free on the process heap */
+    uint64_t ops;          /* churn operations (two events each) */
+    unsigned nest;         /* frames of recursion above the churn loop */
+    const char *trace;     /* heaptrail trace file, or NULL (ht only) */
+    unsigned stacks;       /* stack depth per event; 0 = none */
+    const char *unwind;    /* HEAPTRAIL_UNWIND for the session, or NULL */
     unsigned stack_events; /* ht_trace_config.stack_events; 0 = every event */
-    unsigned loss;      /* HT_TRACE_LOSS_* */
+    unsigned loss;         /* HT_TRACE_LOSS_* */
 } options;
 
 static uint64_t now_ns(void)

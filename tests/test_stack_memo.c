@@ -260,7 +260,7 @@ static void check_kind_with(ht_unwind_kind kind, bool on_thread, size_t max, uns
     if (!(ON_TSAN && on_thread && kind == HT_UNWIND_FP)) {
         if (max == MAXF && skip == 0 && !deep) {
             CHECK(g_t.n_whole >= 2 * DEPTH); /* the repeated pattern of each trio at least */
-            CHECK(g_t.n_part >= DEPTH); /* one-bit differences share the walk above the bit */
+            CHECK(g_t.n_part >= DEPTH);      /* one-bit differences share the walk above the bit */
         } else {
             /* cut short, remembered walks end before the bits that differ; deep, the
              * recordings are full, never whole */

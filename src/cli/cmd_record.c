@@ -538,8 +538,7 @@ int ht__cli_record(int argc, char **argv)
         case 'E': {
             unsigned bits;
             if (!ht__stack_events_parse(optarg, &bits))
-                return usage_error("--stack-events wants a list of " HT_STACK_EVENT_NAMES
-                                   ", not",
+                return usage_error("--stack-events wants a list of " HT_STACK_EVENT_NAMES ", not",
                                    optarg);
             if (stacks == 0)
                 stacks = DEFAULT_STACK_DEPTH;

@@ -258,7 +258,8 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
     unsigned own = t_own[0] > t_own[1] ? t_own[0] : t_own[1];
     size_t n = 0, first = 0;
     uint64_t gen = atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed);
-    unsigned way, known = t_known.gen == gen && gen != 0 && t_known.depth == depth ? t_known.ways : 0;
+    unsigned way,
+        known = t_known.gen == gen && gen != 0 && t_known.depth == depth ? t_known.ways : 0;
     for (;;) {
         ht__unwind_memo_known = known;
         n = u->capture(frames, depth + own, 0);

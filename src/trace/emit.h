@@ -20,8 +20,7 @@ extern __thread uint64_t ht__t_gen __attribute__((tls_model("initial-exec")));
 extern __thread int ht__t_in_stack __attribute__((tls_model("initial-exec")));
 extern __thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
 /* A stack for this event: stacks on, and its type asked for (stack_events) or it is INVALID. */
-static inline __attribute__((always_inline)) bool ht__stack_for(ht_event_type type,
-                                                                unsigned source)
+static inline __attribute__((always_inline)) bool ht__stack_for(ht_event_type type, unsigned source)
 {
     return ht__rec.stack_depth != 0 &&
            ((ht__rec.stack_events >> ((unsigned)type - 0x20u) & 1u) != 0 ||

@@ -284,11 +284,11 @@ typedef struct memo {
  * Only the pointer is in initial-exec TLS: static TLS is a small reserve for libraries loaded
  * by dlopen, and 12 KiB there made dlopen of libheaptrail.so fail ("cannot allocate memory
  * in static TLS block"). */
-static __thread unsigned t_walking TLS_IE;     /* a walk is in progress (signal re-entry) */
+static __thread unsigned t_walking TLS_IE; /* a walk is in progress (signal re-entry) */
 
 typedef struct memo_set {
     memo way[HT_UNWIND_MEMO_WAYS];
-    unsigned victim;                                                 /* the way recorded next */
+    unsigned victim;                                           /* the way recorded next */
     _Alignas(16) unsigned char caller[HT_UNWIND_CALLER_BYTES]; /* ht__unwind_caller_area */
 } memo_set;
 
@@ -477,7 +477,7 @@ typedef struct walk_out {
 /* memo_replay state by state, as it was first written: the reference the bulk version is
  * checked against in debug builds (HT_DEBUG >= 2). */
 static bool memo_replay_ref(const memo *e, uint32_t from, walk_out *o, memo *r, bool *full,
-                        uint32_t *resume)
+                            uint32_t *resume)
 {
     for (uint32_t t = from;; t++) {
         bool last = t + 1 == e->n;
