@@ -6,7 +6,9 @@
  * static-TLS reserve, and dlopen fails ("cannot allocate memory in static TLS block") when
  * the library asks for more. The unwinder's memo once kept ~12 KiB there. The session then
  * checks that stacks are captured through the per-thread memo mapped at a thread's first
- * walk, in threads that exit (and give the mapping back) while others start. */
+ * walk, in threads that exit (and give the mapping back) while others start. Then dlclose:
+ * a thread that captured stacks exits afterwards, and its thread-exit destructors (in the
+ * library) must still be there (the library is linked -z nodelete). */
 #include "harness.h"
 
 #include <heaptrail.h>
@@ -61,6 +63,24 @@ __attribute__((noinline)) static unsigned churn_level(ht_heap *heap, unsigned de
     return bad;
 }
 
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static int g_stage; /* 1: the lingering thread has churned; 2: it may exit */
+
+/* Churns in the session, then waits past dlclose before it exits. */
+static void *lingerer(void *arg)
+{
+    unsigned *bad = arg;
+    *bad = churn_level(lib.process_heap(), 4) - 4;
+    pthread_mutex_lock(&g_mu);
+    g_stage = 1;
+    pthread_cond_broadcast(&g_cv);
+    while (g_stage != 2)
+        pthread_cond_wait(&g_cv, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+    return NULL;
+}
+
 static void *worker(void *arg)
 {
     unsigned *bad = arg;
@@ -95,7 +115,13 @@ static void test_dlopen_traced_stacks(void)
     cfg.path = path;
     cfg.stack_depth = 12;
     REQUIRE(lib.trace_start(&cfg) == 0);
-    unsigned bad[N_ROUNDS][N_THREADS] = {{0}};
+    unsigned bad[N_ROUNDS][N_THREADS] = {{0}}, bad_linger = 0;
+    pthread_t linger;
+    REQUIRE(pthread_create(&linger, NULL, lingerer, &bad_linger) == 0);
+    pthread_mutex_lock(&g_mu);
+    while (g_stage != 1)
+        pthread_cond_wait(&g_cv, &g_mu);
+    pthread_mutex_unlock(&g_mu);
     for (unsigned r = 0; r < N_ROUNDS; r++) { /* threads exit and new ones start */
         pthread_t t[N_THREADS];
         for (unsigned i = 0; i < N_THREADS; i++)
@@ -129,12 +155,22 @@ static void test_dlopen_traced_stacks(void)
     if (rd != NULL)
         lib.reader_close(rd);
     unlink(path);
-    const uint64_t want = (uint64_t)N_ROUNDS * N_THREADS * N_OPS;
+    const uint64_t want = ((uint64_t)N_ROUNDS * N_THREADS + 1) * N_OPS;
     CHECK_EQ_U(n_alloc, want);
     CHECK_EQ_U(n_free, want);
     CHECK_EQ_U(n_stack, 2 * want);
     CHECK_EQ_U(n_deep, 2 * want);
-    /* the library stays loaded: its thread-exit keys point into it */
+
+    /* dlclose, then the thread that captured stacks exits: its destructors run library code */
+    CHECK(dlclose(h) == 0);
+    pthread_mutex_lock(&g_mu);
+    g_stage = 2;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+    pthread_join(linger, NULL);
+    CHECK_EQ_U(bad_linger, 0);
+    void *again = dlopen(HT_SHARED_LIB, RTLD_NOW | RTLD_NOLOAD);
+    CHECK(again != NULL); /* -z nodelete: still mapped */
 }
 
 TEST_MAIN(TEST(test_dlopen_traced_stacks))

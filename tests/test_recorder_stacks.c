@@ -278,6 +278,45 @@ static void stacks_dwarf(void)
     run_unwinder("dwarf", 0);
 }
 
+/* After sessions with the memoised walkers: libunwind's captures leave the walker's memo
+ * note alone, and a stale one once made every site share the first event's stack. */
+static void stacks_libunwind(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    printf("skip stacks_libunwind: libunwind's thread-exit destructor crashes TSan\n");
+#else
+    if (!ht__unwind_have_libunwind()) {
+        printf("skip stacks_libunwind: libunwind not built in\n");
+        return;
+    }
+    /* a frame-pointer session whose last capture is a whole memo match ... */
+    char path[256];
+    ru_path(path, sizeof path, "stacks-fp-whole");
+    setenv("HEAPTRAIL_UNWIND", "fp", 1);
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.path = path;
+    cfg.stack_depth = 16;
+    cfg.flags = HT_TRACE_NO_RUNDOWN;
+    g_heap = ht_heap_create(0, 0, 0);
+    REQUIRE(g_heap != NULL);
+    REQUIRE(ht_trace_start(&cfg) == 0);
+    void *p[3];
+    for (int i = 0; i < 3; i++)
+        p[i] = rs_site_a(32);
+    unsigned last = ht__unwind_memo_last;
+    REQUIRE(ht_trace_stop() == 0);
+    for (int i = 0; i < 3; i++)
+        ht_heap_free(g_heap, 0, p[i]);
+    ht_heap_destroy(g_heap);
+    unlink(path);
+    unsetenv("HEAPTRAIL_UNWIND");
+    CHECK((last & HT_UNWIND_MEMO_WHOLE) != 0);
+    /* ... then libunwind: every site still its own stack */
+    run_unwinder("libunwind", 0);
+#endif
+}
+
 static void stacks_alloc_only(void)
 {
     const unsigned ev = HT_TRACE_STACK(HT_EVENT_HEAP_ALLOC) | HT_TRACE_STACK(HT_EVENT_HEAP_REALLOC);
@@ -312,4 +351,5 @@ static void bad_unwinder_rejected(void)
     CHECK(ht_trace_start(&cfg) == -EINVAL);
 }
 
-TEST_MAIN(TEST(stacks_fp), TEST(stacks_dwarf), TEST(stacks_alloc_only), TEST(bad_unwinder_rejected))
+TEST_MAIN(TEST(stacks_fp), TEST(stacks_dwarf), TEST(stacks_alloc_only), TEST(stacks_libunwind),
+          TEST(bad_unwinder_rejected))

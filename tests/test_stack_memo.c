@@ -288,4 +288,61 @@ static void test_memo_dwarf(void)
         check_kind(HT_UNWIND_DWARF, true); /* libunwind on an exiting thread crashes TSan */
 }
 
-TEST_MAIN(TEST(test_memo_fp), TEST(test_memo_dwarf))
+/* A fixed outer recursion (up to 60 frames: longer than a memo way's 48 states) over an
+ * inner one whose depth changes from capture to capture, cut at depths on both sides of 48
+ * and with skips: remembered walks are reused from their middle, replays stop at the depth
+ * or where the recording is full, and resume for real where a remembered walk stopped. */
+__attribute__((noinline)) static void inner(unsigned k)
+{
+    if (k > 0)
+        inner(k - 1);
+    else
+        check_here();
+    KEEP();
+}
+
+__attribute__((noinline)) static void outer(unsigned n, unsigned k)
+{
+    if (n > 0)
+        outer(n - 1, k);
+    else
+        inner(k);
+    KEEP();
+}
+
+static void long_cuts(ht_unwind_kind kind)
+{
+    ht_stack_config c = {kind, 0, 1024, 0};
+    REQUIRE(ht__stack_init(&c) == 0);
+    g_u = ht__unwind_get(kind);
+    g_lu = ht__unwind_get(HT_UNWIND_LIBUNWIND);
+    g_dwarf = kind == HT_UNWIND_DWARF;
+    memset(&g_t, 0, sizeof g_t);
+    static const unsigned outers[] = {5, 20, 30, 40, 60};
+    static const size_t maxes[] = {3, 8, 20, 33, 47, 48, 49, 60, 90};
+    for (size_t io = 0; io < sizeof outers / sizeof outers[0]; io++)
+        for (size_t im = 0; im < sizeof maxes / sizeof maxes[0]; im++)
+            for (unsigned skip = 0; skip < 4; skip++)
+                for (unsigned k = 0; k < 28; k++) {
+                    g_max = maxes[im];
+                    g_skip = skip;
+                    outer(outers[io], (k * 5) % 14);
+                }
+    printf("%s, long cuts: %u captures, %u whole from the memo, %u partly, %u differ\n", g_u->name,
+           g_t.n_compared, g_t.n_whole, g_t.n_part, g_t.n_differ);
+    CHECK_EQ_U(g_t.n_differ, 0);
+    CHECK(g_t.n_part >= g_t.n_compared / 2);
+    g_max = MAXF;
+    g_skip = 0;
+    ht__stack_fini();
+}
+
+static void test_memo_long_cuts(void)
+{
+    long_cuts(HT_UNWIND_FP);
+    if (ht__unwind_have_libunwind() && ht__unwind_get(HT_UNWIND_DWARF) != NULL &&
+        strcmp(ht__unwind_get(HT_UNWIND_DWARF)->name, "dwarf") == 0)
+        long_cuts(HT_UNWIND_DWARF);
+}
+
+TEST_MAIN(TEST(test_memo_fp), TEST(test_memo_dwarf), TEST(test_memo_long_cuts))

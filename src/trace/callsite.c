@@ -262,6 +262,8 @@ __attribute__((noinline)) uint32_t ht__callsite_capture(unsigned depth)
         known = t_known.gen == gen && gen != 0 && t_known.depth == depth ? t_known.ways : 0;
     for (;;) {
         ht__unwind_memo_known = known;
+        ht__unwind_memo_last = HT_UNWIND_MEMO_NONE; /* a capture that does not walk (libunwind,
+                                                       no stack bounds) leaves it as is */
         n = u->capture(frames, depth + own, 0);
         ht__unwind_memo_known = 0;
         unsigned memo = ht__unwind_memo_last;

@@ -299,7 +299,7 @@ static char g_ms_none;
 #define MS_NONE ((memo_set *)(void *)&g_ms_none)
 static pthread_key_t g_ms_key;
 static pthread_once_t g_ms_once = PTHREAD_ONCE_INIT;
-static bool g_ms_key_ok;
+static atomic_bool g_ms_key_ok; /* the key exists and setspecific on it never allocates */
 
 /* At thread exit: later destructors that free memory walk without a memo. */
 static void ms_thread_exit(void *arg)
@@ -309,16 +309,31 @@ static void ms_thread_exit(void *arg)
         (void)ht__os.release(arg, MEMO_SET_BYTES);
 }
 
+/* glibc keeps the values of the first 32 keys in the thread descriptor; a later key's first
+ * pthread_setspecific in a thread callocs a block (that would be malloc inside the walk, and
+ * from a signal handler). So the key is made when the library loads (a low index), and a
+ * key at 32 or above is not used: the walks then go without a memo. */
+#define MS_KEY_INLINE 32u
+
 static void ms_key_create(void)
 {
-    g_ms_key_ok = pthread_key_create(&g_ms_key, ms_thread_exit) == 0;
+    bool ok = pthread_key_create(&g_ms_key, ms_thread_exit) == 0;
+    if (ok && (unsigned)g_ms_key >= MS_KEY_INLINE) {
+        (void)pthread_key_delete(g_ms_key);
+        ok = false;
+    }
+    atomic_store_explicit(&g_ms_key_ok, ok, memory_order_release);
 }
 
-/* At an unwinder's init (a session's start), not in the walk: pthread_once is no call for a
- * signal handler. */
+/* Not in the walk: pthread_once is no call for a signal handler. */
 static void ms_init_once(void)
 {
     pthread_once(&g_ms_once, ms_key_create);
+}
+
+__attribute__((constructor)) static void ms_init_at_load(void)
+{
+    ms_init_once();
 }
 
 /* This thread's memo ways, mapped on first use; NULL when there are none (no key, no
@@ -329,8 +344,8 @@ static memo_set *ms_get(void)
     memo_set *m = t_ms;
     if (__builtin_expect(m != NULL, 1))
         return m == MS_NONE ? NULL : m;
-    if (!g_ms_key_ok)
-        return NULL; /* no walker initialised yet (the libunwind one keeps none) */
+    if (!atomic_load_explicit(&g_ms_key_ok, memory_order_acquire))
+        return NULL; /* no usable key (see ms_key_create) */
     if ((m = ht__os.map_rw(MEMO_SET_BYTES)) == NULL) {
         t_ms = MS_NONE;
         return NULL;
