@@ -27,7 +27,7 @@
       "with STACKS: the events that get a stack, e.g. alloc,realloc (INVALID ones always do)")     \
     X(FOLLOW_FORK, BOOL, "1", "1: a child forked while tracing traces into its own file")          \
     X(LOSS, STR, "drop", "when the writer falls behind: drop (and count) or block")                \
-    X(BUFFERS, UINT, "0", "64 KiB packets per thread buffer, 2..4096; 0 = the recorder's (8)")     \
+    X(BUFFERS, UINT, "0", "64 KiB packets per thread buffer, 2..4096; 0 = the recorder's (32)")    \
     X(ROOT_PID, UINT, "0", "set by heaptrail record: the pid whose trace file is ROOT_OUTPUT")     \
     X(ROOT_OUTPUT, STR, NULL, "set by heaptrail record: the first process's trace file, as is")    \
     X(MANIFEST, STR, NULL,                                                                         \

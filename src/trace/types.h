@@ -32,7 +32,7 @@
 #define HT_REC_PACKET_SIZE_DEFAULT (64u << 10)
 #define HT_REC_PACKET_SIZE_MIN     (4u << 10)
 #define HT_REC_PACKET_SIZE_MAX     (16u << 20)
-#define HT_REC_N_PACKETS_DEFAULT   8u
+#define HT_REC_N_PACKETS_DEFAULT   32u
 #define HT_REC_N_PACKETS_MIN       2u
 #define HT_REC_N_PACKETS_MAX       4096u
 #define HT_REC_MAX_THREADS         65536u /* thread buffers per session (control blocks) */
