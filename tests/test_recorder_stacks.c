@@ -120,6 +120,20 @@ static void check_modules(ht_reader *r, const ht_reader_module **dl_mod)
 
 void run_unwinder(const char *unwind, unsigned stack_events);
 
+/* A file session's config with stacks of depth, by the unwinder named (HEAPTRAIL_UNWIND, set
+ * here; the caller unsets it), to path, a scratch file called name. */
+static ht_trace_config stack_session(char *path, size_t size, const char *name, const char *unwind,
+                                     unsigned depth)
+{
+    ru_path(path, size, name);
+    setenv("HEAPTRAIL_UNWIND", unwind, 1);
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.path = path;
+    cfg.stack_depth = depth;
+    return cfg;
+}
+
 /* stack_events: 0 (every event) or alloc+realloc. */
 void run_unwinder(const char *unwind, unsigned stack_events)
 {
@@ -127,12 +141,7 @@ void run_unwinder(const char *unwind, unsigned stack_events)
     char path[256];
     char name[64];
     snprintf(name, sizeof name, "stacks-%s-%x", unwind, stack_events);
-    ru_path(path, sizeof path, name);
-    setenv("HEAPTRAIL_UNWIND", unwind, 1);
-    ht_trace_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.path = path;
-    cfg.stack_depth = 16;
+    ht_trace_config cfg = stack_session(path, sizeof path, name, unwind, 16);
     cfg.flags = HT_TRACE_NO_RUNDOWN;
     cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
     cfg.stack_events = stack_events;
@@ -291,12 +300,7 @@ static void stacks_libunwind(void)
     }
     /* a frame-pointer session whose last capture is a whole memo match ... */
     char path[256];
-    ru_path(path, sizeof path, "stacks-fp-whole");
-    setenv("HEAPTRAIL_UNWIND", "fp", 1);
-    ht_trace_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.path = path;
-    cfg.stack_depth = 16;
+    ht_trace_config cfg = stack_session(path, sizeof path, "stacks-fp-whole", "fp", 16);
     cfg.flags = HT_TRACE_NO_RUNDOWN;
     g_heap = ht_heap_create(0, 0, 0);
     REQUIRE(g_heap != NULL);
@@ -334,12 +338,7 @@ static void bad_consumer(const ht_event *ev, void *ctx)
 static void bad_unwinder_rejected(void)
 {
     char path[256];
-    ru_path(path, sizeof path, "stacks-bad");
-    setenv("HEAPTRAIL_UNWIND", "nonsense", 1);
-    ht_trace_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.path = path;
-    cfg.stack_depth = 8;
+    ht_trace_config cfg = stack_session(path, sizeof path, "stacks-bad", "nonsense", 8);
     CHECK(ht_trace_start(&cfg) == -EINVAL);
     CHECK(access(path, F_OK) != 0); /* no file left behind */
     unsetenv("HEAPTRAIL_UNWIND");

@@ -217,6 +217,26 @@ static void *thread_run_deep(void *arg)
 static void check_kind_with(ht_unwind_kind kind, bool on_thread, size_t max, unsigned skip,
                             bool deep);
 
+/* The walker under test and the reference, a fresh tally. */
+static bool walker_setup(ht_unwind_kind kind)
+{
+    ht_stack_config c = {kind, 0, 1024, 0};
+    if (ht__stack_init(&c) != 0)
+        return false;
+    g_u = ht__unwind_get(kind);
+    g_lu = ht__unwind_get(HT_UNWIND_LIBUNWIND);
+    g_dwarf = kind == HT_UNWIND_DWARF;
+    memset(&g_t, 0, sizeof g_t);
+    return true;
+}
+
+/* The own DWARF walker is built in and libunwind is there to compare with. */
+static bool have_own_dwarf(void)
+{
+    return ht__unwind_have_libunwind() && ht__unwind_get(HT_UNWIND_DWARF) != NULL &&
+           strcmp(ht__unwind_get(HT_UNWIND_DWARF)->name, "dwarf") == 0;
+}
+
 static void check_kind(ht_unwind_kind kind, bool on_thread)
 {
     static const struct {
@@ -234,12 +254,7 @@ static void check_kind_with(ht_unwind_kind kind, bool on_thread, size_t max, uns
 {
     g_max = max;
     g_skip = skip;
-    ht_stack_config c = {kind, 0, 1024, 0};
-    REQUIRE(ht__stack_init(&c) == 0);
-    g_u = ht__unwind_get(kind);
-    g_lu = ht__unwind_get(HT_UNWIND_LIBUNWIND);
-    g_dwarf = kind == HT_UNWIND_DWARF;
-    memset(&g_t, 0, sizeof g_t);
+    REQUIRE(walker_setup(kind));
     if (on_thread) {
         pthread_t t;
         REQUIRE(pthread_create(&t, NULL, deep ? thread_run_deep : thread_run, NULL) == 0);
@@ -278,8 +293,7 @@ static void test_memo_fp(void)
 
 static void test_memo_dwarf(void)
 {
-    if (!ht__unwind_have_libunwind() || ht__unwind_get(HT_UNWIND_DWARF) == NULL ||
-        strcmp(ht__unwind_get(HT_UNWIND_DWARF)->name, "dwarf") != 0) {
+    if (!have_own_dwarf()) {
         printf("skip: no own DWARF walker or no libunwind to compare with\n");
         return;
     }
@@ -312,12 +326,7 @@ __attribute__((noinline)) static void outer(unsigned n, unsigned k)
 
 static void long_cuts(ht_unwind_kind kind)
 {
-    ht_stack_config c = {kind, 0, 1024, 0};
-    REQUIRE(ht__stack_init(&c) == 0);
-    g_u = ht__unwind_get(kind);
-    g_lu = ht__unwind_get(HT_UNWIND_LIBUNWIND);
-    g_dwarf = kind == HT_UNWIND_DWARF;
-    memset(&g_t, 0, sizeof g_t);
+    REQUIRE(walker_setup(kind));
     static const unsigned outers[] = {5, 20, 30, 40, 60};
     static const size_t maxes[] = {3, 8, 20, 33, 47, 48, 49, 60, 90};
     for (size_t io = 0; io < sizeof outers / sizeof outers[0]; io++)
@@ -340,8 +349,7 @@ static void long_cuts(ht_unwind_kind kind)
 static void test_memo_long_cuts(void)
 {
     long_cuts(HT_UNWIND_FP);
-    if (ht__unwind_have_libunwind() && ht__unwind_get(HT_UNWIND_DWARF) != NULL &&
-        strcmp(ht__unwind_get(HT_UNWIND_DWARF)->name, "dwarf") == 0)
+    if (have_own_dwarf())
         long_cuts(HT_UNWIND_DWARF);
 }
 
