@@ -87,11 +87,11 @@ __attribute__((noinline)) static void check_here(void)
 
 #define KEEP() __asm__ volatile("" ::: "memory")
 
-static void level(unsigned depth, unsigned pattern);
+static void level(unsigned depth, uint64_t pattern);
 
 /* Two copies with the same body: same frame, different return addresses into them. */
 #define LEVEL_COPY(name)                                                                           \
-    __attribute__((noinline)) static void name(unsigned depth, unsigned pattern)                   \
+    __attribute__((noinline)) static void name(unsigned depth, uint64_t pattern)                   \
     {                                                                                              \
         volatile unsigned pad[4] = {depth, pattern, 0, 0};                                         \
         level(depth - 1, pattern);                                                                 \
@@ -114,7 +114,7 @@ __attribute__((noinline)) static void check_via(void)
 
 /* The same depth either way; bit depth of pattern picks the copy (bit 0: the capture's own
  * caller). */
-__attribute__((noinline)) static void level(unsigned depth, unsigned pattern)
+__attribute__((noinline)) static void level(unsigned depth, uint64_t pattern)
 {
     if (depth == 0 && (pattern & 1u) != 0)
         check_via();
@@ -302,6 +302,57 @@ static void test_memo_dwarf(void)
         check_kind(HT_UNWIND_DWARF, true); /* libunwind on an exiting thread crashes TSan */
 }
 
+/* Walks longer than a memo way holds (48 states) whose captures differ in one frame record
+ * only: hop(d) calls a copy picked by bit d of the pattern through one call site, so the copy
+ * changes the return address in one record (the frame above it, into the copy). Swept from
+ * 20 to 80 frames out, ending in check_here directly or through check_via (both parities):
+ * for some bit the difference lies in the last record a remembered walk read, the one a
+ * replay resumes the real walk from (memo_holds checks records two at a time and an odd
+ * last one on its own). */
+static void hop(unsigned depth, uint64_t pattern);
+#define HOP_COPY(name)                                                                             \
+    __attribute__((noinline)) static void name(unsigned depth, uint64_t pattern)                   \
+    {                                                                                              \
+        volatile unsigned pad[4] = {depth, 0, 0, 0};                                               \
+        hop(depth, pattern);                                                                       \
+        KEEP();                                                                                    \
+        pad[2] = pad[0];                                                                           \
+    }
+HOP_COPY(hop_a)
+HOP_COPY(hop_b)
+static void (*volatile g_hops[2])(unsigned, uint64_t) = {hop_a, hop_b};
+
+__attribute__((noinline)) static void hop(unsigned depth, uint64_t pattern)
+{
+    if (depth == 0 && (pattern & 1u) != 0)
+        check_via();
+    else if (depth == 0)
+        check_here();
+    else
+        g_hops[(pattern >> depth) & 1u](depth - 1, pattern); /* one call site for both */
+    KEEP();
+}
+
+static void test_memo_far_difference(void)
+{
+    const ht_unwind_kind kinds[] = {HT_UNWIND_FP, HT_UNWIND_DWARF};
+    for (size_t i = 0; i < 2; i++) {
+        if (kinds[i] == HT_UNWIND_DWARF && !have_own_dwarf())
+            continue;
+        REQUIRE(walker_setup(kinds[i]));
+        const uint64_t base = 0x5a5a5a5a5a5a5a5aull & ((1ull << 41) - 1);
+        for (uint64_t bottom = 0; bottom < 2; bottom++)
+            for (unsigned bit = 10; bit <= 40; bit++)
+                for (unsigned k = 0; k < g_three; k++)
+                    hop(40, (k == 1 ? base ^ (1ull << bit) : base) | bottom);
+        printf("%s, far differences: %u captures, %u whole from the memo, %u partly, %u differ\n",
+               g_u->name, g_t.n_compared, g_t.n_whole, g_t.n_part, g_t.n_differ);
+        CHECK_EQ_U(g_t.n_differ, 0);
+        CHECK(g_t.n_part >= 62); /* the third of each trio at least */
+        ht__stack_fini();
+    }
+}
+
 /* A fixed outer recursion (up to 60 frames: longer than a memo way's 48 states) over an
  * inner one whose depth changes from capture to capture, cut at depths on both sides of 48
  * and with skips: remembered walks are reused from their middle, replays stop at the depth
@@ -353,4 +404,5 @@ static void test_memo_long_cuts(void)
         long_cuts(HT_UNWIND_DWARF);
 }
 
-TEST_MAIN(TEST(test_memo_fp), TEST(test_memo_dwarf), TEST(test_memo_long_cuts))
+TEST_MAIN(TEST(test_memo_fp), TEST(test_memo_dwarf), TEST(test_memo_long_cuts),
+          TEST(test_memo_far_difference))

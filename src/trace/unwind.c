@@ -258,8 +258,7 @@ typedef struct mread {
 } mread;
 
 typedef struct mpair {
-    const uintptr_t *addr; /* a saved rbp slot right below its return address slot */
-    uintptr_t rbp, ra;     /* what they held (addr[0], addr[1]) */
+    uintptr_t rbp, ra; /* what a {saved rbp, return address} record held (rp_addr[i][0], [1]) */
 } mpair;
 
 typedef struct memo {
@@ -277,7 +276,10 @@ typedef struct memo {
     uint16_t rd_at[MEMO_STATES]; /* the step out of state t read rd[rd_at[t], rd_at[t + 1]) */
     uint16_t rp_at[MEMO_STATES]; /* ... and rp[rp_at[t], rp_at[t + 1]) */
     mread rd[2 * MEMO_STATES];   /* the slots read one by one */
-    mpair rp[MEMO_STATES];       /* {saved rbp, return address} records read (frame pointers) */
+    /* {saved rbp, return address} records read (frame pointers): where, and what they held;
+     * apart, so that memo_holds xors a record with an aligned 16-byte operand */
+    const uintptr_t *rp_addr[MEMO_STATES];
+    _Alignas(16) mpair rp[MEMO_STATES];
 } memo;
 
 /* A thread's memo ways (~12 KiB), mapped at its first memoised walk and unmapped at its exit.
@@ -413,7 +415,8 @@ static inline void rec_reads(memo *r, const uintptr_t *ra_slot, const uintptr_t 
                              uintptr_t ra, uintptr_t rbp)
 {
     if (rbp_slot == ra_slot - 1) {
-        r->rp[r->n_rp++] = (mpair){rbp_slot, rbp, ra};
+        r->rp_addr[r->n_rp] = rbp_slot;
+        r->rp[r->n_rp++] = (mpair){rbp, ra};
         return;
     }
     r->rd[r->n_rd++] = (mread){ra_slot, ra};
@@ -431,19 +434,28 @@ static inline void rec_reads(memo *r, const uintptr_t *ra_slot, const uintptr_t 
  * come from the memo, not from the loads), so they overlap; a difference ends it. */
 NO_ASAN static inline bool memo_holds(const memo *e, uint32_t from)
 {
-    const mpair *q = &e->rp[e->rp_at[from]], *qend = &e->rp[e->rp_at[e->n - 1]];
+    const uintptr_t *const *a = &e->rp_addr[e->rp_at[from]], *const *aend =
+                                                                 &e->rp_addr[e->rp_at[e->n - 1]];
+    const mpair *v = &e->rp[e->rp_at[from]];
 #if defined(__SSE2__)
-    /* a frame record is 16 bytes: one unaligned load, one xor against {rbp, ra} */
-    __m128i acc = _mm_setzero_si128();
-    for (; q < qend; q++)
-        acc = _mm_or_si128(acc,
-                           _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)q->addr),
-                                         _mm_loadu_si128((const __m128i *)(const void *)&q->rbp)));
-    if (_mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) != 0xFFFF)
+    /* a frame record is 16 bytes: one unaligned load, one xor against {rbp, ra} (aligned),
+     * two records per round into two accumulators */
+    __m128i acc0 = _mm_setzero_si128(), acc1 = _mm_setzero_si128();
+    for (const uintptr_t *const *alast = aend - 1; a < alast; a += 2, v += 2) {
+        acc0 |= _mm_loadu_si128((const __m128i *)(const void *)a[0]) ^
+                *(const __m128i *)(const void *)&v[0];
+        acc1 |= _mm_loadu_si128((const __m128i *)(const void *)a[1]) ^
+                *(const __m128i *)(const void *)&v[1];
+    }
+    if (a < aend)
+        acc0 |= _mm_loadu_si128((const __m128i *)(const void *)a[0]) ^
+                *(const __m128i *)(const void *)v;
+    acc0 |= acc1;
+    if (_mm_movemask_epi8(_mm_cmpeq_epi8(acc0, _mm_setzero_si128())) != 0xFFFF)
         return false;
 #else
-    for (; q < qend; q++)
-        if (((q->addr[0] ^ q->rbp) | (q->addr[1] ^ q->ra)) != 0)
+    for (; a < aend; a++, v++)
+        if ((((*a)[0] ^ v->rbp) | ((*a)[1] ^ v->ra)) != 0)
             return false;
 #endif
     const mread *r = &e->rd[e->rd_at[from]], *end = &e->rd[e->rd_at[e->n - 1]];
@@ -505,8 +517,10 @@ static bool memo_replay_ref(const memo *e, uint32_t from, walk_out *o, memo *r, 
         if (!*full && !last) {
             for (uint32_t i = e->rd_at[t]; i < e->rd_at[t + 1]; i++)
                 r->rd[r->n_rd++] = e->rd[i];
-            for (uint32_t i = e->rp_at[t]; i < e->rp_at[t + 1]; i++)
+            for (uint32_t i = e->rp_at[t]; i < e->rp_at[t + 1]; i++) {
+                r->rp_addr[r->n_rp] = e->rp_addr[i];
                 r->rp[r->n_rp++] = e->rp[i];
+            }
         }
         if (last && e->end == END_NOEMIT) {
             r->end = END_NOEMIT;
@@ -551,6 +565,7 @@ static inline void rec_copy(memo *r, const memo *e, uint32_t a, uint32_t b, bool
     }
     uint32_t n_rd = e->rd_at[a + k] - rd0, n_rp = e->rp_at[a + k] - rp0;
     memcpy(&r->rd[r->n_rd], &e->rd[rd0], n_rd * sizeof r->rd[0]);
+    memcpy(&r->rp_addr[r->n_rp], &e->rp_addr[rp0], n_rp * sizeof r->rp_addr[0]);
     memcpy(&r->rp[r->n_rp], &e->rp[rp0], n_rp * sizeof r->rp[0]);
     r->n = n + k;
     r->n_rd += n_rd;
@@ -633,7 +648,7 @@ static bool memo_replay(const memo *e, uint32_t from, walk_out *o, memo *r, bool
     for (uint32_t i = 0; same && i < r->n_rd; i++)
         same = r->rd[i].addr == r2->rd[i].addr && r->rd[i].val == r2->rd[i].val;
     for (uint32_t i = 0; same && i < r->n_rp; i++)
-        same = r->rp[i].addr == r2->rp[i].addr && r->rp[i].rbp == r2->rp[i].rbp &&
+        same = r->rp_addr[i] == r2->rp_addr[i] && r->rp[i].rbp == r2->rp[i].rbp &&
                r->rp[i].ra == r2->rp[i].ra;
     if (!same) {
         ht__log("heaptrail: unwind.c: memo_replay_bulk differs from the reference (from %u of %u, "
