@@ -129,17 +129,58 @@ void ht__buf_wake_writer(void)
 
 /* -- packets ----------------------------------------------------------------------------- */
 
+/* The owner's used bitmap: bit p set while packet p is taken (current or in flight). */
+static inline void used_set(ht_tbuf *b, unsigned p, bool on)
+{
+    uint64_t *w = &ht__tbuf_used(b)[p / 64u], bit = (uint64_t)1 << (p % 64u);
+    *w = on ? *w | bit : *w & ~bit;
+}
+
+/* Unmarks the packets of the positions the writer gave back since the last call. Each is
+ * still bound to its packet: position i + n_packets is taken only after this ran for i. */
+static void used_absorb(ht_tbuf *b, uint64_t tail)
+{
+    const _Atomic uint16_t *phys = ht__tbuf_phys(b);
+    for (uint64_t i = b->absorbed; i < tail; i++)
+        used_set(b, atomic_load_explicit(&phys[i % ht__rec.n_packets], memory_order_relaxed),
+                 false);
+    b->absorbed = tail;
+}
+
+/* Binds position head to the lowest-numbered free packet (there is one: head - tail <
+ * n_packets, and those positions hold distinct packets) and returns it. */
+static ht_packet *packet_take(ht_tbuf *b, uint64_t head, uint64_t tail)
+{
+    used_absorb(b, tail);
+    const uint64_t *used = ht__tbuf_used(b);
+    unsigned w = 0;
+    while (~used[w] == 0)
+        w++;
+    unsigned p = w * 64u + (unsigned)__builtin_ctzll(~used[w]);
+    used_set(b, p, true);
+    atomic_store_explicit(&ht__tbuf_phys(b)[head % ht__rec.n_packets], (uint16_t)p,
+                          memory_order_relaxed);
+    if (p >= b->n_touched)
+        b->n_touched = p + 1;
+    return ht__packet_num(b, p);
+}
+
 void ht__buf_seal(ht_tbuf *b)
 {
     if (b->pos == NULL)
         return;
     uint64_t head = atomic_load_explicit(&b->head, memory_order_relaxed);
-    ht_packet *pk = ht__packet_at(b, head);
+    ht_packet *pk = b->cur;
     uint32_t n = (uint32_t)(b->pos - (ht_raw_event *)(pk + 1));
     b->pos = NULL;
     b->end = NULL;
-    if (n == 0)
-        return; /* nothing written: the packet stays this thread's next one */
+    if (n == 0) { /* nothing written: the packet is free again (position head stays next) */
+        used_set(
+            b,
+            atomic_load_explicit(&ht__tbuf_phys(b)[head % ht__rec.n_packets], memory_order_relaxed),
+            false);
+        return;
+    }
     pk->n_slots = n;
     atomic_store_explicit(&b->head, head + 1, memory_order_release);
 }
@@ -162,7 +203,7 @@ static ht_raw_event *buf_reserve_slow(ht_tbuf *b, uint64_t gen, bool must)
         uint64_t head = atomic_load_explicit(&b->head, memory_order_relaxed);
         uint64_t tail = atomic_load_explicit(&b->tail, memory_order_acquire);
         if (head - tail < ht__rec.n_packets) {
-            ht_packet *pk = ht__packet_at(b, head);
+            ht_packet *pk = packet_take(b, head, tail);
             pk->n_slots = 0;
             pk->n_lost = atomic_load_explicit(&b->n_lost, memory_order_relaxed);
             b->cur = pk; /* n_committed is 0: fresh pages, or zeroed when the writer gave it back */
@@ -187,6 +228,28 @@ static ht_raw_event *buf_reserve_slow(ht_tbuf *b, uint64_t gen, bool must)
 
 /* -- registration and thread exit -------------------------------------------------------- */
 
+/* Gives the pages of every packet this thread has touched and holds no more back to the OS
+ * (the writer does the same for those still in flight once it has written them, seeing
+ * `exited`). Only the owner takes packets, so none of these can be taken meanwhile; one
+ * taken again by a later destructor's event faults in afresh. */
+static void buf_release_free(ht_tbuf *b)
+{
+    used_absorb(b, atomic_load(&b->tail));
+    const uint64_t *used = ht__tbuf_used(b);
+    unsigned p = 0, n = b->n_touched;
+    while (p < n) {
+        if ((used[p / 64u] >> (p % 64u) & 1u) != 0) {
+            p++;
+            continue;
+        }
+        unsigned q = p + 1;
+        while (q < n && (used[q / 64u] >> (q % 64u) & 1u) == 0)
+            q++;
+        (void)ht__os.decommit(ht__packet_num(b, p), (size_t)(q - p) * ht__rec.packet_size);
+        p = q;
+    }
+}
+
 static void buf_thread_exit(void *arg)
 {
     ht_tbuf *b = arg;
@@ -196,7 +259,20 @@ static void buf_thread_exit(void *arg)
     atomic_store(&b->busy, 1);
     if (atomic_load(&ht__rec.live_gen) == gen) {
         ht__buf_seal(b);
-        atomic_store_explicit(&b->exited, 1, memory_order_release);
+        /* Every packet is given back to the OS by one side: the writer releases those it
+         * writes from its `exited` check on; if it checked before this store, it is between
+         * its check and its tail store (draining) or past them, and the second look at tail
+         * sees what it gave back (drain_buf; seq_cst atomics). A writer stuck there longer
+         * than ~50 ms leaves that batch's packets mapped until the session stops. */
+        atomic_store(&b->exited, 1);
+        buf_release_free(b);
+        for (int i = 0; i < 5000 && atomic_load(&b->draining) != 0; i++) {
+            if (i < 100)
+                sched_yield();
+            else
+                usleep(10);
+        }
+        buf_release_free(b);
         ht__buf_wake_writer();
     }
     atomic_store_explicit(&b->busy, 0, memory_order_release);
@@ -221,12 +297,14 @@ static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
     if (idx - ht__rec.first_buf >= HT_REC_MAX_THREADS)
         return NULL;
     ht_tbuf *b = &ht__rec.bufs[idx % HT_REC_MAX_THREADS];
-    uint8_t *mem = ht__os.map_rw((size_t)ht__rec.n_packets * ht__rec.packet_size);
+    uint8_t *mem = ht__os.map_rw(ht__tbuf_map_size()); /* zero: no packet used, all phys 0 */
     b->pos = NULL;
     b->end = NULL;
     b->cur = NULL;
     b->heap = HT_TBUF_NO_HEAP;
     b->next_seq = ev->sequence;
+    b->absorbed = 0;
+    b->n_touched = 0;
     atomic_store_explicit(&b->head, 0, memory_order_relaxed);
     atomic_store_explicit(&b->n_lost, 0, memory_order_relaxed);
     atomic_store_explicit(&b->busy, 0, memory_order_relaxed);

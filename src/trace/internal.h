@@ -4,6 +4,7 @@
 #ifndef HT_TRACE_INTERNAL_H
 #define HT_TRACE_INTERNAL_H
 
+#include "common/os.h"
 #include "trace/emit.h"
 #include "trace/types.h"
 
@@ -11,10 +12,39 @@
 
 extern ht_recorder ht__rec;
 
-/* Packet index (any, taken modulo n_packets) of thread buffer b. */
+/* Thread buffer b's memory (ht_tbuf.packets): n_packets packets, then phys (a packet number
+ * per ring position: written by the owner when it takes the position, read by the writer for
+ * sealed positions and by the crash path), then the owner's used bitmap (a bit per packet). */
+static inline _Atomic uint16_t *ht__tbuf_phys(const ht_tbuf *b)
+{
+    return (_Atomic uint16_t *)(void *)(b->packets +
+                                        (size_t)ht__rec.n_packets * ht__rec.packet_size);
+}
+
+static inline uint64_t *ht__tbuf_used(const ht_tbuf *b)
+{
+    return (uint64_t *)(void *)(ht__tbuf_phys(b) + ((ht__rec.n_packets + 3u) & ~3u));
+}
+
+static inline size_t ht__tbuf_map_size(void)
+{
+    size_t tables = ((ht__rec.n_packets + 3u) & ~3u) * sizeof(uint16_t) +
+                    (ht__rec.n_packets + 63u) / 64u * sizeof(uint64_t);
+    return (size_t)ht__rec.n_packets * ht__rec.packet_size +
+           (tables + HT_PAGE_SIZE - 1) / HT_PAGE_SIZE * HT_PAGE_SIZE;
+}
+
+/* Packet number p of thread buffer b. */
+static inline ht_packet *ht__packet_num(const ht_tbuf *b, unsigned p)
+{
+    return (ht_packet *)(void *)(b->packets + (size_t)p * ht__rec.packet_size);
+}
+
+/* The packet ring position `index` (any, taken modulo n_packets) of b holds now. */
 static inline ht_packet *ht__packet_at(const ht_tbuf *b, uint64_t index)
 {
-    return (ht_packet *)(b->packets + (size_t)(index % ht__rec.n_packets) * ht__rec.packet_size);
+    return ht__packet_num(b, atomic_load_explicit(&ht__tbuf_phys(b)[index % ht__rec.n_packets],
+                                                  memory_order_relaxed));
 }
 
 /* The session's buffers are bufs[i % HT_REC_MAX_THREADS] for i in [first_buf, this). */

@@ -335,7 +335,7 @@ int ht__rec_stop(void)
             ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];
             if (atomic_load_explicit(&b->gen, memory_order_acquire) == ht__rec.gen &&
                 b->packets != NULL) {
-                ht__os.release(b->packets, (size_t)ht__rec.n_packets * ht__rec.packet_size);
+                ht__os.release(b->packets, ht__tbuf_map_size());
                 b->packets = NULL;
             }
         }
@@ -366,7 +366,7 @@ int ht__rec_stop(void)
         ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];
         if (atomic_load_explicit(&b->gen, memory_order_acquire) == ht__rec.gen &&
             b->packets != NULL) {
-            ht__os.release(b->packets, (size_t)ht__rec.n_packets * ht__rec.packet_size);
+            ht__os.release(b->packets, ht__tbuf_map_size());
             b->packets = NULL;
         }
     }

@@ -11,8 +11,11 @@
  *               owner fills one packet at a time and *seals* it (release store of head); the
  *               writer takes only sealed packets, whole, and gives them back (release store
  *               of tail). One packet becomes one chunk in the file (more if it does not fit)
- *   thread buffer  a thread's ring of n_packets packets plus its control block (ht_tbuf):
- *               single producer (the owner), single consumer (the writer)
+ *   thread buffer  a thread's ring of n_packets packet positions plus its control block
+ *               (ht_tbuf): single producer (the owner), single consumer (the writer). A
+ *               position is bound to one of the n_packets packets of the buffer's memory when
+ *               the owner takes it: the lowest-numbered packet not in flight, so a thread
+ *               touches as many packets as it ever had waiting at once, not the whole ring
  *   lost        an event dropped because no packet was free (or a write failed); counted
  *               per thread, carried into the chunks' lost_so_far and the end summary
  *   stream      the writer's encoder state for one thread id (chunk numbers, sequence)
@@ -53,9 +56,12 @@ typedef struct ht_packet {
 _Static_assert(sizeof(ht_packet) == 64, "ht_packet is one cache line");
 
 /* One thread's buffer. Owner-written fields and writer-written fields sit on separate cache
- * lines. Invariants: tail <= head <= tail + n_packets; the owner writes only into packet
- * head % n_packets, and only while it holds one (pos != NULL); the writer reads only
- * packets [tail, head). */
+ * lines. Invariants: tail <= head <= tail + n_packets; position i (any, modulo n_packets)
+ * holds packet phys[i % n_packets] (the table after the packets, ht__tbuf_phys); the
+ * positions [tail, head) and the owner's current one (head, while pos != NULL) hold distinct
+ * packets, each marked in the owner's used bitmap (ht__tbuf_used) until the owner sees it
+ * given back; the owner writes only into its current packet; the writer reads only the
+ * packets of [tail, head). */
 #define HT_TBUF_NO_HEAP UINT64_MAX /* ht_tbuf.heap of a packet that has named no heap */
 
 typedef struct ht_tbuf {
@@ -69,19 +75,22 @@ typedef struct ht_tbuf {
     uint32_t tid;            /* kernel thread id of the owner */
     _Atomic uint64_t gen;    /* session generation the buffer belongs to; stored (release)
                                 last at registration, so gen == session's => fields valid */
-    uint8_t *packets;        /* n_packets * packet_size bytes, mapped at registration */
+    uint8_t *packets;        /* ht__tbuf_map_size() bytes, mapped at registration: the
+                                packets, then the phys table and the used bitmap */
     uint64_t first_seq;      /* sequence number of the first event offered to the buffer */
     atomic_int exited;       /* the owner ran its thread-exit flush */
     uint32_t pad0_;
-    ht_packet *cur; /* the packet pos points into (n_committed); valid with pos */
-    uint64_t heap;  /* HeapHandle of the packet's last HT_RAW_HEAP slot; HT_TBUF_NO_HEAP when the
-                       packet has none yet (every packet names its heap before its first event) */
-    uint8_t pad1_[128 - 96];
+    ht_packet *cur;    /* the packet pos points into (n_committed); valid with pos */
+    uint64_t heap;     /* HeapHandle of the packet's last HT_RAW_HEAP slot; HT_TBUF_NO_HEAP when the
+                          packet has none yet (every packet names its heap before its first event) */
+    uint64_t absorbed; /* positions [0, absorbed) given back are unmarked in the used bitmap */
+    uint32_t n_touched; /* packets [0, n_touched) have been taken at least once */
+    uint32_t pad1_[5];
     /* -- writer -- */
     _Atomic uint64_t tail; /* packets given back (release) */
     uint32_t stream;       /* index + 1 of the writer's stream for tid; 0 = not yet */
-    uint32_t pad2_;
-    uint64_t n_events; /* events the writer took from this buffer */
+    atomic_uint draining;  /* 1 from the writer's `exited` check to its tail store */
+    uint64_t n_events;     /* events the writer took from this buffer */
     uint8_t pad3_[128 - 24];
 } ht_tbuf;
 

@@ -298,7 +298,6 @@ static bool drain_buf(ht_tbuf *b, bool crash)
     uint64_t head = atomic_load_explicit(&b->head, memory_order_acquire);
     if (tail == head)
         return false;
-    bool exited = atomic_load_explicit(&b->exited, memory_order_acquire) != 0;
     ht_wstream *s = stream_for(b);
     for (uint64_t i = tail; i < head; i++) {
         ht_packet *pk = ht__packet_at(b, i);
@@ -307,15 +306,20 @@ static bool drain_buf(ht_tbuf *b, bool crash)
         atomic_store_explicit(&pk->n_committed, 0, memory_order_relaxed);
     }
     out_flush();
-    if (exited && !crash) {
+    atomic_fetch_add_explicit(&ht__rec.n_taken, head - tail, memory_order_relaxed);
+    /* The owner, exiting, stores `exited`, gives back the packets it sees free (tail), then
+     * waits while `draining` is 1 and looks at tail again (buf_thread_exit): so these packets
+     * are given back here (exited seen) or by the owner (tail seen), all atomics seq_cst. */
+    atomic_store(&b->draining, 1);
+    if (!crash && atomic_load(&b->exited) != 0) {
         /* The thread is gone: give the pages back (they fault in again if it still emits
          * from a later destructor). Before the tail store, so the owner cannot be in them. */
         uint64_t n = head - tail < ht__rec.n_packets ? head - tail : ht__rec.n_packets;
         for (uint64_t i = tail; i < tail + n; i++)
             ht__os.decommit(ht__packet_at(b, i), ht__rec.packet_size);
     }
-    atomic_fetch_add_explicit(&ht__rec.n_taken, head - tail, memory_order_relaxed);
-    atomic_store_explicit(&b->tail, head, memory_order_release);
+    atomic_store(&b->tail, head);
+    atomic_store(&b->draining, 0);
     return true;
 }
 
@@ -529,8 +533,9 @@ static void crash_drain_buf(ht_tbuf *b)
         uint64_t h = atomic_load_explicit(&b->head, memory_order_acquire);
         if (h != atomic_load_explicit(&b->tail, memory_order_relaxed))
             continue; /* sealed meanwhile: drain those first */
-        /* Packet h is the owner's current one (or its next, then with 0). Its memory last
-         * held packet h - n_packets, drained and zeroed, so a count here is this round's. */
+        /* Position h is the owner's current one, or its next: then phys still names the
+         * packet of an earlier position, drained and zeroed (every position before h is),
+         * or one the owner is taking for h now; either way a count here is this round's. */
         ht_packet *pk = ht__packet_at(b, h);
         uint32_t n = atomic_load_explicit(&pk->n_committed, memory_order_acquire);
         if (atomic_load_explicit(&b->head, memory_order_acquire) != h)
