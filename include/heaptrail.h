@@ -211,7 +211,9 @@ typedef struct ht_trace_config {
     size_t buffer_size;    /* bytes per packet: each thread's buffer is cut into packets that go
                               to the writer thread whole; 0 = 64 KiB; else 4 KiB..16 MiB, rounded
                               up to 4 KiB */
-    unsigned n_buffers;    /* packets per thread buffer; 0 = 32; else 2..4096 */
+    unsigned n_buffers;    /* packets per thread buffer; 0 = 64; else 2..4096 (mapped at once;
+                              a packet's pages are touched only when the thread has that
+                              many waiting for the writer) */
     unsigned loss_policy;  /* HT_TRACE_LOSS_DROP (0, default) or HT_TRACE_LOSS_BLOCK */
     unsigned stack_events; /* with stack_depth > 0: the events that get a stack, as
                               HT_TRACE_STACK(type) bits; 0 = every event (see below) */

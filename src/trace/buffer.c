@@ -193,10 +193,12 @@ static ht_raw_event *buf_reserve_slow(ht_tbuf *b, uint64_t gen, bool must)
     if (b->pos != NULL) {
         ht__buf_seal(b);
         /* A wake-up costs the writer a context switch (a few µs on these VMs): let packets
-         * gather until half the ring waits (the writer also polls every few ms). */
+         * gather until half the ring waits, or HT_REC_WAKE_PACKETS (the writer also polls
+         * every few ms): a busy thread touches about that many packets, and the rest of a
+         * large ring is slack for bursts. */
         uint64_t waiting = atomic_load_explicit(&b->head, memory_order_relaxed) -
                            atomic_load_explicit(&b->tail, memory_order_relaxed);
-        if (2 * waiting >= ht__rec.n_packets)
+        if (2 * waiting >= ht__rec.n_packets || waiting >= HT_REC_WAKE_PACKETS)
             ht__buf_wake_writer();
     }
     for (unsigned spins = 0;; spins++) {

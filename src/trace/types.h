@@ -35,7 +35,8 @@
 #define HT_REC_PACKET_SIZE_DEFAULT (64u << 10)
 #define HT_REC_PACKET_SIZE_MIN     (4u << 10)
 #define HT_REC_PACKET_SIZE_MAX     (16u << 20)
-#define HT_REC_N_PACKETS_DEFAULT   32u
+#define HT_REC_N_PACKETS_DEFAULT   64u
+#define HT_REC_WAKE_PACKETS        16u /* waiting packets that wake the writer (or half the ring) */
 #define HT_REC_N_PACKETS_MIN       2u
 #define HT_REC_N_PACKETS_MAX       4096u
 #define HT_REC_MAX_THREADS         65536u /* thread buffers per session (control blocks) */
