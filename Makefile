@@ -137,6 +137,7 @@ bench: bench-deps
 	@test -f bench/run.sh || { echo "bench: bench/run.sh is missing" >&2; exit 1; }
 	bash bench/run.sh
 	bash bench/run_trace.sh
+	build/release/bench_trace_memory
 	bash bench/run_report.sh
 	bash bench/run_programs.sh
 
