@@ -121,7 +121,7 @@ int main(int argc, char **argv)
     }
     printf("trace_memory threads=%ld seconds=%ld rss_live_kib=%ld per_thread_kib=%ld "
            "rss_joined_kib=%ld events=%llu lost=%llu\n",
-           threads, seconds, r1 - r0, (r1 - r0) / threads, r2 - r0,
-           (unsigned long long)st.n_events, (unsigned long long)st.n_lost);
+           threads, seconds, r1 - r0, (r1 - r0) / threads, r2 - r0, (unsigned long long)st.n_events,
+           (unsigned long long)st.n_lost);
     return 0;
 }

@@ -265,7 +265,8 @@ static void buf_thread_exit(void *arg)
          * writes from its `exited` check on; if it checked before this store, it is between
          * its check and its tail store (draining) or past them, and the second look at tail
          * sees what it gave back (drain_buf; seq_cst atomics). A writer stuck there longer
-         * than ~50 ms leaves that batch's packets mapped until the session stops. */
+         * than ~0.5 s (a usleep(10) sleeps ~0.1 ms on these VMs: timer slack) leaves that
+         * batch's packets mapped until the session stops. */
         atomic_store(&b->exited, 1);
         buf_release_free(b);
         for (int i = 0; i < 5000 && atomic_load(&b->draining) != 0; i++) {
