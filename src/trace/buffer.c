@@ -264,16 +264,19 @@ static void buf_thread_exit(void *arg)
         /* Every packet is given back to the OS by one side: the writer releases those it
          * writes from its `exited` check on; if it checked before this store, it is between
          * its check and its tail store (draining) or past them, and the second look at tail
-         * sees what it gave back (drain_buf; seq_cst atomics). A writer stuck there longer
-         * than ~0.5 s (a usleep(10) sleeps ~0.1 ms on these VMs: timer slack) leaves that
-         * batch's packets mapped until the session stops. */
+         * sees what it gave back (drain_buf; seq_cst atomics). The writer is there for a
+         * few stores and madvise calls; if it stays longer than 20 ms (descheduled), that
+         * batch's packets stay mapped until the session stops. */
         atomic_store(&b->exited, 1);
         buf_release_free(b);
-        for (int i = 0; i < 5000 && atomic_load(&b->draining) != 0; i++) {
-            if (i < 100)
+        uint64_t deadline = ht__os.now_ns() + 20u * 1000u * 1000u;
+        for (int i = 0; atomic_load(&b->draining) != 0 && ht__os.now_ns() < deadline; i++) {
+            if (i < 100) {
                 sched_yield();
-            else
-                usleep(10);
+            } else {
+                struct timespec ts = {0, 20 * 1000};
+                nanosleep(&ts, NULL);
+            }
         }
         buf_release_free(b);
         ht__buf_wake_writer();
