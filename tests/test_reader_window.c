@@ -7,8 +7,10 @@
  * go back in time (TIME_BACK: unsorted chunks) next to monotone ones, sequence numbers that
  * wrap around 2^64 inside a tie, gaps and whole streams sparser than a window's 2^33 ns
  * allow (steps up to 2^31 ns: the decoder keeps chunks with larger ones out of the window),
- * threads that end early, 2 to 20 threads (the scan and the heap below it). Monotone traces
- * are also checked against the (timestamp, sequence, tid) order of qsort. */
+ * threads that end early, 2 to 64 threads (the scan and the heap below it), chunks written
+ * thread after thread or interleaved with bursts (the shared walk over chunk headers, its
+ * per-cursor queues and their overflow: merge.c cursor_next_chunk). Monotone traces are also
+ * checked against the (timestamp, sequence, tid) order of qsort. */
 #include "harness.h"
 #include "reader/internal.h"
 #include "trace_build.h"
@@ -27,7 +29,12 @@ typedef struct win_shape {
     int step;      /* STEP_*: how timestamps advance */
     bool back;     /* some threads go back in time now and then */
     bool seq_wrap; /* some threads' sequence numbers wrap around 2^64 */
+    bool mix;      /* chunks of the threads interleave in the file (a random thread's next
+                      piece at a time, bursts of many from one included), else thread after
+                      thread: the shared walk's queues, and their overflow, both ways */
 } win_shape;
+
+#define MAX_THREADS 64
 
 /* The next timestamp step of a stream. */
 static uint64_t step_next(int step, uint64_t *rng)
@@ -51,14 +58,15 @@ static uint64_t step_next(int step, uint64_t *rng)
 static size_t forge(tb_trace *t, const win_shape *sh, uint64_t seed, ht_event **want)
 {
     uint64_t rng = seed;
-    size_t len[32], total = 0;
+    size_t len[MAX_THREADS], total = 0;
     for (int th = 0; th < sh->n_threads; th++) {
         len[th] = 200 + (size_t)(tb_rand(&rng) % 2500);
         total += len[th];
     }
     ht_event *all = calloc(total, sizeof *all);
     tb_init(t, 1, "w", 1, 0, 0);
-    size_t at = 0;
+    size_t at = 0, start[MAX_THREADS], done[MAX_THREADS];
+    ht_enc_stream s[MAX_THREADS];
     for (int th = 0; th < sh->n_threads; th++) {
         ht_event *ev = &all[at];
         uint64_t ts = 1000000 + tb_rand(&rng) % 8;
@@ -73,14 +81,32 @@ static size_t forge(tb_trace *t, const win_shape *sh, uint64_t seed, ht_event **
             e->heap_handle = 0x5000;
             tb_alloc_or_free(e, tb_rand(&rng) % 2 == 0, &rng, 0x200000, 5000);
         }
-        ht_enc_stream s = {.tid = 300 + (uint32_t)th, .next_seq = ev[0].sequence};
-        for (size_t done = 0; done < len[th];) {
-            size_t k = 50 + (size_t)(tb_rand(&rng) % 700);
-            k = k < len[th] - done ? k : len[th] - done;
-            tb_events(t, &s, ev + done, NULL, k, 300 + (size_t)(tb_rand(&rng) % 5000));
-            done += k;
-        }
+        s[th] = (ht_enc_stream){.tid = 300 + (uint32_t)th, .next_seq = ev[0].sequence};
+        start[th] = at;
+        done[th] = 0;
         at += len[th];
+    }
+    /* the pieces: thread after thread, or (mix) the next of a random thread with events left,
+     * a burst of up to 40 pieces of it one time in 8 */
+    for (int th = 0, left = sh->n_threads, burst = 0; left > 0;) {
+        if (sh->mix && burst == 0) {
+            th = (int)(tb_rand(&rng) % (uint64_t)sh->n_threads);
+            while (done[th] == len[th])
+                th = (th + 1) % sh->n_threads;
+            burst = tb_rand(&rng) % 8 == 0 ? 1 + (int)(tb_rand(&rng) % 40) : 1;
+        }
+        size_t k = 50 + (size_t)(tb_rand(&rng) % 700);
+        k = k < len[th] - done[th] ? k : len[th] - done[th];
+        tb_events(t, &s[th], &all[start[th] + done[th]], NULL, k,
+                  300 + (size_t)(tb_rand(&rng) % 5000));
+        done[th] += k;
+        burst = burst > 0 ? burst - 1 : 0;
+        if (done[th] == len[th]) {
+            left--;
+            burst = 0;
+            if (!sh->mix)
+                th++;
+        }
     }
     tb_end(t, 0, NULL, 0);
     qsort(all, total, sizeof *all, tb_key_cmp);
@@ -118,12 +144,13 @@ static size_t read_all(const tb_trace *t, bool batch, ht_reader_event *got, size
 
 static void window_equals_head_merge(void)
 {
-    static const int threads[] = {2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 20};
+    static const int threads[] = {2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 20, 32, 64};
     size_t n_traces = 0, n_events = 0;
     for (size_t v = 0; v < sizeof threads / sizeof threads[0]; v++) {
         for (int step = 0; step < N_STEPS; step++) {
-            for (int variant = 0; variant < 4; variant++) {
-                win_shape sh = {threads[v], step, variant & 1, (variant & 2) != 0};
+            for (int variant = 0; variant < 8; variant++) {
+                win_shape sh = {threads[v], step, variant & 1, (variant & 2) != 0,
+                                (variant & 4) != 0};
                 uint64_t seed = 1000 * v + 10 * (uint64_t)step + (uint64_t)variant;
                 tb_trace t;
                 ht_event *want;
@@ -144,10 +171,10 @@ static void window_equals_head_merge(void)
                         order += tb_key_cmp(&on[i].event, &want[i]) != 0;
                     if (n_on != total || n_off != total || bad != 0 || order != 0)
                         fprintf(stderr,
-                                "  %d threads, step %d, back %d, wrap %d, batch %d: %zu / %zu "
-                                "of %zu events, %zu differ, %zu out of order\n",
-                                sh.n_threads, step, sh.back, sh.seq_wrap, batch, n_on, n_off, total,
-                                bad, order);
+                                "  %d threads, step %d, back %d, wrap %d, mix %d, batch %d: %zu / "
+                                "%zu of %zu events, %zu differ, %zu out of order\n",
+                                sh.n_threads, step, sh.back, sh.seq_wrap, sh.mix, batch, n_on,
+                                n_off, total, bad, order);
                     CHECK_EQ_U(n_on, total);
                     CHECK_EQ_U(n_off, total);
                     CHECK_EQ_U(bad, 0);

@@ -5,6 +5,8 @@
 
 #include "reader/types.h"
 
+#include <sys/types.h>
+
 /* -- reader.c -- */
 /* Records the first damage/error (later calls keep the first one). */
 void ht__rd_fail(ht_reader *r, ht_reader_status_code code, uint64_t off, const char *fmt, ...)
@@ -15,6 +17,8 @@ const uint8_t *ht__rd_fetch(ht_reader *r, uint64_t off, size_t len, uint8_t **bu
 /* Parses and checks a chunk header at h (72 bytes) found at offset off: magic, checksum,
  * version, kind, limits, tid rule. On failure sets status and returns false. */
 bool ht__rd_chunk_parse(ht_reader *r, const uint8_t *h, uint64_t off, rd_chunk *c);
+/* Index of thread tid in r->threads (and r->cursors), or -1. */
+ssize_t ht__rd_thread_find(ht_reader *r, uint32_t tid);
 
 /* -- decode.c -- */
 /* Decodes event chunk c's payload into out (room for c->n_records events): every event

@@ -5,9 +5,10 @@
  * where it applies, else the head-by-head merges: up to HEAD_LINEAR threads a branch-free scan
  * of the head timestamps (batch_fill), beyond, a binary min-heap of cursors keyed by
  * (timestamp, sequence, tid) of their head event (heap_fill). All give the same order. And
- * the walk that finds a thread's next chunk by stepping over chunk headers. Memory: one chunk
- * per thread plus a window (at most max(8192, 16 per thread) events of keys and pointers).
- * Never looks at bytes at or past the damage point found by the scan. */
+ * the walk over chunk headers that finds the threads' next chunks (one shared walk, which
+ * queues the chunks it passes for their threads). Memory: one chunk and RD_QUEUE chunk
+ * headers per thread plus a window (at most max(8192, 16 per thread) events of keys and
+ * pointers). Never looks at bytes at or past the damage point found by the scan. */
 #include "reader/internal.h"
 
 #include "trace/format.h"
@@ -108,64 +109,120 @@ static void sift_down(ht_reader *r, size_t i)
     h[i] = x;
 }
 
+/* One step of a walk over chunk headers: the header at *off into ch, and *off past its
+ * chunk. 1; 0 at the end of the good data; -1 on damage (status set). */
+static int walk_step(ht_reader *r, uint64_t *off, rd_chunk *ch)
+{
+    if (*off >= r->valid_end || r->valid_end - *off < HT_FMT_CHUNK_HDR_SIZE)
+        return 0;
+    uint8_t hbuf[HT_FMT_CHUNK_HDR_SIZE];
+    uint8_t *hb = hbuf;
+    size_t hcap = sizeof hbuf;
+    const uint8_t *h = ht__rd_fetch(r, *off, HT_FMT_CHUNK_HDR_SIZE, &hb, &hcap);
+    if (h == NULL || !ht__rd_chunk_parse(r, h, *off, ch))
+        return -1;
+    uint64_t next = *off + HT_FMT_CHUNK_HDR_SIZE + ch->payload_size;
+    if (next > r->valid_end) {
+        ht__rd_fail(r, HT_READER_TRUNCATED, *off,
+                    "chunk at offset %llu runs past the good data (file changed?)",
+                    (unsigned long long)*off);
+        return -1;
+    }
+    *off = next;
+    return 1;
+}
+
+/* The header of cursor c's next event chunk with at least one event, into ch: from its
+ * queue, else from its own walk, else from the shared walk, which queues the other shared
+ * cursors' event chunks it passes (a full queue: that cursor walks on its own from there).
+ * One walk instead of one per thread: with T threads each cursor's own walk read T chunk
+ * headers per chunk of its own (cold lines, a checksum each; in file mode a pread each).
+ * 1; 0 at the end of its good chunks; -1 on damage (status set). It reads no header beyond
+ * c's next chunk, so damage in a header is met by the same call as with one walk per thread. */
+static int cursor_next_chunk(ht_reader *r, rd_cursor *c, rd_chunk *ch)
+{
+    if (c->q_n > 0) {
+        *ch = r->queues[(size_t)(c - r->cursors) * RD_QUEUE + c->q_head];
+        c->q_head = (c->q_head + 1) % RD_QUEUE;
+        c->q_n--;
+        return 1;
+    }
+    int st;
+    while (!c->shared) {
+        if (c->scan_off == r->walk_off) {
+            c->shared = true; /* every chunk of its before walk_off is behind it */
+            break;
+        }
+        if ((st = walk_step(r, &c->scan_off, ch)) <= 0)
+            return st;
+        if (ch->kind == HT_FMT_KIND_EVENTS && ch->tid == c->tid && ch->n_records != 0)
+            return 1;
+    }
+    for (;;) {
+        if ((st = walk_step(r, &r->walk_off, ch)) <= 0)
+            return st;
+        if (ch->kind != HT_FMT_KIND_EVENTS || ch->n_records == 0)
+            continue;
+        if (ch->tid == c->tid)
+            return 1;
+        ssize_t t = ht__rd_thread_find(r, ch->tid);
+        if (t < 0)
+            continue; /* not a thread the scan saw (cannot happen: it saw every chunk) */
+        rd_cursor *o = &r->cursors[t];
+        if (!o->shared)
+            continue; /* its own walk finds it */
+        if (o->q_n == RD_QUEUE) {
+            o->shared = false; /* its queue, then its own walk from this chunk on */
+            o->scan_off = ch->off;
+            continue;
+        }
+        r->queues[(size_t)t * RD_QUEUE + (o->q_head + o->q_n++) % RD_QUEUE] = *ch;
+    }
+}
+
 /* Finds, loads and decodes cursor c's next event chunk with at least one event. False at the
  * end of its good chunks, or on damage (status set, r->failed). */
 static bool cursor_load(ht_reader *r, rd_cursor *c)
 {
-    while (c->scan_off < r->valid_end && r->valid_end - c->scan_off >= HT_FMT_CHUNK_HDR_SIZE) {
-        uint8_t hbuf[HT_FMT_CHUNK_HDR_SIZE];
-        uint8_t *hb = hbuf;
-        size_t hcap = sizeof hbuf;
-        const uint8_t *h = ht__rd_fetch(r, c->scan_off, HT_FMT_CHUNK_HDR_SIZE, &hb, &hcap);
-        rd_chunk ch;
-        if (h == NULL || !ht__rd_chunk_parse(r, h, c->scan_off, &ch))
-            goto fail;
-        uint64_t next = c->scan_off + HT_FMT_CHUNK_HDR_SIZE + ch.payload_size;
-        if (next > r->valid_end) {
-            ht__rd_fail(r, HT_READER_TRUNCATED, c->scan_off,
-                        "chunk at offset %llu runs past the good data (file changed?)",
-                        (unsigned long long)c->scan_off);
-            goto fail;
-        }
-        c->scan_off = next;
-        if (ch.kind != HT_FMT_KIND_EVENTS || ch.tid != c->tid || ch.n_records == 0)
-            continue;
-        const uint8_t *pl =
-            ht__rd_fetch(r, ch.off + HT_FMT_CHUNK_HDR_SIZE, ch.payload_size, &c->raw, &c->raw_cap);
-        if (pl == NULL)
-            goto fail;
-        if (r->mem == NULL && ht_fmt_crc32c(pl, ch.payload_size) != ch.payload_crc) {
-            ht__rd_fail(r, HT_READER_BAD_CHECKSUM, ch.off,
-                        "payload checksum mismatch in the chunk at offset %llu (file changed?)",
-                        (unsigned long long)ch.off);
-            goto fail;
-        }
-        if (ch.n_records > ch.payload_size / 2) { /* an event record takes >= 2 bytes */
-            ht__rd_fail(r, HT_READER_BAD_RECORD, ch.off,
-                        "event chunk at offset %llu claims %u records in %u bytes",
-                        (unsigned long long)ch.off, ch.n_records, ch.payload_size);
-            goto fail;
-        }
-        if (ch.n_records > c->ev_cap) {
-            size_t cap = c->ev_cap < 256 ? 256 : c->ev_cap;
-            while (cap < ch.n_records)
-                cap *= 2;
-            ht_reader_event *ev = realloc(c->ev, cap * sizeof *ev);
-            if (ev == NULL) {
-                ht__rd_fail(r, HT_READER_NOMEM, ch.off, "out of memory for %u events",
-                            ch.n_records);
-                goto fail;
-            }
-            c->ev = ev;
-            c->ev_cap = cap;
-        }
-        if (!ht__rd_decode_events(r, &ch, pl, c->ev, &c->sorted))
-            goto fail;
-        c->n_ev = ch.n_records;
-        c->pos = 0;
-        return true;
+    rd_chunk ch;
+    int st = cursor_next_chunk(r, c, &ch);
+    if (st == 0)
+        return false;
+    if (st < 0)
+        goto fail;
+    const uint8_t *pl =
+        ht__rd_fetch(r, ch.off + HT_FMT_CHUNK_HDR_SIZE, ch.payload_size, &c->raw, &c->raw_cap);
+    if (pl == NULL)
+        goto fail;
+    if (r->mem == NULL && ht_fmt_crc32c(pl, ch.payload_size) != ch.payload_crc) {
+        ht__rd_fail(r, HT_READER_BAD_CHECKSUM, ch.off,
+                    "payload checksum mismatch in the chunk at offset %llu (file changed?)",
+                    (unsigned long long)ch.off);
+        goto fail;
     }
-    return false;
+    if (ch.n_records > ch.payload_size / 2) { /* an event record takes >= 2 bytes */
+        ht__rd_fail(r, HT_READER_BAD_RECORD, ch.off,
+                    "event chunk at offset %llu claims %u records in %u bytes",
+                    (unsigned long long)ch.off, ch.n_records, ch.payload_size);
+        goto fail;
+    }
+    if (ch.n_records > c->ev_cap) {
+        size_t cap = c->ev_cap < 256 ? 256 : c->ev_cap;
+        while (cap < ch.n_records)
+            cap *= 2;
+        ht_reader_event *ev = realloc(c->ev, cap * sizeof *ev);
+        if (ev == NULL) {
+            ht__rd_fail(r, HT_READER_NOMEM, ch.off, "out of memory for %u events", ch.n_records);
+            goto fail;
+        }
+        c->ev = ev;
+        c->ev_cap = cap;
+    }
+    if (!ht__rd_decode_events(r, &ch, pl, c->ev, &c->sorted))
+        goto fail;
+    c->n_ev = ch.n_records;
+    c->pos = 0;
+    return true;
 fail:
     r->failed = true;
     return false;
@@ -184,8 +241,15 @@ void ht__rd_merge_start(ht_reader *r)
     r->wnext = malloc((r->n_threads + 1) * sizeof *r->wnext);
     r->b_pos = 0;
     r->b_n = 0;
+    r->walk_off = r->data_off;
+    r->queues = malloc((r->n_threads + 1) * RD_QUEUE * sizeof *r->queues);
+    for (size_t i = 0; i < r->n_threads; i++) {
+        r->cursors[i].shared = true;
+        r->cursors[i].q_head = 0;
+        r->cursors[i].q_n = 0;
+    }
     if (r->heap == NULL || r->batch == NULL || r->keys == NULL || r->runs == NULL ||
-        r->wnext == NULL || r->radix == NULL) {
+        r->wnext == NULL || r->radix == NULL || r->queues == NULL) {
         ht__rd_fail(r, HT_READER_NOMEM, 0, "out of memory for the merge heap");
         r->failed = true;
         return;
@@ -397,23 +461,37 @@ static bool tie_group_fix(const ht_reader_event **g, size_t n, const ht_reader_e
     return true;
 }
 
-/* A run's keys: o[i] = kk | (timestamp of e[i] - base) for i < n, and their digits
- * (d bits each, passes of them, a constant in each instance) counted in cnt[pass << d | digit]. */
-static inline __attribute__((always_inline)) void
-window_keys(const ht_reader_event *e, size_t n, uint64_t kk, uint64_t base, uint64_t *o,
-            uint32_t *cnt, unsigned d, uint64_t dmask, const unsigned passes)
+/* A run's keys: o[i] = kk | (timestamp of e[i] - base) for the events before the first at or
+ * after t_end (e[hi] is one, and e's timestamps never decrease), and their digits (d bits
+ * each, passes of them, a constant in each instance) counted in cnt[pass << d | digit].
+ * Returns how many. A linear scan, four events at a time while the fourth is before t_end:
+ * the run's events are read in order anyway, where a binary search for the bound costs a
+ * dependent chain of loads from cold lines and a coin-toss branch per step. */
+static inline __attribute__((always_inline)) size_t
+window_keys(const ht_reader_event *e, size_t hi, uint64_t t_end, uint64_t kk, uint64_t base,
+            uint64_t *o, uint32_t *cnt, unsigned d, uint64_t dmask, const unsigned passes)
 {
     uint32_t *c1 = cnt + ((size_t)1 << d), *c2 = cnt + ((size_t)2 << d);
+    size_t i = 0;
+    for (;;) {
+        size_t b;
+        if (i + 4 <= hi && e[i + 3].event.timestamp_ns < t_end)
+            b = 4;
+        else if (e[i].event.timestamp_ns < t_end)
+            b = 1;
+        else
+            return i;
 #pragma GCC unroll 4
-    for (size_t i = 0; i < n; i++) {
-        uint64_t t = e[i].event.timestamp_ns - base;
-        o[i] = kk | t;
-        if (passes >= 1)
-            cnt[t & dmask]++;
-        if (passes >= 2)
-            c1[(t >> d) & dmask]++;
-        if (passes >= 3)
-            c2[(t >> 2 * d) & dmask]++;
+        for (size_t j = 0; j < b; j++, i++) {
+            uint64_t t = e[i].event.timestamp_ns - base;
+            o[i] = kk | t;
+            if (passes >= 1)
+                cnt[t & dmask]++;
+            if (passes >= 2)
+                c1[(t >> d) & dmask]++;
+            if (passes >= 3)
+                c2[(t >> 2 * d) & dmask]++;
+        }
     }
 }
 
@@ -462,23 +540,16 @@ static size_t window_fill(ht_reader *r)
     for (size_t k = 0; k < n; k++) {
         const rd_cursor *c = h[k].cursor;
         const ht_reader_event *e = &c->ev[c->pos];
-        size_t lo = 0, hi = (c->n_ev - c->pos > w ? w : c->n_ev - c->pos) - 1;
-        while (lo < hi) { /* the first event at or after T: e[hi] is one */
-            size_t mid = (lo + hi) / 2;
-            if (e[mid].event.timestamp_ns < t_end)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
+        const size_t hi = (c->n_ev - c->pos > w ? w : c->n_ev - c->pos) - 1; /* e[hi] >= T */
         r->wnext[k] = e;
         const uint64_t kk = (uint64_t)k << KEY_K_SHIFT;
+        uint64_t *o = src + total;
         if (passes <= 1)
-            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, passes);
+            total += window_keys(e, hi, t_end, kk, t_base, o, cnt, d, dmask, passes);
         else if (passes == 2)
-            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, 2);
+            total += window_keys(e, hi, t_end, kk, t_base, o, cnt, d, dmask, 2);
         else
-            window_keys(e, lo, kk, t_base, src + total, cnt, d, dmask, 3);
-        total += lo;
+            total += window_keys(e, hi, t_end, kk, t_base, o, cnt, d, dmask, 3);
     }
     if (total == 0)
         return 0;
@@ -526,6 +597,18 @@ static size_t window_fill(ht_reader *r)
         size_t s = tie[j] - 1, e = tie[j] + 1;
         for (j++; j < n_tie && tie[j] == e; j++)
             e++;
+        if (e - s == 2) {
+            /* two events (most groups; 40 % of the events are in one at 64 threads): as
+             * tie_group_fix, in registers and without a branch on the coin toss */
+            const ht_reader_event *a = out[s], *b = out[s + 1];
+            uint64_t sa = a->event.sequence, sb = b->event.sequence;
+            uint32_t ta = a->event.tid, tb = b->event.tid;
+            uintptr_t sw = (uintptr_t)((ta != tb) & ((sb < sa) | ((sb == sa) & (tb < ta))));
+            uintptr_t x = ((uintptr_t)a ^ (uintptr_t)b) & (0 - sw);
+            out[s] = (const ht_reader_event *)((uintptr_t)a ^ x);
+            out[s + 1] = (const ht_reader_event *)((uintptr_t)b ^ x);
+            continue;
+        }
         if (!tie_group_fix(out + s, e - s, tmp, r->runs, r->runs + n + 1, TIE_THREADS)) {
             r->window_skip = WINDOW_BACKOFF; /* such ties tend to last: spare the work */
             return 0;

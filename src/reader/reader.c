@@ -267,7 +267,7 @@ static int meta_decode(ht_reader *r, const rd_chunk *c, const uint8_t *payload, 
     return 0;
 }
 
-static ssize_t thread_find(ht_reader *r, uint32_t tid)
+ssize_t ht__rd_thread_find(ht_reader *r, uint32_t tid)
 {
     if (r->last_thread < r->n_threads && r->threads[r->last_thread].tid == tid)
         return (ssize_t)r->last_thread;
@@ -324,7 +324,7 @@ static int end_decode(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
             }
             if (!apply)
                 continue;
-            ssize_t t = thread_find(r, (uint32_t)tid);
+            ssize_t t = ht__rd_thread_find(r, (uint32_t)tid);
             if (t < 0 && (t = thread_add(r, (uint32_t)tid)) < 0)
                 return -2;
             if (r->threads[t].n_lost < n_lost)
@@ -351,7 +351,7 @@ static bool chunk_take(ht_reader *r, const rd_chunk *c, const uint8_t *pl)
         return false;
     }
     if (c->kind == HT_FMT_KIND_EVENTS) {
-        ssize_t t = thread_find(r, c->tid);
+        ssize_t t = ht__rd_thread_find(r, c->tid);
         uint64_t expect = t < 0 ? 0 : r->threads[t].n_chunks;
         if (c->chunk_seq != expect) {
             ht__rd_fail(r, HT_READER_BAD_SEQUENCE, c->off,
@@ -667,6 +667,7 @@ void ht_reader_close(ht_reader *r)
     free(r->keys);
     free(r->runs);
     free(r->wnext);
+    free(r->queues);
     free(r->radix);
     free(r->scratch);
     free(r->cmdline);

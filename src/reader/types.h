@@ -6,6 +6,8 @@
  *   window       the events of every cursor's chunk earlier than a bound T that no cursor's
  *                chunk end precedes: merged in one go by a radix sort of their timestamps
  *   run          one cursor's events in a window (a sorted stretch of its chunk)
+ *   shared walk  one pass over the chunk headers for all cursors, queueing each thread's
+ *                event chunks it passes (instead of one walk per thread)
  * Memory is per thread (one chunk raw + decoded), per stack, per module: never per event. */
 #ifndef HT_READER_TYPES_H
 #define HT_READER_TYPES_H
@@ -24,19 +26,28 @@ typedef struct rd_chunk {
     uint32_t payload_size, payload_crc;
 } rd_chunk;
 
-/* One thread's merge position. */
+/* Event chunks a cursor's queue holds: found for it by the shared walk ahead of its need. */
+#define RD_QUEUE 32
+
+/* One thread's merge position. Its next chunks are its queue (in file order), then, while
+ * shared, its event chunks at or after r->walk_off (the shared walk queues them as it passes
+ * them), else those at or after scan_off (its own walk; it turns shared on reaching
+ * r->walk_off). So every chunk header is read about once, not once per thread. */
 typedef struct rd_cursor {
     uint32_t tid;
-    uint64_t first_off;  /* offset of its first event chunk; UINT64_MAX: none */
-    uint64_t scan_off;   /* where the walk for its next chunk resumes; first_off <= scan_off */
-    ht_reader_event *ev; /* decoded events of the current chunk */
-    uint32_t n_ev;       /* events in ev */
-    uint32_t pos;        /* next event to hand out: pos < n_ev while in the merge heap (scan
-                            mode: == n_ev until the next batch_fill loads its next chunk) */
-    size_t ev_cap;       /* capacity of ev, in events */
-    bool sorted;         /* ev's timestamps never decrease (the window merge needs it) */
-    uint8_t *raw;        /* payload bytes (file mode only) */
-    size_t raw_cap;      /* capacity of raw */
+    uint64_t first_off;   /* offset of its first event chunk; UINT64_MAX: none */
+    uint64_t scan_off;    /* not shared: where its own walk resumes (< r->walk_off) */
+    bool shared;          /* its chunks not queued are those at or after r->walk_off */
+    uint32_t q_head, q_n; /* its queue (r->queues + RD_QUEUE * its index): q_n <= RD_QUEUE
+                             headers of its next event chunks from entry q_head on, cyclic */
+    ht_reader_event *ev;  /* decoded events of the current chunk */
+    uint32_t n_ev;        /* events in ev */
+    uint32_t pos;         /* next event to hand out: pos < n_ev while in the merge heap (scan
+                             mode: == n_ev until the next batch_fill loads its next chunk) */
+    size_t ev_cap;        /* capacity of ev, in events */
+    bool sorted;          /* ev's timestamps never decrease (the window merge needs it) */
+    uint8_t *raw;         /* payload bytes (file mode only) */
+    size_t raw_cap;       /* capacity of raw */
 } rd_cursor;
 
 /* A merge-heap entry: the key of a cursor's head event, cached so that the heap compares
@@ -86,7 +97,10 @@ struct ht_reader {
     rd_stacks stacks;
     uint64_t n_meta_chunks; /* chunks of the tid-0 stream seen */
 
-    rd_head *heap; /* merge heap: heap[0] is the next event's cursor */
+    uint64_t walk_off; /* the shared walk over chunk headers: every chunk before it seen */
+    rd_chunk *queues;  /* the cursors' queues, RD_QUEUE each (apart from the cursors, which
+                          the merge loops over: they stay a few cache lines) */
+    rd_head *heap;     /* merge heap: heap[0] is the next event's cursor */
     size_t n_heap;
     const ht_reader_event **batch; /* the next events, merged (merge_fill) */
     size_t b_pos, b_n;             /* batch[b_pos .. b_n) are still to be handed out */
