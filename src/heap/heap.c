@@ -337,7 +337,8 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
     }
     g_slot_used[slot] = 1;
     uint64_t gen = g_next_gen++;
-    bool trace = g_trace_active && !g_trace_heaps_off;
+    bool heaps_off = g_trace_heaps_off; /* under the lock: ht_trace_start sets it */
+    bool trace = g_trace_active && !heaps_off;
     pthread_mutex_unlock(&ht__registry_lock);
 
     ht_heap *heap = (ht_heap *)(g_table + (size_t)slot * HEAP_SLOT_SIZE);
@@ -374,7 +375,7 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
         errno = ENOMEM;
         return NULL;
     }
-    heap->trace_enabled = !g_trace_heaps_off;
+    heap->trace_enabled = !heaps_off;
     atomic_store(&heap->trace_on, trace);
     atomic_store_explicit(&heap->magic, HT_HEAP_MAGIC, memory_order_release);
     if (trace)

@@ -165,15 +165,20 @@ static ht_packet *packet_take(ht_tbuf *b, uint64_t head, uint64_t tail)
     return ht__packet_num(b, p);
 }
 
-void ht__buf_seal(ht_tbuf *b)
+/* owner: the calling thread owns b, which then has no current packet; else b's owner is
+ * quiescent for good (stop, once per buffer): pos and end, which its hot path may still read
+ * before it sees the session gone, are left as they are (the packet is sealed all the same). */
+static void buf_seal(ht_tbuf *b, bool owner)
 {
     if (b->pos == NULL)
         return;
     uint64_t head = atomic_load_explicit(&b->head, memory_order_relaxed);
     ht_packet *pk = b->cur;
     uint32_t n = (uint32_t)(b->pos - (ht_raw_event *)(pk + 1));
-    b->pos = NULL;
-    b->end = NULL;
+    if (owner) {
+        b->pos = NULL;
+        b->end = NULL;
+    }
     if (n == 0) { /* nothing written: the packet is free again (position head stays next) */
         used_set(
             b,
@@ -183,6 +188,16 @@ void ht__buf_seal(ht_tbuf *b)
     }
     pk->n_slots = n;
     atomic_store_explicit(&b->head, head + 1, memory_order_release);
+}
+
+void ht__buf_seal(ht_tbuf *b)
+{
+    buf_seal(b, true);
+}
+
+void ht__buf_seal_stopped(ht_tbuf *b)
+{
+    buf_seal(b, false);
 }
 
 /* Seals the full packet and takes the next one: returns its first slot, or NULL when the

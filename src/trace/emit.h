@@ -22,8 +22,10 @@ extern __thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec"))
 /* A stack for this event: stacks on, and its type asked for (stack_events) or it is INVALID. */
 static inline __attribute__((always_inline)) bool ht__stack_for(ht_event_type type, unsigned source)
 {
-    return ht__rec.stack_depth != 0 &&
-           ((ht__rec.stack_events >> ((unsigned)type - 0x20u) & 1u) != 0 ||
+    return atomic_load_explicit(&ht__rec.stack_depth, memory_order_relaxed) != 0 &&
+           ((atomic_load_explicit(&ht__rec.stack_events, memory_order_relaxed) >>
+                 ((unsigned)type - 0x20u) &
+             1u) != 0 ||
             source == HT_SOURCE_INVALID);
 }
 
@@ -48,7 +50,8 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
     ht_tbuf *b = ht__t_buf;
     if (__builtin_expect(
             gen == 0 || atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
-                ht__rec.fast_off != 0 || ht__t_in_stack != 0 ||
+                atomic_load_explicit(&ht__rec.fast_off, memory_order_relaxed) != 0 ||
+                ht__t_in_stack != 0 ||
                 (uintptr_t)b->end - (uintptr_t)b->pos < (uintptr_t)n_slots * sizeof(ht_raw_event) ||
                 b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
             0))
@@ -64,7 +67,8 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
     uint32_t stack_id = 0;
     if (stacks) {
         ht__t_in_stack = 1;
-        stack_id = ht__callsite_capture(ht__rec.stack_depth);
+        stack_id =
+            ht__callsite_capture(atomic_load_explicit(&ht__rec.stack_depth, memory_order_relaxed));
         ht__t_in_stack = 0;
         stack_id = stack_id == HT_STACK_ID_FULL ? HT_STACK_ID_NONE : stack_id;
     }
@@ -131,7 +135,7 @@ static inline __attribute__((always_inline)) bool
 ht__trace_emit_block_inline(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
                             unsigned source, uint64_t ts)
 {
-    if (__builtin_expect(ht__rec.stack_depth != 0, 0))
+    if (__builtin_expect(atomic_load_explicit(&ht__rec.stack_depth, memory_order_relaxed) != 0, 0))
         return ht__trace_emit_block(type, heap, address, size, source, ts);
     return ht__emit_block_body(type, heap, address, size, source, ts, false);
 }

@@ -63,9 +63,11 @@ static inline uint64_t ht__rec_bufs_end(void)
 void ht__buf_emit(const ht_event *ev);
 /* -- session.c -- */
 /* ht__trace_seq, this thread's last event sequence number: in emit.h. */
-/* Seals b's partial packet (if it holds slots) so the writer takes it. Only the owner, or
- * another thread once the owner is quiescent (stop, after the busy wait). */
+/* Seals b's partial packet (if it holds slots) so the writer takes it. Only the owner. */
 void ht__buf_seal(ht_tbuf *b);
+/* The same by the stopping thread, once the owner is quiescent (after the busy wait): pos
+ * and end stay as they are, since the owner's hot path may still read them. */
+void ht__buf_seal_stopped(ht_tbuf *b);
 /* This thread's buffer in the running session, or NULL. Async-signal-safe. */
 ht_tbuf *ht__buf_self(void);
 /* Creates the thread-exit key once. 0 or -errno. */

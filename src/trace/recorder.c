@@ -351,7 +351,7 @@ int ht__rec_stop(void)
         ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];
         if (atomic_load_explicit(&b->gen, memory_order_acquire) == ht__rec.gen &&
             b->packets != NULL)
-            ht__buf_seal(b);
+            ht__buf_seal_stopped(b);
     }
     ht__writer_finish();
     stacks_stop(); /* no capture in flight (quiesced), no drain (the writer is gone) */

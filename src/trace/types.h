@@ -114,9 +114,11 @@ typedef struct ht_recorder {
     size_t packet_size;        /* bytes per packet, multiple of 4 KiB */
     unsigned n_packets;        /* packets per thread buffer */
     unsigned loss_policy;      /* HT_TRACE_LOSS_* */
-    unsigned stack_depth;      /* frames per event stack; 0 = no stacks */
-    unsigned stack_events;     /* HT_TRACE_STACK bits of the events that get one (never 0) */
-    int fast_off;              /* 1: ht__trace_emit_block declines (a consumer records) */
+    /* Atomic: the hot path reads them before it knows its generation is live, while a
+     * session starts (values read then are dropped by the generation check). */
+    _Atomic unsigned stack_depth;  /* frames per event stack; 0 = no stacks */
+    _Atomic unsigned stack_events; /* HT_TRACE_STACK bits of the events that get one (never 0) */
+    atomic_int fast_off;           /* 1: ht__trace_emit_block declines (a consumer records) */
 
     /* -- session (set at start, read-only while recording) -- */
     _Alignas(64) uint64_t gen; /* generation of the current or last session */
