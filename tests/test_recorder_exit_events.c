@@ -8,6 +8,7 @@
 #include "harness.h"
 #include "recorder_util.h"
 
+#include "tbuf_resident.h"
 #include "trace/internal.h"
 
 #include <sys/mman.h>
@@ -37,22 +38,6 @@ static void *thread_fn(void *p)
     a->b = ht__t_buf;
     pthread_setspecific(g_key, a->h);
     return NULL;
-}
-
-static unsigned resident_packets(uint8_t *packets)
-{
-    size_t pages = ht__rec.packet_size / HT_PAGE_SIZE;
-    unsigned char vec[4096];
-    unsigned n = 0;
-    for (unsigned p = 0; p < ht__rec.n_packets; p++) {
-        if (mincore(packets + (size_t)p * ht__rec.packet_size, ht__rec.packet_size, vec) != 0)
-            return 9999;
-        bool in = false;
-        for (size_t i = 0; i < pages; i++)
-            in = in || (vec[i] & 1u) != 0;
-        n += in;
-    }
-    return n;
 }
 
 static void run(unsigned n_buffers, unsigned loss, unsigned pairs, int n_threads, bool concurrent)
@@ -92,7 +77,7 @@ static void run(unsigned n_buffers, unsigned loss, unsigned pairs, int n_threads
             pthread_join(th[i], NULL);
     usleep(50000);
     for (int i = 0; i < n_threads; i++)
-        resident += resident_packets(a[i].b->packets);
+        resident += tbuf_resident_packets(a[i].b->packets);
     ht_trace_stats st;
     ht_trace_get_stats(&st);
     printf("n_buffers %u loss %u pairs %u threads %d: %u packets resident after exit, lost %" PRIu64

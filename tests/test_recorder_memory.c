@@ -6,6 +6,7 @@
  * packets (src/trace/buffer.c, packet_take and buf_release_free). */
 #include "harness.h"
 
+#include "tbuf_resident.h"
 #include "trace/internal.h"
 
 #include <heaptrail.h>
@@ -16,28 +17,6 @@
 #include <unistd.h>
 
 static char g_path[256];
-
-/* Packets of the buffer at `packets` with at least one page in core (all of them when
- * mincore fails). */
-static unsigned resident_packets(uint8_t *packets)
-{
-    size_t pages = ht__rec.packet_size / HT_PAGE_SIZE;
-    unsigned char vec[4096];
-    if (pages > sizeof vec)
-        return ht__rec.n_packets;
-    unsigned n = 0;
-    for (unsigned p = 0; p < ht__rec.n_packets; p++) {
-        if (mincore(packets + (size_t)p * ht__rec.packet_size, ht__rec.packet_size, vec) != 0) {
-            perror("mincore");
-            return ht__rec.n_packets;
-        }
-        bool in = false;
-        for (size_t i = 0; i < pages; i++)
-            in = in || (vec[i] & 1u) != 0;
-        n += in;
-    }
-    return n;
-}
 
 /* Waits (up to ~5 s) until the writer has taken every packet b sealed. */
 static bool drained(ht_tbuf *b)
@@ -97,7 +76,7 @@ static void live_thread_touches_what_waits(void)
     REQUIRE(b != NULL && b->packets != NULL);
     REQUIRE(drained(b));
     fill(48, true);
-    unsigned n = resident_packets(b->packets);
+    unsigned n = tbuf_resident_packets(b->packets);
     printf("paced: 48 packets written, %u of %u packets resident\n", n, ht__rec.n_packets);
     CHECK(n <= 2);
     CHECK(atomic_load(&b->head) >= 48);
@@ -134,7 +113,7 @@ static void exited_thread_gives_back(void)
         REQUIRE(r.b != NULL && r.b->packets != NULL);
         REQUIRE(drained(r.b));
         CHECK(atomic_load(&r.b->exited) != 0);
-        left += resident_packets(r.b->packets);
+        left += tbuf_resident_packets(r.b->packets);
     }
     printf("12 exited threads: %u packets resident\n", left);
     CHECK_EQ_U(left, 0);
