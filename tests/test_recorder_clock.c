@@ -3,7 +3,11 @@
  * CLOCK_MONOTONIC across map refreshes, and convert the same way every time; ns stamps pass
  * through; end to end, a file-only session's events (stamped with the TSC where usable, forced
  * by HEAPTRAIL_CLOCK=tsc) are nondecreasing per thread and within the bound of
- * CLOCK_MONOTONIC read around each call. Skips the TSC parts where the CPU has none. */
+ * CLOCK_MONOTONIC read around each call — except that an alloc served from the thread's
+ * lookaside list takes, under the TSC, the later of the thread's last clock read and the
+ * writer's clock word: never later than its call, never earlier than the thread's previous
+ * event, and after an idle spell no earlier than the writer's last pass. Skips the TSC parts
+ * where the CPU has none. */
 #include "common/clock.h"
 #include "harness.h"
 #include "recorder_util.h"
@@ -129,8 +133,9 @@ static void file_events_monotone_and_close(void)
     ru_file f;
     ru_file_read(path, &f);
     CHECK_EQ_U(f.status, HT_READER_OK);
-    uint64_t last[N_THREADS] = {0}, k[N_THREADS] = {0}, worst = 0;
-    size_t n_mine = 0;
+    uint64_t last[N_THREADS] = {0}, k[N_THREADS] = {0}, worst = 0, worst_early = 0;
+    size_t n_mine = 0, n_reused = 0;
+    const bool tsc = ht__clock_init() == HT_CLOCK_TSC;
     for (size_t i = 0; i < f.n; i++) {
         const ht_event *e = &f.ev[i];
         if (e->heap_handle != (uintptr_t)h ||
@@ -147,17 +152,78 @@ static void file_events_monotone_and_close(void)
         REQUIRE(j < 2 * N_OPS);
         CHECK_EQ_U(e->type, j % 2 == 0 ? HT_EVENT_HEAP_ALLOC : HT_EVENT_HEAP_FREE);
         uint64_t lo = w[t].before[j], hi = w[t].after[j];
+        bool reused =
+            tsc && e->type == HT_EVENT_HEAP_ALLOC && e->alloc.source == HT_SOURCE_LOOKASIDE;
+        if (reused) { /* a tcache starts empty: never the thread's first event */
+            CHECK(j > 0);
+            lo = j > 0 ? w[t].before[j - 1] : lo;
+            n_reused++;
+        }
         CHECK(e->timestamp_ns + BOUND_NS >= lo && e->timestamp_ns <= hi + BOUND_NS);
         uint64_t off = e->timestamp_ns < lo   ? lo - e->timestamp_ns
                        : e->timestamp_ns > hi ? e->timestamp_ns - hi
                                               : 0;
         worst = off > worst ? off : worst;
+        if (reused && e->timestamp_ns < w[t].before[j]) {
+            uint64_t early = w[t].before[j] - e->timestamp_ns;
+            worst_early = early > worst_early ? early : worst_early;
+        }
     }
     CHECK_EQ_U(n_mine, (uint64_t)N_THREADS * 2 * N_OPS);
+    if (tsc)
+        CHECK(n_reused > 0); /* the lookaside case was met */
     fprintf(stderr,
             "  clock %s: worst distance outside the call's CLOCK_MONOTONIC bracket %" PRIu64
-            " ns\n",
-            ht__clock_init() == HT_CLOCK_TSC ? "tsc" : "monotonic", worst);
+            " ns; %zu lookaside allocs, at most %" PRIu64 " ns before their call\n",
+            tsc ? "tsc" : "monotonic", worst, n_reused, worst_early);
+    ru_file_free(&f);
+    ht_heap_destroy(h);
+    unlink(path);
+}
+
+/* A thread frees a block, idles IDLE_MS, then allocates the same size again (a lookaside hit,
+ * which reads no clock under the TSC): its stamp is not the free's, IDLE_MS early, but no
+ * earlier than the writer's clock word allows (the writer passes at least every 5 ms; the
+ * bound leaves room for a loaded machine). Then the same under CLOCK_MONOTONIC: read, exact. */
+#define IDLE_MS       300u
+#define IDLE_BOUND_MS 150u
+
+static void idle_lookaside_alloc(void)
+{
+    char path[256];
+    ru_path(path, sizeof path, "clock-idle");
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    REQUIRE(h != NULL);
+    void *warm = ht_heap_alloc(h, 0, 48); /* a block of the class, before the session */
+    REQUIRE(warm != NULL);
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.path = path;
+    cfg.flags = HT_TRACE_NO_RUNDOWN;
+    cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
+    REQUIRE(ht_trace_start(&cfg) == 0);
+    ht_heap_free(h, 0, warm); /* onto this thread's lookaside list */
+    sleep_us((long)IDLE_MS * 1000);
+    uint64_t before = mono_ns();
+    void *q = ht_heap_alloc(h, 0, 48);
+    uint64_t after = mono_ns();
+    CHECK(q == warm); /* the same block, from the list */
+    ht_heap_free(h, 0, q);
+    CHECK_EQ_U(ht_trace_stop(), 0);
+
+    ru_file f;
+    ru_file_read(path, &f);
+    CHECK_EQ_U(f.status, HT_READER_OK);
+    const ht_event *alloc = NULL;
+    for (size_t i = 0; i < f.n; i++)
+        if (f.ev[i].heap_handle == (uintptr_t)h && f.ev[i].type == HT_EVENT_HEAP_ALLOC)
+            alloc = &f.ev[i];
+    REQUIRE(alloc != NULL);
+    CHECK_EQ_U(alloc->alloc.source, HT_SOURCE_LOOKASIDE);
+    CHECK(alloc->timestamp_ns <= after + BOUND_NS);
+    CHECK(alloc->timestamp_ns + (uint64_t)IDLE_BOUND_MS * 1000000u >= before);
+    fprintf(stderr, "  lookaside alloc after %u ms idle: %" PRId64 " ns before its call\n", IDLE_MS,
+            (int64_t)(before - alloc->timestamp_ns));
     ru_file_free(&f);
     ht_heap_destroy(h);
     unlink(path);
@@ -166,8 +232,8 @@ static void file_events_monotone_and_close(void)
 int main(int argc, char **argv)
 {
     setenv("HEAPTRAIL_CLOCK", "tsc", 1); /* before the first session: the choice is once */
-    static const harness_test tests[] = {TEST(ns_stamps_pass_through),
-                                         TEST(tsc_map_monotone_and_close),
-                                         TEST(file_events_monotone_and_close)};
+    static const harness_test tests[] = {
+        TEST(ns_stamps_pass_through), TEST(tsc_map_monotone_and_close),
+        TEST(file_events_monotone_and_close), TEST(idle_lookaside_alloc)};
     return harness_run(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -35,6 +35,7 @@ typedef struct clock_piece {
 } clock_piece;
 
 _Atomic ht_clock_kind ht__os_clock = HT_CLOCK_MONOTONIC;
+_Alignas(64) ht_os_clock_line ht__os_clock_line;
 
 static clock_piece *g_pieces;               /* PIECES_MAX, mapped at init */
 static _Atomic uint32_t g_n;                /* pieces published (release) */
@@ -258,4 +259,5 @@ void ht__clock_use(ht_clock_kind kind)
 {
     bool tsc = kind == HT_CLOCK_TSC && ht__clock_init() == HT_CLOCK_TSC;
     atomic_store(&ht__os_clock, tsc ? HT_CLOCK_TSC : HT_CLOCK_MONOTONIC);
+    ht__os_clock_word_publish(); /* before the session's first event */
 }

@@ -88,4 +88,24 @@ static inline uint64_t ht__os_stamp_unordered(void)
                : ht__os.now_ns();
 }
 
+/* The clock word: an ordered TSC stamp (with HT_STAMP_TSC) that the recorder's writer thread
+ * publishes on each of its passes (at least every 5 ms while a session records) and a session
+ * start publishes before its first event; 0 before the first. Never later than the TSC now on
+ * any CPU. A stamp that may be early but must not be late takes the later of it and the
+ * thread's own last stamp (ht__trace_now_local, docs/decisions/0002, fifth session). On a line
+ * of its own: every thread reads it, one thread writes it. */
+typedef struct ht_os_clock_line {
+    _Atomic uint64_t word;
+    uint8_t pad_[56];
+} ht_os_clock_line;
+extern ht_os_clock_line ht__os_clock_line;
+
+/* Publishes the TSC now as the clock word, when stamps are TSC ticks. */
+static inline void ht__os_clock_word_publish(void)
+{
+    if (atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC)
+        atomic_store_explicit(&ht__os_clock_line.word, ht__os_tsc_ordered() | HT_STAMP_TSC,
+                              memory_order_relaxed);
+}
+
 #endif

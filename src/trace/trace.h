@@ -28,13 +28,14 @@ bool ht__trace_in_consumer(void);
  * ticks under HT_CLOCK_TSC, converted to ns by the writer and for the consumer). What
  * ht_event.timestamp_ns holds until ht__trace_emit delivers it. */
 uint64_t ht__trace_now(void);
-/* ht__trace_now without ordering it after earlier loads (TSC: `rdtsc` without `lfence`), for
- * an event whose causal predecessors are all earlier events of this thread, which the
- * per-thread sequence orders anyway: an alloc served from the thread's own lookaside list
+/* A stamp for an event whose causal predecessors are all earlier events of this thread, which
+ * the per-thread sequence orders anyway: an alloc served from the thread's own lookaside list
  * (only this thread's frees fill it; a thread's lists are emptied when it exits, so a
- * recycled tcache starts empty). Its stamp still precedes the release of anything that
- * happens later in program order (read before it retires), so the edges out of the event
- * keep their order. Never for a free, or an alloc that took a block from shared state. */
+ * recycled tcache starts empty). Under the TSC it reads no clock: the later of this thread's
+ * last clock read and the writer's clock word (src/common/os.h), so never later than now and
+ * at most one writer pass (5 ms) early. The edges out of the event keep their order: any
+ * other thread's event that follows it reads the clock ordered, later. Never for a free, or an
+ * alloc that took a block from shared state. docs/decisions/0002, fifth session. */
 uint64_t ht__trace_now_local(void);
 /* CLOCK_MONOTONIC ns now (file header, metadata and end records). */
 uint64_t ht__trace_now_ns(void);
