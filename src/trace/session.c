@@ -51,29 +51,19 @@ uint32_t ht__trace_tid(void)
     return t_tid;
 }
 
-/* The thread's last clock read (ht__trace_now, or ht__trace_now_local when it had to read):
- * a stamp that is never later than the clock now. */
-static __thread uint64_t t_stamp __attribute__((tls_model("initial-exec")));
+__thread uint64_t ht__t_stamp __attribute__((tls_model("initial-exec")));
 
 uint64_t ht__trace_now(void)
 {
     uint64_t s = ht__os_stamp();
-    t_stamp = s;
+    ht__t_stamp = s;
     return s;
 }
 
-uint64_t ht__trace_now_local(void)
+uint64_t ht__trace_now_local_read(void)
 {
-    uint64_t last = t_stamp;
-    uint64_t word = atomic_load_explicit(&ht__os_clock_line.word, memory_order_relaxed);
-    uint64_t s = last > word ? last : word;
-    /* TSC stamps carry HT_STAMP_TSC, so s has it unless neither is a TSC stamp; under
-     * CLOCK_MONOTONIC (a consumer records) every stamp is read. */
-    if ((s & HT_STAMP_TSC) != 0 &&
-        atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC)
-        return s;
-    s = ht__os_stamp_unordered();
-    t_stamp = s;
+    uint64_t s = ht__os_stamp_unordered();
+    ht__t_stamp = s;
     return s;
 }
 

@@ -4,6 +4,8 @@
 #ifndef HT_TRACE_TRACE_H
 #define HT_TRACE_TRACE_H
 
+#include "common/os.h"
+
 #include <heaptrail.h>
 
 #include <stdbool.h>
@@ -28,6 +30,12 @@ bool ht__trace_in_consumer(void);
  * ticks under HT_CLOCK_TSC, converted to ns by the writer and for the consumer). What
  * ht_event.timestamp_ns holds until ht__trace_emit delivers it. */
 uint64_t ht__trace_now(void);
+/* The thread's last clock read (ht__trace_now, or ht__trace_now_local when it had to read):
+ * a stamp never later than the clock now. */
+extern __thread uint64_t ht__t_stamp __attribute__((tls_model("initial-exec")));
+/* ht__trace_now_local's read when it cannot reuse a stamp (out of line). */
+uint64_t ht__trace_now_local_read(void);
+
 /* A stamp for an event whose causal predecessors are all earlier events of this thread, which
  * the per-thread sequence orders anyway: an alloc served from the thread's own lookaside list
  * (only this thread's frees fill it; a thread's lists are emptied when it exits, so a
@@ -36,7 +44,20 @@ uint64_t ht__trace_now(void);
  * at most one writer pass (5 ms) early. The edges out of the event keep their order: any
  * other thread's event that follows it reads the clock ordered, later. Never for a free, or an
  * alloc that took a block from shared state. docs/decisions/0002, fifth session. */
-uint64_t ht__trace_now_local(void);
+static inline uint64_t ht__trace_now_local(void)
+{
+    uint64_t last = ht__t_stamp;
+    uint64_t word = atomic_load_explicit(&ht__os_clock_line.word, memory_order_relaxed);
+    uint64_t s = last > word ? last : word;
+    /* TSC stamps carry HT_STAMP_TSC, so s has it unless neither is a TSC stamp; under
+     * CLOCK_MONOTONIC (a consumer records) every stamp is read. */
+    if (__builtin_expect((s & HT_STAMP_TSC) != 0 &&
+                             atomic_load_explicit(&ht__os_clock, memory_order_relaxed) ==
+                                 HT_CLOCK_TSC,
+                         1))
+        return s;
+    return ht__trace_now_local_read();
+}
 /* CLOCK_MONOTONIC ns now (file header, metadata and end records). */
 uint64_t ht__trace_now_ns(void);
 /* (callsite.c) Names fn as an entry point into the heap for stack capture: a recorded stack
