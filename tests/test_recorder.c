@@ -2,7 +2,8 @@
  * trace file and to a ground-truth consumer in the same session, and the reader library must
  * give back exactly the consumer's events (every type, rundown and INVALID included, one and
  * many threads); loss accounting under DROP, nothing lost under BLOCK, causal order of
- * reused addresses, rundown = heap walk, no overwrite of an existing file, and files of
+ * reused addresses (allocs, frees and reallocs, blocks handed between threads), rundown = heap
+ * walk, no overwrite of an existing file, and files of
  * processes killed by SIGKILL or dying of SIGSEGV (with other threads mid-packet: the file
  * reads back complete). Owns only its temporary files. */
 #include "harness.h"
@@ -283,6 +284,10 @@ static void *swap_thread(void *p)
         if (old != NULL)
             ht_heap_free(h, 0, old);
         void *q = ht_heap_alloc(h, 0, 16 + (s >> 20) % 3 * 16);
+        if (i % 8 == 7) { /* a realloc frees one address and allocates another (or the same) */
+            void *r = ht_heap_realloc(h, 0, q, 16 + (s >> 24) % 5 * 24);
+            q = r != NULL ? r : q;
+        }
         void *back = atomic_exchange(&g_shared[(s >> 12) % N_SHARED], q);
         if (back != NULL)
             ht_heap_free(h, 0, back);
@@ -342,7 +347,7 @@ static void causal_order(void)
     ru_file_read(path, &f);
     CHECK_EQ_U(f.status, HT_READER_OK);
     addr_set s = {calloc(1 << 16, sizeof(uintptr_t)), 1 << 16};
-    uint64_t twice = 0, unknown = 0, n_alloc = 0;
+    uint64_t twice = 0, unknown = 0, n_alloc = 0, n_realloc = 0;
     for (size_t i = 0; i < f.n; i++) {
         const ht_event *e = &f.ev[i];
         if (e->heap_handle != (uintptr_t)h)
@@ -359,8 +364,20 @@ static void causal_order(void)
                 set_del(&s, k);
             else
                 unknown++;
+        } else if (e->type == HT_EVENT_HEAP_REALLOC && e->realloc.source != HT_SOURCE_INVALID &&
+                   e->realloc.new_address != 0) {
+            n_realloc++;
+            if (set_has(&s, e->realloc.old_address, &k))
+                set_del(&s, k);
+            else
+                unknown++;
+            if (set_has(&s, e->realloc.new_address, &k))
+                twice++;
+            else
+                s.a[k] = e->realloc.new_address;
         }
     }
+    CHECK(n_realloc >= 4 * 40000 / 8);
     CHECK(n_alloc >= 4 * 40000);
     CHECK_EQ_U(twice, 0);
     CHECK_EQ_U(unknown, 0);

@@ -183,8 +183,8 @@ static void file_events_monotone_and_close(void)
 
 /* A thread frees a block, idles IDLE_MS, then allocates the same size again (a lookaside hit,
  * which reads no clock under the TSC): its stamp is not the free's, IDLE_MS early, but no
- * earlier than the writer's clock word allows (the writer passes at least every 5 ms; the
- * bound leaves room for a loaded machine). Then the same under CLOCK_MONOTONIC: read, exact. */
+ * earlier than the writer's clock word allows (the writer publishes it each pass, and waits
+ * 5 ms between idle passes; the bound leaves room for a loaded machine). */
 #define IDLE_MS       300u
 #define IDLE_BOUND_MS 150u
 
@@ -229,11 +229,59 @@ static void idle_lookaside_alloc(void)
     unlink(path);
 }
 
+/* With an in-process consumer the session stamps in CLOCK_MONOTONIC ns, and a lookaside alloc
+ * reads the clock like every other event: after an idle spell its stamp is inside its call's
+ * bracket. */
+typedef struct idle_seen {
+    ht_heap *heap;
+    uint64_t alloc_ts;
+    uint32_t alloc_source;
+    int n_alloc;
+} idle_seen;
+
+static void idle_consumer(const ht_event *e, void *ctx)
+{
+    idle_seen *seen = ctx;
+    if (e->heap_handle == (uintptr_t)seen->heap && e->type == HT_EVENT_HEAP_ALLOC) {
+        seen->alloc_ts = e->timestamp_ns;
+        seen->alloc_source = e->alloc.source;
+        seen->n_alloc++;
+    }
+}
+
+static void idle_lookaside_alloc_consumer(void)
+{
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    REQUIRE(h != NULL);
+    void *warm = ht_heap_alloc(h, 0, 48);
+    REQUIRE(warm != NULL);
+    idle_seen seen = {h, 0, 0, 0};
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.consumer = idle_consumer;
+    cfg.consumer_ctx = &seen;
+    cfg.flags = HT_TRACE_NO_RUNDOWN;
+    REQUIRE(ht_trace_start(&cfg) == 0);
+    ht_heap_free(h, 0, warm);
+    sleep_us(50 * 1000);
+    uint64_t before = mono_ns();
+    void *q = ht_heap_alloc(h, 0, 48);
+    uint64_t after = mono_ns();
+    CHECK(q == warm);
+    CHECK_EQ_U(ht_trace_stop(), 0);
+    CHECK_EQ_U(seen.n_alloc, 1);
+    CHECK_EQ_U(seen.alloc_source, HT_SOURCE_LOOKASIDE);
+    CHECK(seen.alloc_ts >= before && seen.alloc_ts <= after);
+    ht_heap_free(h, 0, q);
+    ht_heap_destroy(h);
+}
+
 int main(int argc, char **argv)
 {
     setenv("HEAPTRAIL_CLOCK", "tsc", 1); /* before the first session: the choice is once */
     static const harness_test tests[] = {
         TEST(ns_stamps_pass_through), TEST(tsc_map_monotone_and_close),
-        TEST(file_events_monotone_and_close), TEST(idle_lookaside_alloc)};
+        TEST(file_events_monotone_and_close), TEST(idle_lookaside_alloc),
+        TEST(idle_lookaside_alloc_consumer)};
     return harness_run(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -89,7 +89,8 @@ static inline uint64_t ht__os_stamp_unordered(void)
 }
 
 /* The clock word: an ordered TSC stamp (with HT_STAMP_TSC) that the recorder's writer thread
- * publishes on each of its passes (at least every 5 ms while a session records) and a session
+ * publishes on each of its passes (a pass, then a 5 ms wait when it found nothing to write, so
+ * about every 5 ms plus a pass while a session records) and a session
  * start publishes before its first event; 0 before the first. Never later than the TSC now on
  * any CPU. A stamp that may be early but must not be late takes the later of it and the
  * thread's own last stamp (ht__trace_now_local, docs/decisions/0002, fifth session). On a line

@@ -41,8 +41,8 @@ uint64_t ht__trace_now_local_read(void);
  * (only this thread's frees fill it; a thread's lists are emptied when it exits, so a
  * recycled tcache starts empty). Under the TSC it reads no clock: the later of this thread's
  * last clock read and the writer's clock word (src/common/os.h), so never later than now and
- * at most one writer pass (5 ms) early. The edges out of the event keep their order: any
- * other thread's event that follows it reads the clock ordered, later. Never for a free, or an
+ * about one writer pass (5 ms plus the pass) early. The edges out of the event keep their order:
+ * any other thread's event that follows it reads the clock ordered, later. Never for a free, or an
  * alloc that took a block from shared state. docs/decisions/0002, fifth session. */
 static inline uint64_t ht__trace_now_local(void)
 {

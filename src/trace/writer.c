@@ -425,7 +425,7 @@ static void *writer_main(void *arg)
             out_flush();
             io_release();
         }
-        ht__os_clock_word_publish(); /* at least every 5 ms (the wait below) */
+        ht__os_clock_word_publish(); /* each pass: the wait below is 5 ms */
         bool worked = drain_pass(me);
         if (finishing)
             break; /* every packet was sealed before finishing was set: that was the last */
