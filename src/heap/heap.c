@@ -587,6 +587,11 @@ bool ht_trace_enable_heap(ht_heap *h, bool on)
     pthread_mutex_lock(&ht__registry_lock);
     bool old = heap->trace_enabled;
     heap->trace_enabled = on;
+    /* Blocks freed while the heap was untraced sit on lookaside lists with no clock read
+     * behind them: a later hit's reused stamp (ht__trace_now_local) must not sort before the
+     * ALLOCs traced earlier. The writer republishes on its next pass. */
+    if (on && !old && g_trace_active)
+        ht__os_clock_word_publish();
     atomic_store(&heap->trace_on, g_trace_active && on);
     pthread_mutex_unlock(&ht__registry_lock);
     return old;
