@@ -94,7 +94,7 @@ static inline uint64_t ht__os_stamp_unordered(void)
  * start publishes before its first event; 0 before the first. Never later than the TSC now on
  * any CPU. A stamp that may be early but must not be late takes the later of it and the
  * thread's own last stamp (ht__trace_now_local, docs/decisions/0002, fifth session). On a line
- * of its own: every thread reads it, one thread writes it. */
+ * of its own: every thread reads it; the writer writes it (and ht_trace_enable_heap, rarely). */
 typedef struct ht_os_clock_line {
     _Atomic uint64_t word;
     uint8_t pad_[56];

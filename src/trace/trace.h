@@ -38,8 +38,8 @@ uint64_t ht__trace_now_local_read(void);
 
 /* A stamp for an event whose causal predecessors are all earlier events of this thread, which
  * the per-thread sequence orders anyway: an alloc served from the thread's own lookaside list
- * (only this thread's frees fill it; a thread's lists are emptied when it exits, so a
- * recycled tcache starts empty). Under the TSC it reads no clock: the later of this thread's
+ * (only this thread's frees and reallocs fill it; a thread's lists are emptied when it exits,
+ * so a recycled tcache starts empty). Under the TSC it reads no clock: the later of this thread's
  * last clock read and the writer's clock word (src/common/os.h), so never later than now and
  * about one writer pass (5 ms plus the pass) early. The edges out of the event keep their order:
  * any other thread's event that follows it reads the clock ordered, later. Never for a free, or an
