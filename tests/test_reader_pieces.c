@@ -487,17 +487,26 @@ static void pieces_thresholds(void)
     read_trace(t.data, t.size, NULL, 1, 1, &o);
     CHECK_EQ_U(o.n, total);
     CHECK(o.piece_max == 512 && o.piece_over == 512 && o.max_ev_cap <= 512);
-    /* the default: 16 threads of ~6000-event chunks are within it, 64 are not */
+    /* the default budget: 16 and 64 threads of ~6000-event chunks are within it (decoded
+     * whole); pieces from budget / (threads x 80) events on */
     knobs_reset();
     read_trace(t.data, t.size, NULL, 1, 1, &o);
     CHECK_EQ_U(o.n, total);
-    CHECK(o.piece_max != 0 && o.max_ev_cap >= 6000);
+    CHECK_EQ_U(o.piece_over, g_default_budget / (16 * ev));
+    CHECK(o.max_ev_cap >= 6000 && o.max_ev_cap <= o.piece_over);
     tb_free(&t);
     total = build(&t, 64, 1, 6000, 65536, 3);
     read_trace(t.data, t.size, NULL, 1, 1, &o);
     CHECK_EQ_U(o.n, total);
-    CHECK(o.piece_max != 0 && o.piece_over < 6000);
-    CHECK(o.max_ev_cap <= (o.piece_over > o.piece_max ? o.piece_over : o.piece_max));
+    CHECK_EQ_U(o.piece_over, g_default_budget / (64 * ev));
+    CHECK(o.piece_max >= 512 && o.piece_max <= o.piece_over);
+    CHECK(o.max_ev_cap <= o.piece_over);
+    /* the same 64 threads with a quarter of the budget: in pieces */
+    knobs(0, g_default_budget / 4);
+    read_trace(t.data, t.size, NULL, 1, 1, &o);
+    CHECK_EQ_U(o.n, total);
+    CHECK(o.piece_over < 6000 && o.max_ev_cap <= o.piece_over);
+    knobs_reset();
     free(o.ev);
     tb_free(&t);
 }

@@ -51,8 +51,8 @@ static inline size_t window_run(size_t n)
 /* Pieces (piece_config): chunks are decoded in pieces when all threads' decoded chunks would
  * take more than PIECE_BUDGET bytes, in pieces of about PIECE_BYTES for all threads
  * (measured: docs/PERFORMANCE.md, fifth session). */
-#define PIECE_BUDGET ((size_t)16 << 20)
-#define PIECE_BYTES  ((size_t)4 << 20)
+#define PIECE_BUDGET ((size_t)48 << 20)
+#define PIECE_BYTES  ((size_t)2 << 20)
 #define PIECE_MIN    (2 * WINDOW_MAX)
 
 /* One step of the minimum scan over timestamps: m2 = the smallest timestamp except the best
