@@ -1,7 +1,10 @@
 /* decode.c — the fast decoder of event chunk payloads (FORMAT.md 5-6): one tight loop that
- * turns a whole chunk into ht_reader_events, checking every varint, register, limit and the
- * chunk-level totals. Never reads outside [payload, payload + payload_size) and never writes
- * more than n_records events; on the first problem it reports and stops.
+ * turns a whole chunk, or the next piece of it (resuming from saved registers), into
+ * ht_reader_events, checking every varint, register, limit and the chunk-level totals; and
+ * the same loop with its stores compiled out, the check pass that proves a whole chunk
+ * decodes before it is decoded in pieces. Never reads outside [payload, payload +
+ * payload_size) and never writes more than n_records events; on the first problem it reports
+ * and stops.
  * Bounds are checked per chunk where that is equivalent: while at least RD_MAX_RECORD bytes
  * remain, no record can reach the payload's end, so its fields are read without per-field
  * length checks; the last RD_MAX_RECORD bytes are decoded with every length checked. */

@@ -6,9 +6,13 @@
  * of the head timestamps (batch_fill), beyond, a binary min-heap of cursors keyed by
  * (timestamp, sequence, tid) of their head event (heap_fill). All give the same order. And
  * the walk over chunk headers that finds the threads' next chunks (one shared walk, which
- * queues the chunks it passes for their threads). Memory: one chunk and RD_QUEUE chunk
- * headers per thread plus a window (at most max(8192, 16 per thread) events of keys and
- * pointers). Never looks at bytes at or past the damage point found by the scan. */
+ * queues the chunks it passes for their threads). Where the decoded chunks of all threads
+ * would not fit PIECE_BUDGET, a chunk is checked whole and then decoded in pieces (so that
+ * the events the merge reads back are still in the caches). Memory: one chunk (raw) and one
+ * chunk or piece (decoded) and RD_QUEUE chunk headers per thread plus a window (at most
+ * max(8192, 16 per thread) events of keys and pointers). Never looks at bytes at or past the
+ * damage point found by the scan, and never hands out an event of a chunk that does not
+ * decode. */
 #include "reader/internal.h"
 
 #include "trace/format.h"
@@ -51,7 +55,7 @@ static inline size_t window_run(size_t n)
 /* Pieces (piece_config): chunks are decoded in pieces when all threads' decoded chunks would
  * take more than PIECE_BUDGET bytes, in pieces of about PIECE_BYTES for all threads
  * (measured: docs/PERFORMANCE.md, fifth session). */
-#define PIECE_BUDGET ((size_t)48 << 20)
+#define PIECE_BUDGET ((size_t)32 << 20)
 #define PIECE_BYTES  ((size_t)2 << 20)
 #define PIECE_MIN    (2 * WINDOW_MAX)
 

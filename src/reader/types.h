@@ -1,7 +1,7 @@
 /* types.h — the reader's structs and constants. Glossary:
  *   good data    the chunks wholly before the damage point (FORMAT.md 9), [data_off, valid_end)
  *   scan         the one sequential pass at open: headers, checksums, metadata, threads
- *   cursor       one thread's position in the merge: its current chunk, decoded
+ *   cursor       one thread's position in the merge: its current chunk, decoded (or a piece)
  *   merge heap   a binary min-heap of cursors keyed by their head event (ts, sequence, tid)
  *   window       the events of every cursor's chunk earlier than a bound T that no cursor's
  *                chunk end precedes: merged in one go by a radix sort of their timestamps
