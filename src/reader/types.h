@@ -67,7 +67,7 @@ typedef struct rd_cursor {
     bool shared;          /* its chunks not queued are those at or after r->walk_off */
     uint32_t q_head, q_n; /* its queue (r->queues + RD_QUEUE * its index): q_n <= RD_QUEUE
                              headers of its next event chunks from entry q_head on, cyclic */
-    ht_reader_event *ev;  /* decoded events of the current chunk */
+    ht_reader_event *ev;  /* decoded events of the current chunk (or piece) */
     uint32_t n_ev;        /* events in ev */
     uint32_t pos;         /* next event to hand out: pos < n_ev while in the merge heap (scan
                              mode: == n_ev until the next batch_fill loads its next chunk) */
