@@ -2,14 +2,18 @@
  * ht_reader_open_memory as is (exercises the header and checksum checks) and with every chunk
  * checksum recomputed (so mutations reach the record decoders), the latter both with
  * ht_reader_next and with ht_reader_next_batch (batch sizes from the input's size), which
- * must agree on every event and on the status. The same entry
+ * must agree on every event and on the status, and once more with every chunk of more than a
+ * few events decoded in pieces (src/reader/merge.c; the piece size from the input's size),
+ * which must agree with them too. The same entry
  * point replays fuzz/corpus/reader/ in ordinary ctest runs (tests/test_fuzz_replay_reader.c).
  * Must never trust the input, and must stay deterministic (no time, no global state). */
 #include <heaptrail/reader.h>
 
+#include "reader/internal.h" /* ht__rd_piece_events */
 #include "trace/format.h"
 #include "../tests/trace_build.h" /* tb_fix_file_checksums */
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,8 +89,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 0)
         memcpy(copy, data, size);
     tb_fix_file_checksums(copy, size);
-    if (read_all(copy, size, 0) != read_all(copy, size, 1 + size % 300))
+    uint64_t whole = read_all(copy, size, 0);
+    if (whole != read_all(copy, size, 1 + size % 300))
         abort(); /* the batch read must give the same events and status */
+    atomic_store(&ht__rd_piece_events, 1 + (uint32_t)(size % 7));
+    uint64_t pieces = read_all(copy, size, 1 + size % 300);
+    atomic_store(&ht__rd_piece_events, 0);
+    if (pieces != whole)
+        abort(); /* and so must the read in pieces */
     free(copy);
     return 0;
 }

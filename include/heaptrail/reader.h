@@ -106,11 +106,11 @@ HT_API ht_reader_status_code ht_reader_open_memory(const void *data, size_t size
 HT_API bool ht_reader_next(ht_reader *reader, ht_reader_event *out);
 /* The next events in merged order, without copying them: fills events[0 .. n) with pointers
  * to them and returns n, 1 <= n <= max (n may be less than max before the end: a batch ends
- * where a thread's chunk does), or 0 at the end of the good data (check ht_reader_status),
- * and 0 for reader or events NULL or max 0. The events pointed to are const and stay valid
- * until the next ht_reader_next, ht_reader_next_batch or ht_reader_close on this reader.
- * The events and their order are exactly those of calling ht_reader_next n times, and the
- * two calls may be mixed. The fastest way to read a trace (no 80-byte copy per event, one
+ * where a thread's chunk, or the piece of it decoded at a time, does), or 0 at the end of the good
+ * data (check ht_reader_status), and 0 for reader or events NULL or max 0. The events pointed to
+ * are const and stay valid until the next ht_reader_next, ht_reader_next_batch or ht_reader_close
+ * on this reader. The events and their order are exactly those of calling ht_reader_next n times,
+ * and the two calls may be mixed. The fastest way to read a trace (no 80-byte copy per event, one
  * call per batch); a max of 256 or more lets the merge fill whole batches. */
 HT_API size_t ht_reader_next_batch(ht_reader *reader, const ht_reader_event **events, size_t max);
 /* The frames (return addresses, innermost first) of stack id; false if it is not defined.

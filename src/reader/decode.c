@@ -1,7 +1,10 @@
 /* decode.c — the fast decoder of event chunk payloads (FORMAT.md 5-6): one tight loop that
- * turns a whole chunk into ht_reader_events, checking every varint, register, limit and the
- * chunk-level totals. Never reads outside [payload, payload + payload_size) and never writes
- * more than n_records events; on the first problem it reports and stops.
+ * turns a whole chunk, or the next piece of it (resuming from saved registers), into
+ * ht_reader_events, checking every varint, register, limit and the chunk-level totals; and
+ * the same loop with its stores compiled out, the check pass that proves a whole chunk
+ * decodes before it is decoded in pieces. Never reads outside [payload, payload +
+ * payload_size) and never writes more than n_records events; on the first problem it reports
+ * and stops.
  * Bounds are checked per chunk where that is equivalent: while at least RD_MAX_RECORD bytes
  * remain, no record can reach the payload's end, so its fields are read without per-field
  * length checks; the last RD_MAX_RECORD bytes are decoded with every length checked. */
@@ -22,8 +25,21 @@ static inline uint64_t pext64(uint64_t x, uint64_t mask)
     __asm__("pext %2, %1, %0" : "=r"(r) : "r"(x), "r"(mask));
     return r;
 }
+static inline uint64_t pdep64(uint64_t x, uint64_t mask)
+{
+    uint64_t r;
+    __asm__("pdep %2, %1, %0" : "=r"(r) : "r"(x), "r"(mask));
+    return r;
+}
 #else
 static inline uint64_t pext64(uint64_t x, uint64_t mask)
+{
+    (void)x;
+    (void)mask;
+    return 0;
+}
+
+static inline uint64_t pdep64(uint64_t x, uint64_t mask)
 {
     (void)x;
     (void)mask;
@@ -169,18 +185,6 @@ static uint64_t stacks_before(const rd_stacks *s, uint64_t off)
     return lo;
 }
 
-/* The decoder's registers (FORMAT.md 5) and position: scalars only, so that the compiler
- * keeps them in registers (the heap table, an array, lives beside it). */
-typedef struct rd_dec {
-    const uint8_t *p;             /* next record */
-    uint64_t ts, seq, addr, heap; /* the registers */
-    uint32_t n;                   /* event records decoded: out[0 .. n) */
-    uint32_t n_heaps;             /* entries of heaps[] */
-    uint16_t flags;               /* pending event flags */
-    bool pending;                 /* a control record waits for its event */
-    bool back;                    /* some event is earlier than the one before it */
-} rd_dec;
-
 static const char why_cut[] = "event record cut off or a varint beyond 64 bits";
 
 /* Decodes the record at d->p, any kind, every field and register checked (lengths too when
@@ -188,7 +192,8 @@ static const char why_cut[] = "event record cut off or a varint beyond 64 bits";
  * does not decode. */
 static inline __attribute__((always_inline)) const char *
 record_decode(rd_dec *d, uint64_t *heaps, ht_reader *r, const rd_chunk *c, const uint8_t *end,
-              ht_reader_event *out, const bool use_pext, const bool checked)
+              ht_reader_event *out, uint32_t first, const bool use_pext, const bool checked,
+              const bool store)
 {
     const uint8_t *p = d->p;
     unsigned tag = *p++;
@@ -211,8 +216,9 @@ record_decode(rd_dec *d, uint64_t *heaps, ht_reader *r, const rd_chunk *c, const
     }
     if (d->n == c->n_records)
         return "more event records than the header's n_records";
-    ht_reader_event *e = &out[d->n];
-    memset(e, 0, sizeof *e);
+    ht_reader_event scratch, *e = store ? out + (d->n - first) : &scratch;
+    if (store)
+        memset(e, 0, sizeof *e);
     if (!get_v(&p, end, &v))
         return why_cut;
     d->back |= d->ts + v < d->ts; /* wrapped around 2^64 */
@@ -236,7 +242,8 @@ record_decode(rd_dec *d, uint64_t *heaps, ht_reader *r, const rd_chunk *c, const
             return why_cut;
         if (v == 0 || v > r->stacks.n || r->stacks.def_off[v - 1] >= c->off)
             return "stack id not defined before this chunk";
-        e->stack_id = (uint32_t)v;
+        if (store)
+            e->stack_id = (uint32_t)v;
     }
     uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
     if (source == HT_FMT_SRC_ESCAPE) {
@@ -246,12 +253,14 @@ record_decode(rd_dec *d, uint64_t *heaps, ht_reader *r, const rd_chunk *c, const
             return "Source beyond 32 bits";
     }
     ht_event *ev = &e->event;
-    ev->timestamp_ns = d->ts;
-    ev->tid = c->tid;
-    ev->type = ht_fmt_opcode_of_type[t];
-    ev->flags = d->flags;
-    ev->heap_handle = (uintptr_t)d->heap;
-    ev->sequence = d->seq;
+    if (store) {
+        ev->timestamp_ns = d->ts;
+        ev->tid = c->tid;
+        ev->type = ht_fmt_opcode_of_type[t];
+        ev->flags = d->flags;
+        ev->heap_handle = (uintptr_t)d->heap;
+        ev->sequence = d->seq;
+    }
     if (t >= HT_FMT_T_CREATE && (tag & HT_FMT_TAG_SRC_MASK) != 0)
         return "Source bits set on an event without a Source";
     uint64_t a, b, cc, dd;
@@ -335,12 +344,16 @@ static inline void put64(ht_reader_event *e, size_t off, uint64_t v)
  * order). */
 static inline __attribute__((always_inline)) void
 fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
-         uint64_t n_stacks_before, const bool use_pext, const bool with_s)
+         uint32_t first, uint32_t n_end, uint64_t n_stacks_before, const bool use_pext,
+         const bool with_s, const bool store)
 {
     if (__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__)
         return; /* the 8-byte varint windows and the stores below are little-endian */
     const uint8_t *p = d->p;
-    ht_reader_event *e = out + d->n, *const e_end = out + c->n_records;
+    /* the position: store, the next event's address (out[n - first]); else n itself */
+    const uintptr_t step = store ? sizeof(ht_reader_event) : 1;
+    uintptr_t at = store ? (uintptr_t)(out + (d->n - first)) : d->n;
+    const uintptr_t at_end = store ? (uintptr_t)(out + (n_end - first)) : n_end;
     uint64_t ts = d->ts, seq = d->seq, addr = d->addr;
     const uint64_t ts_start = ts;
     uint64_t dts_or = 0; /* all dts OR-ed: wrap-around detection after the loop */
@@ -352,10 +365,10 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
     __asm__("" : "+r"(hi)); /* opaque: ~hi is then an andn, not a second constant register */
     /* the tag: H 0, type ALLOC or FREE (bit 3 either), S as with_s, Source not the escape */
     const unsigned tag_want = with_s ? HT_FMT_TAG_S : 0;
-    while (p < fast_end && e < e_end) {
+    while (p < fast_end && at < at_end) {
         size_t k = (size_t)(fast_end - p - 1) / FAST_RECORD(with_s) + 1;
-        ht_reader_event *const e_stop = (size_t)(e_end - e) < k ? e_end : e + k;
-        while (e < e_stop) {
+        const uintptr_t at_stop = (at_end - at) / step < k ? at_end : at + k * step;
+        while (at < at_stop) {
             unsigned tag = *p;
             if (((tag & ~(1u << HT_FMT_TAG_TYPE_SHIFT)) ^ tag_want) >= HT_FMT_SRC_ESCAPE)
                 goto done;
@@ -378,7 +391,16 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
                 dts = vx_value_hi(w, stop, hi, true);
                 uint64_t f2 = vx_field_hi(w, b2 & ~b1, hi);
                 uint64_t f3 = vx_field_hi(w, b3 & ~b2, hi);
-                if (with_s) {
+                if (!store) {
+                    /* the check pass needs only the address field's parity: bit 0 of its
+                     * first byte, the byte after the stop bit of the field before it */
+                    uint64_t s1 = stop ^ stop2, s2 = stop2 ^ stop3, s3 = stop3 ^ stop4;
+                    uint64_t before = with_s ? (s2 & ~is_alloc) | (s3 & is_alloc)
+                                             : (s1 & ~is_alloc) | (s2 & is_alloc);
+                    av = (w & (before << 1)) != 0;
+                    stack = f2;
+                    size = 0;
+                } else if (with_s) {
                     uint64_t f4 = vx_field_hi(w, b4 & ~b3, hi);
                     stack = f2;
                     size = f3;
@@ -411,33 +433,38 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
                 goto done;
             if (av & 1)
                 goto done;
+            dts_or |= dts;
+            ts += dts;
+            p = q;
+            if (!store) {
+                at++;
+                continue; /* the check pass: registers and checks only */
+            }
+            ht_reader_event *const e = (ht_reader_event *)at;
             addr += (uint64_t)ht_fmt_unzigzag(av >> 1) << 4;
             uint64_t source = tag & HT_FMT_TAG_SRC_MASK;
             uint16_t type = (uint16_t)(HT_EVENT_HEAP_FREE ^
                                        ((HT_EVENT_HEAP_FREE ^ HT_EVENT_HEAP_ALLOC) & is_alloc));
-            dts_or |= dts;
-            ts += dts;
             e->event.timestamp_ns = ts;
             memcpy((char *)e + offsetof(ht_event, tid), &tid_heap, sizeof tid_heap); /* + heap */
             e->event.type = type;
             /* alloc = {size, address, source}, free = {address, source}: words at 24, 32,
              * 40, in this order so that FREE's address and source overwrite size and 0 */
-            const size_t at = offsetof(ht_event, alloc) + (8 & (size_t)is_alloc);
+            const size_t word = offsetof(ht_event, alloc) + (8 & (size_t)is_alloc);
             put64(e, offsetof(ht_event, alloc) + 16, 0);
             put64(e, offsetof(ht_event, alloc) + 24, 0);
             put64(e, offsetof(ht_event, alloc) + 32, 0);
             put64(e, offsetof(ht_event, alloc), size);
-            put64(e, at, addr);
-            put64(e, at + 8, source);
+            put64(e, word, addr);
+            put64(e, word + 8, source);
             e->event.sequence = seq++;
             put64(e, offsetof(ht_reader_event, stack_id), stack); /* stack_id, reserved_ = 0 */
-            e++;
-            p = q;
+            at += step;
         }
     }
 done:
     d->p = p;
-    d->n = (uint32_t)(e - out);
+    d->n = store ? first + (uint32_t)((ht_reader_event *)at - out) : (uint32_t)at;
     d->ts = ts;
     d->seq = seq;
     d->addr = addr;
@@ -449,88 +476,174 @@ done:
 
 _Static_assert(FAST_RECORD(1) + 8 <= RD_MAX_RECORD, "a fast record stays before the end");
 
-/* fast_run out of line, one per varint decoder and S: its loop then has the registers to
- * itself (inlined into decode_events, half its registers were spilled around the loop). */
-__attribute__((noinline)) static void fast_run_generic(rd_dec *d, const rd_chunk *c,
-                                                       const uint8_t *fast_end,
-                                                       ht_reader_event *out, uint64_t n_stacks)
+/* The check pass's fast_run with pext and pdep (the CPUs that have a fast pext have a fast
+ * pdep): the same records, the same checks, the same registers (ts, n, back), but nothing
+ * else: a record's f varints end where the f-th stop bit of its 8-byte window is (one pdep
+ * instead of a chain of stop-bit steps), the address field's parity is bit 0 of the byte
+ * after the (f-1)-th, and only dts (and with S the stack id) are extracted. Records whose
+ * varints do not all end in the window are taken field by field, as fast_run does. */
+static inline __attribute__((always_inline)) void check_run(rd_dec *d, const uint8_t *fast_end,
+                                                            uint32_t n_end,
+                                                            uint64_t n_stacks_before,
+                                                            const bool with_s)
 {
-    fast_run(d, c, fast_end, out, n_stacks, false, false);
+    if (__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__)
+        return;
+    const uint8_t *p = d->p;
+    uint32_t n = d->n;
+    uint64_t ts = d->ts;
+    const uint64_t ts_start = ts;
+    uint64_t dts_or = 0;
+    uint64_t hi = 0x8080808080808080ull;
+    __asm__("" : "+r"(hi));
+    const unsigned tag_want = with_s ? HT_FMT_TAG_S : 0;
+    while (p < fast_end && n < n_end) {
+        size_t k = (size_t)(fast_end - p - 1) / FAST_RECORD(with_s) + 1;
+        const uint32_t n_stop = n_end - n < k ? n_end : n + (uint32_t)k;
+        while (n < n_stop) {
+            unsigned tag = *p;
+            if (((tag & ~(1u << HT_FMT_TAG_TYPE_SHIFT)) ^ tag_want) >= HT_FMT_SRC_ESCAPE)
+                goto done;
+            /* its f varints: dts [stack] [size] address; sel = 1 << (f - 1) */
+            const unsigned is_free = (tag >> HT_FMT_TAG_TYPE_SHIFT) & 1u;
+            const uint64_t sel = (with_s ? 8u : 4u) >> is_free;
+            uint64_t w = load64(p + 1), stop = ~w & hi;
+            uint64_t last = pdep64(sel, stop);
+            uint64_t b1 = stop ^ (stop - 1); /* dts's bytes and the stop bits above */
+            uint64_t dts;
+            const uint8_t *q;
+            if (last != 0) {
+                uint64_t before = pdep64(sel >> 1, stop);
+                if (w & (before << 1))
+                    goto done; /* odd address field */
+                dts = vx_field_hi(w, b1, hi);
+                if (with_s) {
+                    uint64_t s2 = stop & (stop - 1);
+                    uint64_t stack = vx_field_hi(w, (s2 ^ (s2 - 1)) & ~b1, hi);
+                    if (stack - 1 >= n_stacks_before)
+                        goto done;
+                }
+                q = p + 1 + vx_len(last);
+            } else {
+                if (stop == 0)
+                    goto done;
+                dts = vx_field_hi(w, b1, hi);
+                q = p + 1 + vx_len(stop);
+                uint64_t v;
+                unsigned len;
+                if (with_s) {
+                    if ((len = vx_window(q, hi, &v, true)) == 0 || v - 1 >= n_stacks_before)
+                        goto done;
+                    q += len;
+                }
+                if (!is_free) {
+                    if ((len = vx_window(q, hi, &v, true)) == 0)
+                        goto done;
+                    q += len;
+                }
+                if ((len = vx_window(q, hi, &v, true)) == 0 || (v & 1) != 0)
+                    goto done;
+                q += len;
+            }
+            dts_or |= dts;
+            ts += dts;
+            n++;
+            p = q;
+        }
+    }
+done:
+    d->p = p;
+    d->n = n;
+    d->ts = ts;
+    d->back |= (dts_or >> 32) != 0 || ts < ts_start;
 }
 
-__attribute__((noinline)) static void fast_run_generic_s(rd_dec *d, const rd_chunk *c,
-                                                         const uint8_t *fast_end,
-                                                         ht_reader_event *out, uint64_t n_stacks)
+/* fast_run out of line, one per varint decoder, S and store (the decoder, or the check pass
+ * with no stores): its loop then has the registers to itself (inlined into decode_run, half
+ * its registers were spilled around the loop). */
+#define FAST_RUN_ARGS                                                                              \
+    rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out, uint32_t first,   \
+        uint32_t n_end, uint64_t n_stacks
+#define FAST_RUN(name, use_pext, with_s, store)                                                    \
+    static void name(FAST_RUN_ARGS)                                                                \
+    {                                                                                              \
+        fast_run(d, c, fast_end, out, first, n_end, n_stacks, use_pext, with_s, store);            \
+    }
+#define BMI __attribute__((target("bmi,bmi2")))
+__attribute__((noinline)) FAST_RUN(fast_run_generic, false, false, true) __attribute__((noinline))
+FAST_RUN(fast_run_generic_s, false, true, true) __attribute__((noinline)) BMI
+    FAST_RUN(fast_run_pext, true, false, true) __attribute__((noinline)) BMI
+    FAST_RUN(fast_run_pext_s, true, true, true) __attribute__((noinline))
+    FAST_RUN(check_run_generic, false, false, false) __attribute__((noinline))
+    FAST_RUN(check_run_generic_s, false, true, false) __attribute__((noinline)) BMI
+    static void check_run_pext(FAST_RUN_ARGS)
 {
-    fast_run(d, c, fast_end, out, n_stacks, false, true);
+    (void)c, (void)out, (void)first;
+    check_run(d, fast_end, n_end, n_stacks, false);
+}
+__attribute__((noinline)) BMI static void check_run_pext_s(FAST_RUN_ARGS)
+{
+    (void)c, (void)out, (void)first;
+    check_run(d, fast_end, n_end, n_stacks, true);
 }
 
-__attribute__((noinline, target("bmi,bmi2"))) static void
-fast_run_pext(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
-              uint64_t n_stacks)
-{
-    fast_run(d, c, fast_end, out, n_stacks, true, false);
-}
-
-__attribute__((noinline, target("bmi,bmi2"))) static void
-fast_run_pext_s(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event *out,
-                uint64_t n_stacks)
-{
-    fast_run(d, c, fast_end, out, n_stacks, true, true);
-}
-
-static inline __attribute__((always_inline)) bool decode_events(ht_reader *r, const rd_chunk *c,
-                                                                const uint8_t *payload,
-                                                                ht_reader_event *out, bool *sorted,
-                                                                const bool use_pext)
+/* The decoder from state *dp (events [0, dp->n) of chunk c decoded before; its heap table in
+ * heaps[]): the next events into out[0 ..), the event dp->n to out[0]. n_stop == UINT32_MAX:
+ * the whole rest of the chunk, then the chunk-level checks (FORMAT.md 6.4); else only until
+ * dp->n == n_stop (<= n_records; a piece: the check pass has seen the whole chunk), stopping
+ * right after that event. store false (the check pass): every check, no event stored, out
+ * unused, and the seq and addr registers left stale (nothing checks them). True, or false
+ * with status BAD_RECORD set at the failing record. */
+static inline __attribute__((always_inline)) bool
+decode_run(ht_reader *r, const rd_chunk *c, const uint8_t *payload, rd_dec *dp, uint64_t *heaps,
+           uint64_t n_stacks_before, ht_reader_event *out, uint32_t n_stop, const bool use_pext,
+           const bool store)
 {
     const uint8_t *const end = payload + c->payload_size;
     const uint8_t *const fast_end = c->payload_size > RD_MAX_RECORD ? end - RD_MAX_RECORD : payload;
-    const uint32_t n_last = c->n_records - 1; /* the fast path runs while 1 <= n <= n_last */
-    const uint64_t n_stacks_before = stacks_before(&r->stacks, c->off);
-    uint64_t heaps[HT_FMT_HEAP_TABLE]; /* the chunk's heap table */
-    rd_dec d;
-    d.p = payload;
-    d.ts = c->first_ts;
-    d.seq = c->first_seq;
-    d.addr = 0;
-    d.heap = 0;
-    d.n = 0;
-    d.n_heaps = 0;
-    d.flags = 0;
-    d.pending = false;
-    d.back = false;
-    const uint8_t *rec = payload;
+    /* the fast path runs while 1 <= n < n_end */
+    const uint32_t n_end = c->n_records < n_stop ? c->n_records : n_stop;
+    const uint32_t first = dp->n;
+    rd_dec d = *dp;
+    const uint8_t *rec = d.p;
     const char *why = NULL;
     const uint64_t payload_off = c->off + HT_FMT_CHUNK_HDR_SIZE;
 
-    while (d.p < end) {
+    while (d.p < end && d.n < n_stop) {
         /* Unchecked lengths while the record cannot reach end (and the first event, whose
          * timestamp is checked against first_ts, and the n_records limit are behind). */
-        while (d.p < fast_end && d.n - 1u < n_last) {
+        while (d.p < fast_end && d.n - 1u < n_end - 1u) {
             if (!d.pending) {
                 bool with_s = (*d.p & HT_FMT_TAG_S) != 0; /* the loop for this record's S */
-                if (use_pext && with_s)
-                    fast_run_pext_s(&d, c, fast_end, out, n_stacks_before);
+                if (store && use_pext)
+                    (with_s ? fast_run_pext_s : fast_run_pext)(&d, c, fast_end, out, first, n_end,
+                                                               n_stacks_before);
+                else if (store)
+                    (with_s ? fast_run_generic_s : fast_run_generic)(&d, c, fast_end, out, first,
+                                                                     n_end, n_stacks_before);
                 else if (use_pext)
-                    fast_run_pext(&d, c, fast_end, out, n_stacks_before);
-                else if (with_s)
-                    fast_run_generic_s(&d, c, fast_end, out, n_stacks_before);
+                    (with_s ? check_run_pext_s : check_run_pext)(&d, c, fast_end, out, first, n_end,
+                                                                 n_stacks_before);
                 else
-                    fast_run_generic(&d, c, fast_end, out, n_stacks_before);
-                if (d.p >= fast_end || d.n - 1u >= n_last)
+                    (with_s ? check_run_generic_s : check_run_generic)(&d, c, fast_end, out, first,
+                                                                       n_end, n_stacks_before);
+                if (d.p >= fast_end || d.n - 1u >= n_end - 1u)
                     break;
             }
             rec = d.p;
-            if ((why = record_decode(&d, heaps, r, c, end, out, use_pext, false)) != NULL)
+            if ((why = record_decode(&d, heaps, r, c, end, out, first, use_pext, false, store)) !=
+                NULL)
                 goto bad;
         }
-        if (d.p >= end)
+        if (d.p >= end || d.n >= n_stop)
             break;
         rec = d.p;
-        if ((why = record_decode(&d, heaps, r, c, end, out, use_pext, true)) != NULL)
+        if ((why = record_decode(&d, heaps, r, c, end, out, first, use_pext, true, store)) != NULL)
             goto bad;
     }
+    *dp = d;
+    if (n_stop != UINT32_MAX)
+        return true;
     if (d.pending) {
         why = "control record not followed by an event";
         goto bad;
@@ -545,7 +658,6 @@ static inline __attribute__((always_inline)) bool decode_events(ht_reader *r, co
         why = "last event's timestamp differs from the header's last_ts";
         goto bad;
     }
-    *sorted = !d.back;
     return true;
 bad:
     ht__rd_fail(r, HT_READER_BAD_RECORD, payload_off + (uint64_t)(rec - payload),
@@ -553,18 +665,29 @@ bad:
                 (unsigned long long)c->off, why);
     return false;
 }
-static bool decode_generic(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
-                           ht_reader_event *out, bool *sorted)
+
+#define DECODE_ARGS                                                                                \
+    ht_reader *r, const rd_chunk *c, const uint8_t *payload, rd_dec *dp, uint64_t *heaps,          \
+        uint64_t n_stacks, ht_reader_event *out, uint32_t n_stop
+static bool decode_generic(DECODE_ARGS)
 {
-    return decode_events(r, c, payload, out, sorted, false);
+    return decode_run(r, c, payload, dp, heaps, n_stacks, out, n_stop, false, true);
+}
+
+static bool check_generic(DECODE_ARGS)
+{
+    return decode_run(r, c, payload, dp, heaps, n_stacks, out, n_stop, false, false);
 }
 
 /* With BMI1 and BMI2 (the CPU has them when it has a fast pext): andn, blsmsk, tzcnt. */
-__attribute__((target("bmi,bmi2"))) static bool decode_pext(ht_reader *r, const rd_chunk *c,
-                                                            const uint8_t *payload,
-                                                            ht_reader_event *out, bool *sorted)
+BMI static bool decode_pext(DECODE_ARGS)
 {
-    return decode_events(r, c, payload, out, sorted, true);
+    return decode_run(r, c, payload, dp, heaps, n_stacks, out, n_stop, true, true);
+}
+
+BMI static bool check_pext(DECODE_ARGS)
+{
+    return decode_run(r, c, payload, dp, heaps, n_stacks, out, n_stop, true, false);
 }
 
 /* pext is one cycle on Intel (Haswell on) and AMD family 19h (Zen 3, 4); microcoded and slow
@@ -582,14 +705,81 @@ static int cpu_fast_pext(void)
 
 _Atomic int ht__rd_pext = -1;
 
-bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
-                          ht_reader_event *out, bool *sorted)
+static bool pext_use(void)
 {
     int use = atomic_load_explicit(&ht__rd_pext, memory_order_relaxed);
     if (use < 0) {
         use = cpu_fast_pext();
         atomic_store_explicit(&ht__rd_pext, use, memory_order_relaxed);
     }
-    return use ? decode_pext(r, c, payload, out, sorted)
-               : decode_generic(r, c, payload, out, sorted);
+    return use != 0;
+}
+
+/* The registers at the start of chunk c (FORMAT.md 5). */
+static void dec_init(rd_dec *d, const rd_chunk *c, const uint8_t *payload)
+{
+    d->p = payload;
+    d->ts = c->first_ts;
+    d->seq = c->first_seq;
+    d->addr = 0;
+    d->heap = 0;
+    d->n = 0;
+    d->n_heaps = 0;
+    d->flags = 0;
+    d->pending = false;
+    d->back = false;
+}
+
+bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
+                          ht_reader_event *out, bool *sorted)
+{
+    uint64_t heaps[HT_FMT_HEAP_TABLE]; /* the chunk's heap table */
+    rd_dec d;
+    dec_init(&d, c, payload);
+    const uint64_t n_stacks = stacks_before(&r->stacks, c->off);
+    bool ok = pext_use() ? decode_pext(r, c, payload, &d, heaps, n_stacks, out, UINT32_MAX)
+                         : decode_generic(r, c, payload, &d, heaps, n_stacks, out, UINT32_MAX);
+    *sorted = !d.back;
+    return ok;
+}
+
+bool ht__rd_check_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload, bool *sorted)
+{
+    uint64_t heaps[HT_FMT_HEAP_TABLE];
+    rd_dec d;
+    dec_init(&d, c, payload);
+    const uint64_t n_stacks = stacks_before(&r->stacks, c->off);
+    bool ok = pext_use() ? check_pext(r, c, payload, &d, heaps, n_stacks, NULL, UINT32_MAX)
+                         : check_generic(r, c, payload, &d, heaps, n_stacks, NULL, UINT32_MAX);
+    *sorted = !d.back;
+    return ok;
+}
+
+_Static_assert(RD_HEAP_TABLE == HT_FMT_HEAP_TABLE, "rd_piece's heap table holds FORMAT.md 5's");
+
+void ht__rd_piece_start(ht_reader *r, rd_piece *pc, const rd_chunk *c, const uint8_t *payload)
+{
+    pc->ch = *c;
+    pc->payload = payload;
+    pc->n_stacks = stacks_before(&r->stacks, c->off);
+    dec_init(&pc->d, c, payload);
+}
+
+bool ht__rd_piece_decode(ht_reader *r, rd_piece *pc, ht_reader_event *out, uint32_t max,
+                         uint32_t *n_out)
+{
+    const uint32_t n0 = pc->d.n, left = pc->ch.n_records - n0;
+    const uint32_t n_stop = n0 + (max < left ? max : left);
+    bool ok =
+        pext_use()
+            ? decode_pext(r, &pc->ch, pc->payload, &pc->d, pc->heaps, pc->n_stacks, out, n_stop)
+            : decode_generic(r, &pc->ch, pc->payload, &pc->d, pc->heaps, pc->n_stacks, out, n_stop);
+    *n_out = pc->d.n - n0;
+    if (ok && *n_out != n_stop - n0) { /* the check pass saw these events: cannot happen */
+        ht__rd_fail(r, HT_READER_BAD_RECORD, pc->ch.off,
+                    "event chunk at offset %llu decoded differently the second time",
+                    (unsigned long long)pc->ch.off);
+        return false;
+    }
+    return ok;
 }

@@ -27,6 +27,16 @@ ssize_t ht__rd_thread_find(ht_reader *r, uint32_t tid);
  * failing record. */
 bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
                           ht_reader_event *out, bool *sorted);
+/* The same checks without storing any event (a check pass over a chunk that is then decoded
+ * in pieces, which cannot fail): true and *sorted, or false with status BAD_RECORD set. */
+bool ht__rd_check_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload, bool *sorted);
+/* Starts decoding chunk c (whose payload stays at payload) in pieces: pc at its first event. */
+void ht__rd_piece_start(ht_reader *r, rd_piece *pc, const rd_chunk *c, const uint8_t *payload);
+/* Its next min(max, events left) events into out, *n_out of them, resuming where the last
+ * piece stopped. The chunk must have passed ht__rd_check_events; false (status set) only if
+ * it decodes differently now. */
+bool ht__rd_piece_decode(ht_reader *r, rd_piece *pc, ht_reader_event *out, uint32_t max,
+                         uint32_t *n_out);
 /* Which varint decoder ht__rd_decode_events uses: 1 pext (BMI2, where it is fast), 0 shift
  * and mask, -1 not chosen yet (chosen at the first chunk). Tests set it to cover both. */
 extern _Atomic int ht__rd_pext;
@@ -37,5 +47,10 @@ void ht__rd_merge_start(ht_reader *r);
 /* Whether the merge may take the window merge (1, the default) or only the head-by-head
  * merges (0). Tests turn it off to compare the two. */
 extern _Atomic int ht__rd_window;
+/* Bytes of decoded events the cursors may hold together (threads x chunk events x 80) before
+ * chunks are decoded in pieces; tests set it small to force pieces. */
+extern _Atomic size_t ht__rd_piece_budget;
+/* When not 0: the events of a piece, whatever the budget (tests: pieces of a few events). */
+extern _Atomic uint32_t ht__rd_piece_events;
 
 #endif

@@ -6,9 +6,13 @@
  * of the head timestamps (batch_fill), beyond, a binary min-heap of cursors keyed by
  * (timestamp, sequence, tid) of their head event (heap_fill). All give the same order. And
  * the walk over chunk headers that finds the threads' next chunks (one shared walk, which
- * queues the chunks it passes for their threads). Memory: one chunk and RD_QUEUE chunk
- * headers per thread plus a window (at most max(8192, 16 per thread) events of keys and
- * pointers). Never looks at bytes at or past the damage point found by the scan. */
+ * queues the chunks it passes for their threads). Where the decoded chunks of all threads
+ * would not fit PIECE_BUDGET, a chunk is checked whole and then decoded in pieces (so that
+ * the events the merge reads back are still in the caches). Memory: one chunk (raw) and one
+ * chunk or piece (decoded) and RD_QUEUE chunk headers per thread plus a window (at most
+ * max(8192, 16 per thread) events of keys and pointers). Never looks at bytes at or past the
+ * damage point found by the scan, and never hands out an event of a chunk that does not
+ * decode. */
 #include "reader/internal.h"
 
 #include "trace/format.h"
@@ -40,6 +44,20 @@ static inline bool head_less(const rd_head *a, const rd_head *b)
 #define RADIX_PASSES   3  /* and digits at most */
 #define WINDOW_BACKOFF 16 /* fills without the window merge after a tie group stopped it */
 #define TIE_THREADS    16 /* threads sharing a timestamp beyond which the window merge steps aside */
+
+/* Events per thread of a window at n threads. */
+static inline size_t window_run(size_t n)
+{
+    size_t w = WINDOW_EVENTS / n;
+    return w > WINDOW_MAX ? WINDOW_MAX : w < WINDOW_MIN ? WINDOW_MIN : w;
+}
+
+/* Pieces (piece_config): chunks are decoded in pieces when all threads' decoded chunks would
+ * take more than PIECE_BUDGET bytes, in pieces of about PIECE_BYTES for all threads
+ * (measured: docs/PERFORMANCE.md, fifth session). */
+#define PIECE_BUDGET ((size_t)32 << 20)
+#define PIECE_BYTES  ((size_t)2 << 20)
+#define PIECE_MIN    (2 * WINDOW_MAX)
 
 /* One step of the minimum scan over timestamps: m2 = the smallest timestamp except the best
  * so far, then best/i take (t, k) when t is smaller. Conditional moves, never a branch: which
@@ -180,8 +198,52 @@ static int cursor_next_chunk(ht_reader *r, rd_cursor *c, rd_chunk *ch)
     }
 }
 
-/* Finds, loads and decodes cursor c's next event chunk with at least one event. False at the
- * end of its good chunks, or on damage (status set, r->failed). */
+/* Room for n events in cursor c's ev. False (status set) when out of memory. */
+static bool cursor_room(ht_reader *r, rd_cursor *c, size_t n, uint64_t off)
+{
+    if (n <= c->ev_cap)
+        return true;
+    size_t cap = c->ev_cap < 256 ? 256 : c->ev_cap;
+    while (cap < n)
+        cap *= 2;
+    /* with pieces, a cursor never holds more than the larger of a piece and a whole chunk
+     * that is not decoded in pieces: the memory bound */
+    size_t limit = r->piece_over > r->piece_max ? r->piece_over : r->piece_max;
+    if (r->piece_max != 0 && n <= limit && cap > limit)
+        cap = limit;
+    ht_reader_event *ev = realloc(c->ev, cap * sizeof *ev);
+    if (ev == NULL) {
+        ht__rd_fail(r, HT_READER_NOMEM, off, "out of memory for %zu events", n);
+        return false;
+    }
+    c->ev = ev;
+    c->ev_cap = cap;
+    return true;
+}
+
+/* Cursor c's chunk decoded in pieces: keeps its events not handed out yet, ev[pos .. n_ev),
+ * moved to the front, and decodes its next events after them, up to r->piece_max in all.
+ * False on failure (status set, r->failed). */
+static bool piece_refill(ht_reader *r, rd_cursor *c)
+{
+    rd_piece *pc = &r->pieces[c - r->cursors];
+    uint32_t keep = c->n_ev - c->pos, got;
+    if (keep > 0 && c->pos > 0)
+        memmove(c->ev, c->ev + c->pos, keep * sizeof *c->ev);
+    if (!ht__rd_piece_decode(r, pc, c->ev + keep, r->piece_max - keep, &got)) {
+        r->failed = true;
+        return false;
+    }
+    c->n_ev = keep + got;
+    c->pos = 0;
+    c->n_todo -= got;
+    return true;
+}
+
+/* Finds, loads and decodes cursor c's next event chunk with at least one event: all of it,
+ * or when it has more than r->piece_over events, checked all through and then its first
+ * piece. False at the end of its good chunks, or on damage (status set, r->failed). A chunk
+ * with damage anywhere gives no event: its check pass fails before any is decoded. */
 static bool cursor_load(ht_reader *r, rd_cursor *c)
 {
     rd_chunk ch;
@@ -206,27 +268,62 @@ static bool cursor_load(ht_reader *r, rd_cursor *c)
                     (unsigned long long)ch.off, ch.n_records, ch.payload_size);
         goto fail;
     }
-    if (ch.n_records > c->ev_cap) {
-        size_t cap = c->ev_cap < 256 ? 256 : c->ev_cap;
-        while (cap < ch.n_records)
-            cap *= 2;
-        ht_reader_event *ev = realloc(c->ev, cap * sizeof *ev);
-        if (ev == NULL) {
-            ht__rd_fail(r, HT_READER_NOMEM, ch.off, "out of memory for %u events", ch.n_records);
+    if (r->piece_max != 0 && ch.n_records > r->piece_over) {
+        if (!ht__rd_check_events(r, &ch, pl, &c->sorted))
             goto fail;
-        }
-        c->ev = ev;
-        c->ev_cap = cap;
+        if (!cursor_room(r, c, r->piece_max, ch.off))
+            goto fail;
+        ht__rd_piece_start(r, &r->pieces[c - r->cursors], &ch, pl);
+        c->n_ev = 0;
+        c->pos = 0;
+        c->n_todo = ch.n_records;
+        return piece_refill(r, c);
     }
-    if (!ht__rd_decode_events(r, &ch, pl, c->ev, &c->sorted))
+    if (!cursor_room(r, c, ch.n_records, ch.off) ||
+        !ht__rd_decode_events(r, &ch, pl, c->ev, &c->sorted))
         goto fail;
     c->n_ev = ch.n_records;
     c->pos = 0;
+    c->n_todo = 0;
     return true;
 fail:
     r->failed = true;
     return false;
 }
+
+/* Cursor c used up (pos == n_ev): its chunk's next piece, or its next chunk. False as
+ * cursor_load. */
+static bool cursor_advance(ht_reader *r, rd_cursor *c)
+{
+    return c->n_todo > 0 ? piece_refill(r, c) : cursor_load(r, c);
+}
+
+/* Whether and how r's chunks are decoded in pieces: those of more than piece_over events
+ * (budget / (threads x an event): the decoded chunks of all threads would exceed the
+ * budget), in pieces of PIECE_BYTES / (threads x an event), at least PIECE_MIN (a window's
+ * runs fit in a piece twice) and at most piece_over. */
+static void piece_config(ht_reader *r)
+{
+    r->piece_max = 0;
+    r->piece_over = UINT32_MAX;
+    uint32_t forced = atomic_load_explicit(&ht__rd_piece_events, memory_order_relaxed);
+    if (forced != 0) {
+        r->piece_max = r->piece_over = forced;
+        return;
+    }
+    size_t budget = atomic_load_explicit(&ht__rd_piece_budget, memory_order_relaxed);
+    if (budget == 0 || r->n_threads == 0)
+        return;
+    const size_t per = r->n_threads * sizeof(ht_reader_event);
+    size_t over = budget / per, piece = PIECE_BYTES / per;
+    over = over < PIECE_MIN ? PIECE_MIN : over > UINT32_MAX - 1 ? UINT32_MAX - 1 : over;
+    piece = piece < PIECE_MIN ? PIECE_MIN : piece > over ? over : piece;
+    r->piece_over = (uint32_t)over;
+    r->piece_max = (uint32_t)piece;
+}
+
+_Atomic size_t ht__rd_piece_budget = PIECE_BUDGET;
+_Atomic uint32_t ht__rd_piece_events = 0;
 
 void ht__rd_merge_start(ht_reader *r)
 {
@@ -243,13 +340,16 @@ void ht__rd_merge_start(ht_reader *r)
     r->b_n = 0;
     r->walk_off = r->data_off;
     r->queues = malloc((r->n_threads + 1) * RD_QUEUE * sizeof *r->queues);
+    piece_config(r);
+    r->pieces = r->piece_max != 0 ? malloc((r->n_threads + 1) * sizeof *r->pieces) : NULL;
     for (size_t i = 0; i < r->n_threads; i++) {
         r->cursors[i].shared = true;
         r->cursors[i].q_head = 0;
         r->cursors[i].q_n = 0;
     }
     if (r->heap == NULL || r->batch == NULL || r->keys == NULL || r->runs == NULL ||
-        r->wnext == NULL || r->radix == NULL || r->queues == NULL) {
+        r->wnext == NULL || r->radix == NULL || r->queues == NULL ||
+        (r->piece_max != 0 && r->pieces == NULL)) {
         ht__rd_fail(r, HT_READER_NOMEM, 0, "out of memory for the merge heap");
         r->failed = true;
         return;
@@ -277,7 +377,7 @@ static size_t batch_fill(ht_reader *r, const ht_reader_event **out, size_t max)
         rd_cursor *c = h[k].cursor;
         if (c->pos < c->n_ev) {
             k++;
-        } else if (cursor_load(r, c)) {
+        } else if (cursor_advance(r, c)) {
             head_set(&h[k], c);
             k++;
         } else if (r->failed) {
@@ -510,8 +610,7 @@ static size_t window_fill(ht_reader *r)
 {
     rd_head *h = r->heap;
     size_t n = r->n_heap;
-    size_t w = WINDOW_EVENTS / n;
-    w = w > WINDOW_MAX ? WINDOW_MAX : w < WINDOW_MIN ? WINDOW_MIN : w;
+    size_t w = window_run(n);
     uint64_t t_end = UINT64_MAX, t_base = UINT64_MAX;
     for (size_t k = 0; k < n; k++) {
         const rd_cursor *c = h[k].cursor;
@@ -625,19 +724,25 @@ static size_t window_fill(ht_reader *r)
 
 _Atomic int ht__rd_window = 1;
 
-/* Loads the next chunk of every cursor that is used up; drops the threads that have ended.
- * False on damage (r->failed). */
-static bool cursors_reload(ht_reader *r)
+/* Loads the next chunk (or piece) of every cursor that is used up; drops the threads that
+ * have ended. A cursor whose chunk is decoded in pieces gets its next piece already when
+ * fewer than a window's run of events are left (below low), so that the window merge's
+ * bound is not held back by the end of a piece. False on damage (r->failed). */
+static bool cursors_reload(ht_reader *r, uint32_t low)
 {
     rd_head *h = r->heap;
     for (size_t k = 0; k < r->n_heap;) {
         rd_cursor *c = h[k].cursor;
         if (c->pos < c->n_ev) {
+            if (c->n_todo > 0 && c->n_ev - c->pos < low && !piece_refill(r, c)) {
+                r->n_heap = 0;
+                return false;
+            }
             k++;
             continue;
         }
         r->heap_dirty = true;
-        if (cursor_load(r, c)) {
+        if (cursor_advance(r, c)) {
             head_set(&h[k], c);
             k++;
         } else if (r->failed) {
@@ -657,7 +762,14 @@ static size_t merge_fill(ht_reader *r)
 {
     if (!r->merge_started)
         ht__rd_merge_start(r);
-    if (r->failed || !cursors_reload(r) || r->n_heap == 0)
+    if (r->failed)
+        return 0;
+    uint32_t low = 0; /* pieces are refilled early for the window merge only */
+    if (r->piece_max != 0 && r->window_skip == 0 && r->n_heap >= 3) {
+        size_t w = window_run(r->n_heap);
+        low = (uint32_t)(w < r->piece_max / 2 ? w : r->piece_max / 2);
+    }
+    if (!cursors_reload(r, low) || r->n_heap == 0)
         return 0;
     size_t m = 0; /* 2 threads: batch_fill's register merge is faster */
     if (r->window_skip > 0)

@@ -668,6 +668,7 @@ void ht_reader_close(ht_reader *r)
     free(r->runs);
     free(r->wnext);
     free(r->queues);
+    free(r->pieces);
     free(r->radix);
     free(r->scratch);
     free(r->cmdline);

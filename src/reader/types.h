@@ -1,14 +1,17 @@
 /* types.h — the reader's structs and constants. Glossary:
  *   good data    the chunks wholly before the damage point (FORMAT.md 9), [data_off, valid_end)
  *   scan         the one sequential pass at open: headers, checksums, metadata, threads
- *   cursor       one thread's position in the merge: its current chunk, decoded
+ *   cursor       one thread's position in the merge: its current chunk, decoded (or a piece)
  *   merge heap   a binary min-heap of cursors keyed by their head event (ts, sequence, tid)
  *   window       the events of every cursor's chunk earlier than a bound T that no cursor's
  *                chunk end precedes: merged in one go by a radix sort of their timestamps
  *   run          one cursor's events in a window (a sorted stretch of its chunk)
  *   shared walk  one pass over the chunk headers for all cursors, queueing each thread's
  *                event chunks it passes (instead of one walk per thread)
- * Memory is per thread (one chunk raw + decoded), per stack, per module: never per event. */
+ *   piece        a stretch of a chunk's events decoded at a time, when the chunks' events of
+ *                all threads would not fit the caches: the decoder resumes where it stopped
+ * Memory is per thread (one chunk raw + decoded or a piece of it), per stack, per module:
+ * never per event. */
 #ifndef HT_READER_TYPES_H
 #define HT_READER_TYPES_H
 
@@ -26,6 +29,30 @@ typedef struct rd_chunk {
     uint32_t payload_size, payload_crc;
 } rd_chunk;
 
+/* The event decoder's registers (FORMAT.md 5) and position in a chunk: scalars only, so that
+ * the compiler keeps them in registers (the heap table, an array, lives beside it). */
+typedef struct rd_dec {
+    const uint8_t *p;             /* next record */
+    uint64_t ts, seq, addr, heap; /* the registers */
+    uint32_t n;                   /* event records decoded so far */
+    uint32_t n_heaps;             /* entries of the heap table */
+    uint16_t flags;               /* pending event flags */
+    bool pending;                 /* a control record waits for its event */
+    bool back;                    /* some event is earlier than the one before it */
+} rd_dec;
+
+#define RD_HEAP_TABLE 32 /* heaps[] capacity (FORMAT.md 5) */
+
+/* A chunk decoded piece by piece (after a check pass over all of it): where the decoder
+ * stopped, to resume there. */
+typedef struct rd_piece {
+    rd_chunk ch;                   /* the chunk */
+    const uint8_t *payload;        /* its payload: in r->mem, or the cursor's raw */
+    uint64_t n_stacks;             /* stack ids defined before it: 1 .. n_stacks */
+    rd_dec d;                      /* its events [0, d.n) are decoded */
+    uint64_t heaps[RD_HEAP_TABLE]; /* the heap table, d.n_heaps entries */
+} rd_piece;
+
 /* Event chunks a cursor's queue holds: found for it by the shared walk ahead of its need. */
 #define RD_QUEUE 32
 
@@ -40,12 +67,15 @@ typedef struct rd_cursor {
     bool shared;          /* its chunks not queued are those at or after r->walk_off */
     uint32_t q_head, q_n; /* its queue (r->queues + RD_QUEUE * its index): q_n <= RD_QUEUE
                              headers of its next event chunks from entry q_head on, cyclic */
-    ht_reader_event *ev;  /* decoded events of the current chunk */
+    ht_reader_event *ev;  /* decoded events of the current chunk (or piece) */
     uint32_t n_ev;        /* events in ev */
     uint32_t pos;         /* next event to hand out: pos < n_ev while in the merge heap (scan
                              mode: == n_ev until the next batch_fill loads its next chunk) */
     size_t ev_cap;        /* capacity of ev, in events */
-    bool sorted;          /* ev's timestamps never decrease (the window merge needs it) */
+    bool sorted;          /* ev's timestamps never decrease (the window merge needs it): the
+                             whole chunk's, when it is decoded in pieces */
+    uint32_t n_todo;      /* events of the current chunk not decoded yet (> 0: in pieces,
+                             r->pieces[its index] says where the decoder resumes) */
     uint8_t *raw;         /* payload bytes (file mode only) */
     size_t raw_cap;       /* capacity of raw */
 } rd_cursor;
@@ -97,10 +127,14 @@ struct ht_reader {
     rd_stacks stacks;
     uint64_t n_meta_chunks; /* chunks of the tid-0 stream seen */
 
-    uint64_t walk_off; /* the shared walk over chunk headers: every chunk before it seen */
-    rd_chunk *queues;  /* the cursors' queues, RD_QUEUE each (apart from the cursors, which
-                          the merge loops over: they stay a few cache lines) */
-    rd_head *heap;     /* merge heap: heap[0] is the next event's cursor */
+    rd_piece *pieces;    /* per cursor: its chunk's decoder state when decoded in pieces */
+    uint32_t piece_max;  /* events a piece holds; 0: no chunk is decoded in pieces */
+    uint32_t piece_over; /* chunks of more events than this are (piece_max != 0); a cursor's
+                            ev then holds at most max(piece_over, piece_max) events */
+    uint64_t walk_off;   /* the shared walk over chunk headers: every chunk before it seen */
+    rd_chunk *queues;    /* the cursors' queues, RD_QUEUE each (apart from the cursors, which
+                            the merge loops over: they stay a few cache lines) */
+    rd_head *heap;       /* merge heap: heap[0] is the next event's cursor */
     size_t n_heap;
     const ht_reader_event **batch; /* the next events, merged (merge_fill) */
     size_t b_pos, b_n;             /* batch[b_pos .. b_n) are still to be handed out */
