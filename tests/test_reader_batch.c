@@ -211,13 +211,7 @@ static void decoder_vs_simple(void)
     size_t diff = 0;
     n_bad = 0;
     for (int iter = 0; iter < 600; iter++) {
-        memcpy(buf, t.data, t.size);
-        int n = 1 + (int)(tb_rand(&rng) % 3);
-        for (int f = 0; f < n; f++) {
-            size_t at = data_off + (size_t)(tb_rand(&rng) % (t.size - data_off));
-            buf[at] = (uint8_t)tb_rand(&rng);
-        }
-        tb_fix_checksums(buf, t.size, data_off);
+        tb_forge(buf, t.data, t.size, data_off, &rng, 3);
         diff += decoders_compare(buf, t.size, data_off, &n_bad);
     }
     printf("forged: %zu event chunks did not decode, decoders disagreed on %zu\n", n_bad, diff);

@@ -269,13 +269,7 @@ static void test_forged_chunks(void)
     size_t reported = 0, bad_off = 0;
     for (int iter = 0; iter < 4000; iter++) {
         g_batch = iter & 1;
-        memcpy(buf, t->data, t->size);
-        int n = 1 + (int)(tb_rand(&rng) % 4);
-        for (int f = 0; f < n; f++) {
-            size_t at = g_data_off + (size_t)(tb_rand(&rng) % (t->size - g_data_off));
-            buf[at] = (uint8_t)tb_rand(&rng);
-        }
-        tb_fix_checksums(buf, t->size, g_data_off);
+        tb_forge(buf, t->data, t->size, g_data_off, &rng, 4);
         ht_reader *r = NULL;
         if (ht_reader_open_memory(buf, t->size, &r) != HT_READER_OK)
             continue;

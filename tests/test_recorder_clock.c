@@ -108,18 +108,24 @@ static void *work(void *p)
     return NULL;
 }
 
+/* Starts a file-only session to path: no rundown, BLOCK (nothing lost). */
+static bool start_file_session(const char *path)
+{
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.path = path;
+    cfg.flags = HT_TRACE_NO_RUNDOWN;
+    cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
+    return ht_trace_start(&cfg) == 0;
+}
+
 static void file_events_monotone_and_close(void)
 {
     char path[256];
     ru_path(path, sizeof path, "clock");
     ht_heap *h = ht_heap_create(0, 0, 0);
     REQUIRE(h != NULL);
-    ht_trace_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.path = path;
-    cfg.flags = HT_TRACE_NO_RUNDOWN;
-    cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
-    REQUIRE(ht_trace_start(&cfg) == 0);
+    REQUIRE(start_file_session(path));
     static worker w[N_THREADS];
     pthread_t th[N_THREADS];
     for (int i = 0; i < N_THREADS; i++) {
@@ -196,12 +202,7 @@ static void idle_lookaside_alloc(void)
     REQUIRE(h != NULL);
     void *warm = ht_heap_alloc(h, 0, 48); /* a block of the class, before the session */
     REQUIRE(warm != NULL);
-    ht_trace_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.path = path;
-    cfg.flags = HT_TRACE_NO_RUNDOWN;
-    cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
-    REQUIRE(ht_trace_start(&cfg) == 0);
+    REQUIRE(start_file_session(path));
     ht_heap_free(h, 0, warm); /* onto this thread's lookaside list */
     sleep_us((long)IDLE_MS * 1000);
     uint64_t before = mono_ns();
@@ -294,12 +295,7 @@ static void toggle_then_lookaside_alloc(void)
 {
     char path[256];
     ru_path(path, sizeof path, "clock-toggle");
-    ht_trace_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.path = path;
-    cfg.flags = HT_TRACE_NO_RUNDOWN;
-    cfg.loss_policy = HT_TRACE_LOSS_BLOCK;
-    REQUIRE(ht_trace_start(&cfg) == 0);
+    REQUIRE(start_file_session(path));
     ht_heap *h[TOGGLE_ROUNDS];
     void *x[TOGGLE_ROUNDS];
     for (int r = 0; r < TOGGLE_ROUNDS; r++) {

@@ -292,6 +292,20 @@ static inline void tb_fix_checksums(uint8_t *buf, size_t size, size_t data_off)
     }
 }
 
+/* A forged copy of src in buf: 1 .. max_flips random bytes set at random offsets from
+ * data_off on, then every chunk's checksums fixed, so that the damage reaches the decoders. */
+static inline void tb_forge(uint8_t *buf, const uint8_t *src, size_t size, size_t data_off,
+                            uint64_t *rng, unsigned max_flips)
+{
+    memcpy(buf, src, size);
+    unsigned n = 1 + (unsigned)(tb_rand(rng) % max_flips);
+    for (unsigned f = 0; f < n; f++) {
+        size_t at = data_off + (size_t)(tb_rand(rng) % (size - data_off));
+        buf[at] = (uint8_t)tb_rand(rng);
+    }
+    tb_fix_checksums(buf, size, data_off);
+}
+
 /* tb_fix_checksums for a whole file whose header may be damaged too: the header's checksum
  * (over its command line, when the declared length fits) and then every chunk's. */
 static inline void tb_fix_file_checksums(uint8_t *buf, size_t size)
