@@ -1,5 +1,7 @@
 /* bench_reader.c — reader throughput: builds a synthetic trace (realistic alloc/free stream,
- * 4 threads whose 64 KiB chunks interleave, no stacks) in memory with the real encoder, then
+ * --threads T threads, 4 by default, whose chunks interleave: CHUNK bytes at most, 64 KiB by
+ * default, and at most 8192 events, the batch the encoder is given; no stacks) in memory with
+ * the real encoder, then
  * times full ht_reader passes: from memory through ht_reader_next (mode=memory) and through
  * ht_reader_next_batch (mode=memory-batch), and from a file. Prints one key=value line per mode.
  *   bench_reader [--events N] [--threads T] [--keep FILE]   (CHUNK=bytes: chunk size, 65536)
