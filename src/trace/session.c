@@ -53,13 +53,6 @@ uint32_t ht__trace_tid(void)
 
 __thread uint64_t ht__t_stamp __attribute__((tls_model("initial-exec")));
 
-uint64_t ht__trace_now(void)
-{
-    uint64_t s = ht__os_stamp();
-    ht__t_stamp = s;
-    return s;
-}
-
 uint64_t ht__trace_now_local_read(void)
 {
     uint64_t s = ht__os_stamp_unordered();

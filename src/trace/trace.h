@@ -26,13 +26,20 @@ bool ht__trace_emit_block(ht_event_type type, uintptr_t heap, uintptr_t address,
                           unsigned source, uint64_t ts);
 /* True while this thread runs the consumer: its heap operations are not traced. */
 bool ht__trace_in_consumer(void);
-/* An event stamp in the process's trace clock (src/common/os.h: CLOCK_MONOTONIC ns, or TSC
- * ticks under HT_CLOCK_TSC, converted to ns by the writer and for the consumer). What
- * ht_event.timestamp_ns holds until ht__trace_emit delivers it. */
-uint64_t ht__trace_now(void);
 /* The thread's last clock read (ht__trace_now, or ht__trace_now_local when it had to read):
  * a stamp never later than the clock now. */
 extern __thread uint64_t ht__t_stamp __attribute__((tls_model("initial-exec")));
+
+/* An event stamp in the process's trace clock (src/common/os.h: CLOCK_MONOTONIC ns, or TSC
+ * ticks under HT_CLOCK_TSC, converted to ns by the writer and for the consumer). What
+ * ht_event.timestamp_ns holds until ht__trace_emit delivers it; ordered after every earlier
+ * load under the TSC (`lfence; rdtsc`). Kept as the thread's last clock read. */
+static inline uint64_t ht__trace_now(void)
+{
+    uint64_t s = ht__os_stamp();
+    ht__t_stamp = s;
+    return s;
+}
 /* ht__trace_now_local's read when it cannot reuse a stamp (out of line). */
 uint64_t ht__trace_now_local_read(void);
 
