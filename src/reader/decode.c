@@ -730,29 +730,35 @@ static void dec_init(rd_dec *d, const rd_chunk *c, const uint8_t *payload)
     d->back = false;
 }
 
-bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
-                          ht_reader_event *out, bool *sorted)
+/* The whole chunk through the decoder into out, or through the store-free check pass when out
+ * is NULL; *sorted: no TIME_BACK. */
+static bool whole_chunk(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
+                        ht_reader_event *out, bool *sorted)
 {
     uint64_t heaps[HT_FMT_HEAP_TABLE]; /* the chunk's heap table */
     rd_dec d;
     dec_init(&d, c, payload);
     const uint64_t n_stacks = stacks_before(&r->stacks, c->off);
-    bool ok = pext_use() ? decode_pext(r, c, payload, &d, heaps, n_stacks, out, UINT32_MAX)
-                         : decode_generic(r, c, payload, &d, heaps, n_stacks, out, UINT32_MAX);
+    bool pext = pext_use(), ok;
+    if (out != NULL)
+        ok = pext ? decode_pext(r, c, payload, &d, heaps, n_stacks, out, UINT32_MAX)
+                  : decode_generic(r, c, payload, &d, heaps, n_stacks, out, UINT32_MAX);
+    else
+        ok = pext ? check_pext(r, c, payload, &d, heaps, n_stacks, NULL, UINT32_MAX)
+                  : check_generic(r, c, payload, &d, heaps, n_stacks, NULL, UINT32_MAX);
     *sorted = !d.back;
     return ok;
 }
 
+bool ht__rd_decode_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload,
+                          ht_reader_event *out, bool *sorted)
+{
+    return whole_chunk(r, c, payload, out, sorted);
+}
+
 bool ht__rd_check_events(ht_reader *r, const rd_chunk *c, const uint8_t *payload, bool *sorted)
 {
-    uint64_t heaps[HT_FMT_HEAP_TABLE];
-    rd_dec d;
-    dec_init(&d, c, payload);
-    const uint64_t n_stacks = stacks_before(&r->stacks, c->off);
-    bool ok = pext_use() ? check_pext(r, c, payload, &d, heaps, n_stacks, NULL, UINT32_MAX)
-                         : check_generic(r, c, payload, &d, heaps, n_stacks, NULL, UINT32_MAX);
-    *sorted = !d.back;
-    return ok;
+    return whole_chunk(r, c, payload, NULL, sorted);
 }
 
 _Static_assert(RD_HEAP_TABLE == HT_FMT_HEAP_TABLE, "rd_piece's heap table holds FORMAT.md 5's");
