@@ -3,8 +3,8 @@
  * checksum recomputed (so mutations reach the record decoders), the latter both with
  * ht_reader_next and with ht_reader_next_batch (batch sizes from the input's size), which
  * must agree on every event and on the status, and once more with every chunk of more than a
- * few events decoded in pieces (src/reader/merge.c; the piece size from the input's size),
- * which must agree with them too. The same entry
+ * few events decoded in pieces (src/reader/merge.c; the piece size, the varint decoder and
+ * the window merge on or off from the input's size), which must agree with them too. The same entry
  * point replays fuzz/corpus/reader/ in ordinary ctest runs (tests/test_fuzz_replay_reader.c).
  * Must never trust the input, and must stay deterministic (no time, no global state). */
 #include <heaptrail/reader.h>
@@ -92,9 +92,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t whole = read_all(copy, size, 0);
     if (whole != read_all(copy, size, 1 + size % 300))
         abort(); /* the batch read must give the same events and status */
+    /* the pieces read also takes, by the input's size, the shift-based varint decoder (a CPU
+     * with fast pext never does otherwise) and the merges without the window */
+    int pext = atomic_load(&ht__rd_pext), window = atomic_load(&ht__rd_window);
+    if ((size >> 3) & 1)
+        atomic_store(&ht__rd_pext, 0);
+    if ((size >> 4) & 1)
+        atomic_store(&ht__rd_window, 0);
     atomic_store(&ht__rd_piece_events, 1 + (uint32_t)(size % 7));
     uint64_t pieces = read_all(copy, size, 1 + size % 300);
     atomic_store(&ht__rd_piece_events, 0);
+    atomic_store(&ht__rd_pext, pext);
+    atomic_store(&ht__rd_window, window);
     if (pieces != whole)
         abort(); /* and so must the read in pieces */
     free(copy);

@@ -391,16 +391,8 @@ fast_run(rd_dec *d, const rd_chunk *c, const uint8_t *fast_end, ht_reader_event 
                 dts = vx_value_hi(w, stop, hi, true);
                 uint64_t f2 = vx_field_hi(w, b2 & ~b1, hi);
                 uint64_t f3 = vx_field_hi(w, b3 & ~b2, hi);
-                if (!store) {
-                    /* the check pass needs only the address field's parity: bit 0 of its
-                     * first byte, the byte after the stop bit of the field before it */
-                    uint64_t s1 = stop ^ stop2, s2 = stop2 ^ stop3, s3 = stop3 ^ stop4;
-                    uint64_t before = with_s ? (s2 & ~is_alloc) | (s3 & is_alloc)
-                                             : (s1 & ~is_alloc) | (s2 & is_alloc);
-                    av = (w & (before << 1)) != 0;
-                    stack = f2;
-                    size = 0;
-                } else if (with_s) {
+                /* (with pext the check pass is check_run: here store is always true) */
+                if (with_s) {
                     uint64_t f4 = vx_field_hi(w, b4 & ~b3, hi);
                     stack = f2;
                     size = f3;
@@ -570,13 +562,14 @@ done:
         fast_run(d, c, fast_end, out, first, n_end, n_stacks, use_pext, with_s, store);            \
     }
 #define BMI __attribute__((target("bmi,bmi2")))
-__attribute__((noinline)) FAST_RUN(fast_run_generic, false, false, true) __attribute__((noinline))
-FAST_RUN(fast_run_generic_s, false, true, true) __attribute__((noinline)) BMI
-    FAST_RUN(fast_run_pext, true, false, true) __attribute__((noinline)) BMI
-    FAST_RUN(fast_run_pext_s, true, true, true) __attribute__((noinline))
-    FAST_RUN(check_run_generic, false, false, false) __attribute__((noinline))
-    FAST_RUN(check_run_generic_s, false, true, false) __attribute__((noinline)) BMI
-    static void check_run_pext(FAST_RUN_ARGS)
+// clang-format off
+__attribute__((noinline)) FAST_RUN(fast_run_generic, false, false, true)
+__attribute__((noinline)) FAST_RUN(fast_run_generic_s, false, true, true)
+__attribute__((noinline)) BMI FAST_RUN(fast_run_pext, true, false, true)
+__attribute__((noinline)) BMI FAST_RUN(fast_run_pext_s, true, true, true)
+__attribute__((noinline)) FAST_RUN(check_run_generic, false, false, false)
+__attribute__((noinline)) FAST_RUN(check_run_generic_s, false, true, false)
+__attribute__((noinline)) BMI static void check_run_pext(FAST_RUN_ARGS)
 {
     (void)c, (void)out, (void)first;
     check_run(d, fast_end, n_end, n_stacks, false);
@@ -586,6 +579,7 @@ __attribute__((noinline)) BMI static void check_run_pext_s(FAST_RUN_ARGS)
     (void)c, (void)out, (void)first;
     check_run(d, fast_end, n_end, n_stacks, true);
 }
+// clang-format on
 
 /* The decoder from state *dp (events [0, dp->n) of chunk c decoded before; its heap table in
  * heaps[]): the next events into out[0 ..), the event dp->n to out[0]. n_stop == UINT32_MAX:

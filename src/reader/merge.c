@@ -765,7 +765,8 @@ static size_t merge_fill(ht_reader *r)
     if (r->failed)
         return 0;
     uint32_t low = 0; /* pieces are refilled early for the window merge only */
-    if (r->piece_max != 0 && r->window_skip == 0 && r->n_heap >= 3) {
+    if (r->piece_max != 0 && r->window_skip == 0 && r->n_heap >= 3 &&
+        atomic_load_explicit(&ht__rd_window, memory_order_relaxed)) {
         size_t w = window_run(r->n_heap);
         low = (uint32_t)(w < r->piece_max / 2 ? w : r->piece_max / 2);
     }
