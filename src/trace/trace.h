@@ -61,8 +61,10 @@ static inline uint64_t ht__trace_now_local(void)
     if (__builtin_expect((s & HT_STAMP_TSC) != 0 &&
                              atomic_load_explicit(&ht__os_clock, memory_order_relaxed) ==
                                  HT_CLOCK_TSC,
-                         1))
+                         1)) {
+        ht__t_stamp = s; /* the thread's frees of its own blocks sort after (ht__t_tagbits) */
         return s;
+    }
     return ht__trace_now_local_read();
 }
 /* CLOCK_MONOTONIC ns now (file header, metadata and end records). */
