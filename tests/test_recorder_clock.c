@@ -525,6 +525,96 @@ static void recycled_tag_frees_sort_after(void)
     unlink(path);
 }
 
+/* Blocks another thread allocated before the session are freed by it right after the session
+ * starts on this thread: those frees reuse a stamp (their own tag), as early as the clock word
+ * the start published, yet each sorts after its block's rundown record. */
+typedef struct rundown_case {
+    ht_heap *heap;
+    void *blocks[N_HANDED];
+    int phase; /* 0 allocate, 1 wait for the session, 2 free */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} rundown_case;
+
+static void *rundown_worker(void *arg)
+{
+    rundown_case *rc = arg;
+    for (int i = 0; i < N_HANDED; i++)
+        rc->blocks[i] = ht_heap_alloc(rc->heap, 0, 48);
+    pthread_mutex_lock(&rc->mu);
+    rc->phase = 1;
+    pthread_cond_broadcast(&rc->cv);
+    while (rc->phase != 2)
+        pthread_cond_wait(&rc->cv, &rc->mu);
+    pthread_mutex_unlock(&rc->mu);
+    for (int i = 0; i < N_HANDED; i++)
+        ht_heap_free(rc->heap, 0, rc->blocks[i]);
+    return NULL;
+}
+
+static void rundown_then_free_sorts_after(void)
+{
+    char path[256];
+    ru_path(path, sizeof path, "clock-rundown");
+    int n_bad = 0, n_rundown = 0;
+    for (int round = 0; round < 10; round++) {
+        static rundown_case rc;
+        rc.heap = ht_heap_create(0, 0, 0);
+        REQUIRE(rc.heap != NULL);
+        rc.phase = 0;
+        pthread_mutex_init(&rc.mu, NULL);
+        pthread_cond_init(&rc.cv, NULL);
+        pthread_t th;
+        pthread_create(&th, NULL, rundown_worker, &rc);
+        pthread_mutex_lock(&rc.mu);
+        while (rc.phase != 1)
+            pthread_cond_wait(&rc.cv, &rc.mu);
+        pthread_mutex_unlock(&rc.mu);
+        ht_trace_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.path = path;
+        cfg.loss_policy = HT_TRACE_LOSS_BLOCK; /* with the rundown */
+        unlink(path);
+        REQUIRE(ht_trace_start(&cfg) == 0);
+        pthread_mutex_lock(&rc.mu);
+        rc.phase = 2;
+        pthread_cond_broadcast(&rc.cv);
+        pthread_mutex_unlock(&rc.mu);
+        pthread_join(th, NULL);
+        CHECK_EQ_U(ht_trace_stop(), 0);
+
+        ru_file f;
+        ru_file_read(path, &f);
+        CHECK_EQ_U(f.status, HT_READER_OK);
+        uintptr_t live[N_HANDED];
+        int n_live = 0;
+        for (size_t i = 0; i < f.n; i++) {
+            const ht_event *e = &f.ev[i];
+            if (e->heap_handle != (uintptr_t)rc.heap)
+                continue;
+            if (e->type == HT_EVENT_HEAP_ALLOC) {
+                REQUIRE(n_live < N_HANDED);
+                live[n_live++] = e->alloc.address;
+                n_rundown += (e->flags & HT_EVENT_RUNDOWN) != 0;
+            } else if (e->type == HT_EVENT_HEAP_FREE) {
+                int k = 0;
+                while (k < n_live && live[k] != e->free.address)
+                    k++;
+                n_bad += k == n_live;
+                if (k < n_live)
+                    live[k] = live[--n_live];
+            }
+        }
+        ru_file_free(&f);
+        ht_heap_destroy(rc.heap);
+        pthread_mutex_destroy(&rc.mu);
+        pthread_cond_destroy(&rc.cv);
+    }
+    CHECK_EQ_U(n_rundown, 10 * N_HANDED);
+    CHECK_EQ_U(n_bad, 0);
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     setenv("HEAPTRAIL_CLOCK", "tsc", 1); /* before the first session: the choice is once */
@@ -532,6 +622,7 @@ int main(int argc, char **argv)
         TEST(ns_stamps_pass_through),         TEST(tsc_map_monotone_and_close),
         TEST(file_events_monotone_and_close), TEST(idle_lookaside_alloc),
         TEST(idle_lookaside_alloc_consumer),  TEST(toggle_then_lookaside_alloc),
-        TEST(handed_over_free_reads_clock),   TEST(recycled_tag_frees_sort_after)};
+        TEST(handed_over_free_reads_clock),   TEST(recycled_tag_frees_sort_after),
+        TEST(rundown_then_free_sorts_after)};
     return harness_run(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -116,8 +116,8 @@ static void tag_take(void)
     ht__spin_unlock(&g_tls_pool.lock);
     if (tag == 0)
         return;
-    if (stamp != 0 && stamp + 1 > ht__t_stamp) /* after, not tied with, the last owner */
-        ht__t_stamp = stamp + 1;
+    if (stamp != 0 && stamp + HT_STAMP_STEP > ht__t_stamp) /* after the last owner, no tie */
+        ht__t_stamp = stamp + HT_STAMP_STEP;
     ht__t_tagbits = tag << HT_TAG_SHIFT;
 }
 
