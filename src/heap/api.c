@@ -774,8 +774,7 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
         return free_slow_claimed(heap, block, r, traced ? ht__trace_now() : 0);
     uint64_t ts = 0;
     if (traced) {
-        uint32_t own = ht__t_tagbits;
-        ts = own != 0 && (word & HT_TAG_MASK) == own ? ht__trace_now_local() : ht__trace_now();
+        ts = (word & HT_TAG_MASK) == ht__t_tagcmp ? ht__trace_now_local() : ht__trace_now();
     }
     (void)usable;
     HT_POISON((uint8_t *)block + 2 * sizeof(void *), usable - 2 * sizeof(void *));

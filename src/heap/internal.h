@@ -218,6 +218,10 @@ static inline uint32_t ht__run_index(const ht_run *run, uintptr_t p)
 /* This thread's block tag, shifted: tag << HT_TAG_SHIFT, 0 while it has none
  * (src/heap/tcache.c). Every write of a small block's busy metadata stores it. */
 extern __thread uint32_t ht__t_tagbits __attribute__((tls_model("initial-exec")));
+/* What a block's tag bits (meta & HT_TAG_MASK) equal iff this thread made it: ht__t_tagbits,
+ * or HT_TAG_CMP_NONE, which no masked value equals, while the thread has no tag. */
+extern __thread uint32_t ht__t_tagcmp __attribute__((tls_model("initial-exec")));
+#define HT_TAG_CMP_NONE 1u
 
 /* Per-block metadata of run slot i: the requested size, the Source that served it and the
  * calling thread's tag. */

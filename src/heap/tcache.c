@@ -99,6 +99,7 @@ void ht__tcache_fork_child(void)
 #define HT_TAG_N ((uint32_t)1 << HT_TAG_BITS)
 
 __thread uint32_t ht__t_tagbits __attribute__((tls_model("initial-exec")));
+__thread uint32_t ht__t_tagcmp __attribute__((tls_model("initial-exec"))) = HT_TAG_CMP_NONE;
 static uint16_t g_tag_free[HT_TAG_N]; /* released tags, a stack */
 static uint32_t g_tag_n_free;
 static uint32_t g_tag_next = 1;        /* tags never handed out: g_tag_next .. HT_TAG_N - 1 */
@@ -119,12 +120,14 @@ static void tag_take(void)
     if (stamp != 0 && stamp + HT_STAMP_STEP > ht__t_stamp) /* after the last owner, no tie */
         ht__t_stamp = stamp + HT_STAMP_STEP;
     ht__t_tagbits = tag << HT_TAG_SHIFT;
+    ht__t_tagcmp = tag << HT_TAG_SHIFT;
 }
 
 static void tag_release(void)
 {
     uint32_t tag = ht__t_tagbits >> HT_TAG_SHIFT;
     ht__t_tagbits = 0;
+    ht__t_tagcmp = HT_TAG_CMP_NONE;
     if (tag == 0)
         return;
     ht__spin_lock(&g_tls_pool.lock);

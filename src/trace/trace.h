@@ -59,11 +59,10 @@ static inline uint64_t ht__trace_now_local(void)
     uint64_t last = ht__t_stamp;
     uint64_t word = atomic_load_explicit(&ht__os_clock_line.word, memory_order_relaxed);
     uint64_t s = last > word ? last : word;
-    /* TSC stamps carry HT_STAMP_TSC, so s has it unless neither is a TSC stamp; under
-     * CLOCK_MONOTONIC (a consumer records) every stamp is read. */
-    if (__builtin_expect((s & HT_STAMP_TSC) != 0 &&
-                             atomic_load_explicit(&ht__os_clock, memory_order_relaxed) ==
-                                 HT_CLOCK_TSC,
+    /* Under the TSC the word is a TSC stamp (the session's start publishes one before any heap
+     * is traced), so s is one too; under CLOCK_MONOTONIC (a consumer records) every stamp is
+     * read. */
+    if (__builtin_expect(atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC,
                          1)) {
         ht__t_stamp = s; /* the thread's frees of its own blocks sort after (ht__t_tagbits) */
         return s;
