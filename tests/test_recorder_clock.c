@@ -615,6 +615,18 @@ static void rundown_then_free_sorts_after(void)
     unlink(path);
 }
 
+/* The clock word has two publishers (the writer, a heap switched on) that may read and store
+ * in either order: a late store of an older read must not lower it. */
+static void clock_word_only_rises(void)
+{
+    uint64_t w = atomic_load(&ht__os_clock_line.word);
+    ht__os_clock_word_raise(w > 1000 ? w - 1000 : 0);
+    CHECK(atomic_load(&ht__os_clock_line.word) == w);
+    ht__os_clock_word_raise(w + 5);
+    CHECK(atomic_load(&ht__os_clock_line.word) == w + 5);
+    atomic_store(&ht__os_clock_line.word, w); /* as it was (no session runs) */
+}
+
 int main(int argc, char **argv)
 {
     setenv("HEAPTRAIL_CLOCK", "tsc", 1); /* before the first session: the choice is once */
@@ -623,6 +635,6 @@ int main(int argc, char **argv)
         TEST(file_events_monotone_and_close), TEST(idle_lookaside_alloc),
         TEST(idle_lookaside_alloc_consumer),  TEST(toggle_then_lookaside_alloc),
         TEST(handed_over_free_reads_clock),   TEST(recycled_tag_frees_sort_after),
-        TEST(rundown_then_free_sorts_after)};
+        TEST(rundown_then_free_sorts_after),  TEST(clock_word_only_rises)};
     return harness_run(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

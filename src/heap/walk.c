@@ -227,6 +227,8 @@ static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint32_t *n_e
     if (run->first + (size_t)run->n_blocks * run->block_size >
         (uint8_t *)run + (size_t)run->n_pages * HT_PAGE_SIZE)
         return BAD("run bounds");
+    if ((uint8_t *)&run->meta[run->n_blocks] > run->first)
+        return BAD("run meta overlap");
     size_t first_page = ((uintptr_t)run - (uintptr_t)seg) / HT_PAGE_SIZE;
     for (size_t i = 0; i < run->n_pages; i++)
         if (seg->pagemap[first_page + i] != first_page + 1)
