@@ -425,6 +425,35 @@ static void handed_over_free_reads_clock(void)
     unlink(path);
 }
 
+/* Replays heap's ALLOCs and FREEs in f's merged order (at most N_HANDED blocks live at once):
+ * returns the frees of a block not live then; adds the frees and the rundown ALLOCs seen. */
+static int replay_unmatched_frees(const ru_file *f, uintptr_t heap, int *n_free, int *n_rundown)
+{
+    uintptr_t live[N_HANDED];
+    int n_live = 0, n_bad = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        const ht_event *e = &f->ev[i];
+        if (e->heap_handle != heap)
+            continue;
+        if (e->type == HT_EVENT_HEAP_ALLOC) {
+            CHECK(n_live < N_HANDED);
+            if (n_live == N_HANDED)
+                return n_bad + 1;
+            live[n_live++] = e->alloc.address;
+            *n_rundown += (e->flags & HT_EVENT_RUNDOWN) != 0;
+        } else if (e->type == HT_EVENT_HEAP_FREE) {
+            int k = 0;
+            while (k < n_live && live[k] != e->free.address)
+                k++;
+            n_bad += k == n_live;
+            if (k < n_live)
+                live[k] = live[--n_live];
+            ++*n_free;
+        }
+    }
+    return n_bad;
+}
+
 /* A thread allocates blocks and exits; the next thread takes its recycled tag and frees them.
  * The tag says "this thread's own", so the frees reuse a stamp: the tag's new owner starts
  * after the old owner's last stamp, so every FREE still sorts after its ALLOC. */
@@ -496,25 +525,8 @@ static void recycled_tag_frees_sort_after(void)
     ru_file_read(path, &f);
     CHECK_EQ_U(f.status, HT_READER_OK);
     /* in merged order, a block is freed only while live */
-    uintptr_t live[N_HANDED];
-    int n_live = 0, n_free = 0, n_bad = 0;
-    for (size_t i = 0; i < f.n; i++) {
-        const ht_event *e = &f.ev[i];
-        if (e->heap_handle != (uintptr_t)rc.heap)
-            continue;
-        if (e->type == HT_EVENT_HEAP_ALLOC) {
-            REQUIRE(n_live < N_HANDED);
-            live[n_live++] = e->alloc.address;
-        } else if (e->type == HT_EVENT_HEAP_FREE) {
-            int k = 0;
-            while (k < n_live && live[k] != e->free.address)
-                k++;
-            n_bad += k == n_live;
-            if (k < n_live)
-                live[k] = live[--n_live];
-            n_free++;
-        }
-    }
+    int n_free = 0, n_rundown = 0;
+    int n_bad = replay_unmatched_frees(&f, (uintptr_t)rc.heap, &n_free, &n_rundown);
     CHECK_EQ_U(n_bad, 0);
     CHECK_EQ_U(n_free, 20 * (N_HANDED + N_HANDED / 2));
     fprintf(stderr, "  recycled tags: %d of 20 freeing threads took the allocating one's tag\n",
@@ -586,25 +598,8 @@ static void rundown_then_free_sorts_after(void)
         ru_file f;
         ru_file_read(path, &f);
         CHECK_EQ_U(f.status, HT_READER_OK);
-        uintptr_t live[N_HANDED];
-        int n_live = 0;
-        for (size_t i = 0; i < f.n; i++) {
-            const ht_event *e = &f.ev[i];
-            if (e->heap_handle != (uintptr_t)rc.heap)
-                continue;
-            if (e->type == HT_EVENT_HEAP_ALLOC) {
-                REQUIRE(n_live < N_HANDED);
-                live[n_live++] = e->alloc.address;
-                n_rundown += (e->flags & HT_EVENT_RUNDOWN) != 0;
-            } else if (e->type == HT_EVENT_HEAP_FREE) {
-                int k = 0;
-                while (k < n_live && live[k] != e->free.address)
-                    k++;
-                n_bad += k == n_live;
-                if (k < n_live)
-                    live[k] = live[--n_live];
-            }
-        }
+        int n_free = 0;
+        n_bad += replay_unmatched_frees(&f, (uintptr_t)rc.heap, &n_free, &n_rundown);
         ru_file_free(&f);
         ht_heap_destroy(rc.heap);
         pthread_mutex_destroy(&rc.mu);
