@@ -4,10 +4,10 @@
  * through; end to end, a file-only session's events (stamped with the TSC where usable, forced
  * by HEAPTRAIL_CLOCK=tsc) are nondecreasing per thread and within the bound of
  * CLOCK_MONOTONIC read around each call — except that an alloc served from the thread's
- * lookaside list takes, under the TSC, the later of the thread's last clock read and the
- * writer's clock word: never later than its call, never earlier than the thread's previous
- * event, and after an idle spell no earlier than the writer's last pass. Skips the TSC parts
- * where the CPU has none. */
+ * lookaside list, and a free to it of a block the thread allocated, take, under the TSC, the
+ * later of the thread's last clock read and the writer's clock word: never later than the call,
+ * never earlier than the thread's previous event, and no earlier than about the writer's last
+ * pass (also after an idle spell). Skips the TSC parts where the CPU has none. */
 #include "common/clock.h"
 #include "harness.h"
 #include "recorder_util.h"
@@ -17,6 +17,9 @@
 #include <time.h>
 
 #define BOUND_NS 20000u /* the map may be off CLOCK_MONOTONIC by this much (expected: < 1 µs) */
+/* A reused stamp (lookaside alloc, lookaside free of the thread's own block) may be early by
+ * about one writer pass (5 ms between idle passes); the bound leaves room for a loaded machine. */
+#define REUSE_BOUND_NS (150u * 1000000u)
 
 static uint64_t mono_ns(void)
 {
@@ -158,11 +161,15 @@ static void file_events_monotone_and_close(void)
         REQUIRE(j < 2 * N_OPS);
         CHECK_EQ_U(e->type, j % 2 == 0 ? HT_EVENT_HEAP_ALLOC : HT_EVENT_HEAP_FREE);
         uint64_t lo = w[t].before[j], hi = w[t].after[j];
-        bool reused =
-            tsc && e->type == HT_EVENT_HEAP_ALLOC && e->alloc.source == HT_SOURCE_LOOKASIDE;
-        if (reused) { /* a tcache starts empty: never the thread's first event */
+        /* a lookaside alloc, and a lookaside free of a block this thread allocated (all of
+         * them here), may reuse the thread's last stamp */
+        bool reused = tsc && (e->type == HT_EVENT_HEAP_ALLOC ? e->alloc.source : e->free.source) ==
+                                 HT_SOURCE_LOOKASIDE;
+        if (reused) { /* a tcache starts empty, a block is allocated first: never the first */
             CHECK(j > 0);
-            lo = j > 0 ? w[t].before[j - 1] : lo;
+            /* the later of the thread's last clock read and the writer's word: early by at
+             * most about one writer pass (nondecreasing is checked above) */
+            lo = w[t].before[j] > REUSE_BOUND_NS ? w[t].before[j] - REUSE_BOUND_NS : 0;
             n_reused++;
         }
         CHECK(e->timestamp_ns + BOUND_NS >= lo && e->timestamp_ns <= hi + BOUND_NS);
@@ -343,12 +350,286 @@ static void toggle_then_lookaside_alloc(void)
     unlink(path);
 }
 
+/* A block allocated by one thread and freed by another: the free reads the clock (the ALLOC
+ * may be later than anything the freeing thread has read), so its stamp lies within its
+ * call's bracket, spells of idling notwithstanding. */
+#define N_HANDED 64
+
+typedef struct handed {
+    ht_heap *heap;
+    void *blocks[N_HANDED];
+    uint64_t before[N_HANDED], after[N_HANDED];
+    uint32_t tid, tagbits;
+} handed;
+
+extern __thread uint32_t ht__t_tagbits; /* src/heap/tcache.c: this thread's tag, shifted */
+
+static void *free_handed(void *arg)
+{
+    handed *hd = arg;
+    hd->tid = (uint32_t)syscall(SYS_gettid);
+    for (int i = 0; i < N_HANDED; i++) {
+        sleep_us(300); /* the writer's word and this thread's last read go stale */
+        hd->before[i] = mono_ns();
+        ht_heap_free(hd->heap, 0, hd->blocks[i]);
+        hd->after[i] = mono_ns();
+    }
+    hd->tagbits = ht__t_tagbits;
+    return NULL;
+}
+
+static void handed_over_free_reads_clock(void)
+{
+    char path[256];
+    ru_path(path, sizeof path, "clock-handed");
+    static handed hd;
+    hd.heap = ht_heap_create(0, 0, 0);
+    REQUIRE(hd.heap != NULL);
+    REQUIRE(start_file_session(path));
+    for (int i = 0; i < N_HANDED; i++) { /* lookaside hits among them: 48 B, freed, again */
+        hd.blocks[i] = ht_heap_alloc(hd.heap, 0, 48);
+        REQUIRE(hd.blocks[i] != NULL);
+        if (i % 2 == 1) {
+            ht_heap_free(hd.heap, 0, hd.blocks[i]);
+            hd.blocks[i] = ht_heap_alloc(hd.heap, 0, 48);
+        }
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, free_handed, &hd);
+    pthread_join(th, NULL);
+    CHECK_EQ_U(ht_trace_stop(), 0);
+    CHECK(hd.tagbits != ht__t_tagbits); /* two live threads, two tags */
+
+    ru_file f;
+    ru_file_read(path, &f);
+    CHECK_EQ_U(f.status, HT_READER_OK);
+    int n = 0;
+    uint64_t worst = 0;
+    for (size_t i = 0; i < f.n; i++) {
+        const ht_event *e = &f.ev[i];
+        if (e->heap_handle != (uintptr_t)hd.heap || e->type != HT_EVENT_HEAP_FREE ||
+            e->tid != hd.tid)
+            continue;
+        REQUIRE(n < N_HANDED);
+        CHECK(e->free.address == (uintptr_t)hd.blocks[n]);
+        CHECK(e->timestamp_ns + BOUND_NS >= hd.before[n] &&
+              e->timestamp_ns <= hd.after[n] + BOUND_NS);
+        uint64_t early = hd.before[n] > e->timestamp_ns ? hd.before[n] - e->timestamp_ns : 0;
+        worst = early > worst ? early : worst;
+        n++;
+    }
+    CHECK_EQ_U(n, N_HANDED);
+    fprintf(stderr, "  handed-over frees: at most %" PRIu64 " ns before their call\n", worst);
+    ru_file_free(&f);
+    ht_heap_destroy(hd.heap);
+    unlink(path);
+}
+
+/* Replays heap's ALLOCs and FREEs in f's merged order (at most N_HANDED blocks live at once):
+ * returns the frees of a block not live then; adds the frees and the rundown ALLOCs seen. */
+static int replay_unmatched_frees(const ru_file *f, uintptr_t heap, int *n_free, int *n_rundown)
+{
+    uintptr_t live[N_HANDED];
+    int n_live = 0, n_bad = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        const ht_event *e = &f->ev[i];
+        if (e->heap_handle != heap)
+            continue;
+        if (e->type == HT_EVENT_HEAP_ALLOC) {
+            CHECK(n_live < N_HANDED);
+            if (n_live == N_HANDED)
+                return n_bad + 1;
+            live[n_live++] = e->alloc.address;
+            *n_rundown += (e->flags & HT_EVENT_RUNDOWN) != 0;
+        } else if (e->type == HT_EVENT_HEAP_FREE) {
+            int k = 0;
+            while (k < n_live && live[k] != e->free.address)
+                k++;
+            n_bad += k == n_live;
+            if (k < n_live)
+                live[k] = live[--n_live];
+            ++*n_free;
+        }
+    }
+    return n_bad;
+}
+
+/* A thread allocates blocks and exits; the next thread takes its recycled tag and frees them.
+ * The tag says "this thread's own", so the frees reuse a stamp: the tag's new owner starts
+ * after the old owner's last stamp, so every FREE still sorts after its ALLOC. */
+typedef struct recycled {
+    ht_heap *heap, *untraced;
+    void *blocks[N_HANDED];
+    uint32_t tagbits;
+    uint64_t first_stamp, last_stamp; /* ht__t_stamp: the freeing thread's at its tag's taking,
+                                         the allocating one's at its end */
+    bool freeing;
+} recycled;
+
+extern __thread uint64_t ht__t_stamp; /* src/trace/session.c: this thread's last stamp */
+
+static void *recycled_work(void *arg)
+{
+    recycled *rc = arg;
+    if (rc->freeing) { /* takes the tag through an untraced heap: no stamp of its own yet */
+        ht_heap_free(rc->untraced, 0, ht_heap_alloc(rc->untraced, 0, 16));
+        rc->first_stamp = ht__t_stamp;
+    }
+    for (int i = 0; i < N_HANDED; i++) {
+        if (rc->freeing) {
+            ht_heap_free(rc->heap, 0, rc->blocks[i]);
+        } else {
+            rc->blocks[i] = ht_heap_alloc(rc->heap, 0, 48);
+            if (i % 2 == 1) { /* a lookaside hit: a reused stamp */
+                ht_heap_free(rc->heap, 0, rc->blocks[i]);
+                rc->blocks[i] = ht_heap_alloc(rc->heap, 0, 48);
+            }
+        }
+    }
+    rc->tagbits = ht__t_tagbits;
+    rc->last_stamp = ht__t_stamp;
+    return NULL;
+}
+
+static void recycled_tag_frees_sort_after(void)
+{
+    char path[256];
+    ru_path(path, sizeof path, "clock-recycled");
+    static recycled rc;
+    rc.heap = ht_heap_create(0, 0, 0);
+    rc.untraced = ht_heap_create(0, 0, 0);
+    REQUIRE(rc.heap != NULL && rc.untraced != NULL);
+    REQUIRE(start_file_session(path));
+    ht_trace_enable_heap(rc.untraced, false);
+    int n_same = 0;
+    for (int round = 0; round < 20; round++) {
+        pthread_t th;
+        rc.freeing = false;
+        pthread_create(&th, NULL, recycled_work, &rc);
+        pthread_join(th, NULL);
+        uint32_t alloc_tag = rc.tagbits;
+        uint64_t alloc_last = rc.last_stamp;
+        rc.freeing = true;
+        pthread_create(&th, NULL, recycled_work, &rc);
+        pthread_join(th, NULL);
+        if (alloc_tag != 0 && rc.tagbits == alloc_tag) {
+            n_same++;
+            /* the writer's word usually covers this too: check the hand-over itself */
+            CHECK(rc.first_stamp > alloc_last);
+        }
+    }
+    CHECK_EQ_U(ht_trace_stop(), 0);
+    CHECK(n_same > 0); /* the case was met: the freeing thread had the allocating one's tag */
+
+    ru_file f;
+    ru_file_read(path, &f);
+    CHECK_EQ_U(f.status, HT_READER_OK);
+    /* in merged order, a block is freed only while live */
+    int n_free = 0, n_rundown = 0;
+    int n_bad = replay_unmatched_frees(&f, (uintptr_t)rc.heap, &n_free, &n_rundown);
+    CHECK_EQ_U(n_bad, 0);
+    CHECK_EQ_U(n_free, 20 * (N_HANDED + N_HANDED / 2));
+    fprintf(stderr, "  recycled tags: %d of 20 freeing threads took the allocating one's tag\n",
+            n_same);
+    ru_file_free(&f);
+    ht_heap_destroy(rc.heap);
+    ht_heap_destroy(rc.untraced);
+    unlink(path);
+}
+
+/* Blocks another thread allocated before the session are freed by it right after the session
+ * starts on this thread: those frees reuse a stamp (their own tag), as early as the clock word
+ * the start published, yet each sorts after its block's rundown record. */
+typedef struct rundown_case {
+    ht_heap *heap;
+    void *blocks[N_HANDED];
+    int phase; /* 0 allocate, 1 wait for the session, 2 free */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} rundown_case;
+
+static void *rundown_worker(void *arg)
+{
+    rundown_case *rc = arg;
+    for (int i = 0; i < N_HANDED; i++)
+        rc->blocks[i] = ht_heap_alloc(rc->heap, 0, 48);
+    pthread_mutex_lock(&rc->mu);
+    rc->phase = 1;
+    pthread_cond_broadcast(&rc->cv);
+    while (rc->phase != 2)
+        pthread_cond_wait(&rc->cv, &rc->mu);
+    pthread_mutex_unlock(&rc->mu);
+    for (int i = 0; i < N_HANDED; i++)
+        ht_heap_free(rc->heap, 0, rc->blocks[i]);
+    return NULL;
+}
+
+static void rundown_then_free_sorts_after(void)
+{
+    char path[256];
+    ru_path(path, sizeof path, "clock-rundown");
+    int n_bad = 0, n_rundown = 0;
+    for (int round = 0; round < 10; round++) {
+        static rundown_case rc;
+        rc.heap = ht_heap_create(0, 0, 0);
+        REQUIRE(rc.heap != NULL);
+        rc.phase = 0;
+        pthread_mutex_init(&rc.mu, NULL);
+        pthread_cond_init(&rc.cv, NULL);
+        pthread_t th;
+        pthread_create(&th, NULL, rundown_worker, &rc);
+        pthread_mutex_lock(&rc.mu);
+        while (rc.phase != 1)
+            pthread_cond_wait(&rc.cv, &rc.mu);
+        pthread_mutex_unlock(&rc.mu);
+        ht_trace_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.path = path;
+        cfg.loss_policy = HT_TRACE_LOSS_BLOCK; /* with the rundown */
+        unlink(path);
+        REQUIRE(ht_trace_start(&cfg) == 0);
+        pthread_mutex_lock(&rc.mu);
+        rc.phase = 2;
+        pthread_cond_broadcast(&rc.cv);
+        pthread_mutex_unlock(&rc.mu);
+        pthread_join(th, NULL);
+        CHECK_EQ_U(ht_trace_stop(), 0);
+
+        ru_file f;
+        ru_file_read(path, &f);
+        CHECK_EQ_U(f.status, HT_READER_OK);
+        int n_free = 0;
+        n_bad += replay_unmatched_frees(&f, (uintptr_t)rc.heap, &n_free, &n_rundown);
+        ru_file_free(&f);
+        ht_heap_destroy(rc.heap);
+        pthread_mutex_destroy(&rc.mu);
+        pthread_cond_destroy(&rc.cv);
+    }
+    CHECK_EQ_U(n_rundown, 10 * N_HANDED);
+    CHECK_EQ_U(n_bad, 0);
+    unlink(path);
+}
+
+/* The clock word has two publishers (the writer, a heap switched on) that may read and store
+ * in either order: a late store of an older read must not lower it. */
+static void clock_word_only_rises(void)
+{
+    uint64_t w = atomic_load(&ht__os_clock_line.word);
+    ht__os_clock_word_raise(w > 1000 ? w - 1000 : 0);
+    CHECK(atomic_load(&ht__os_clock_line.word) == w);
+    ht__os_clock_word_raise(w + 5);
+    CHECK(atomic_load(&ht__os_clock_line.word) == w + 5);
+    atomic_store(&ht__os_clock_line.word, w); /* as it was (no session runs) */
+}
+
 int main(int argc, char **argv)
 {
     setenv("HEAPTRAIL_CLOCK", "tsc", 1); /* before the first session: the choice is once */
     static const harness_test tests[] = {
         TEST(ns_stamps_pass_through),         TEST(tsc_map_monotone_and_close),
         TEST(file_events_monotone_and_close), TEST(idle_lookaside_alloc),
-        TEST(idle_lookaside_alloc_consumer),  TEST(toggle_then_lookaside_alloc)};
+        TEST(idle_lookaside_alloc_consumer),  TEST(toggle_then_lookaside_alloc),
+        TEST(handed_over_free_reads_clock),   TEST(recycled_tag_frees_sort_after),
+        TEST(rundown_then_free_sorts_after),  TEST(clock_word_only_rises)};
     return harness_run(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -41,6 +41,12 @@ pid_t ht__os_gettid(void);
 typedef enum ht_clock_kind { HT_CLOCK_MONOTONIC = 0, HT_CLOCK_TSC = 1 } ht_clock_kind;
 
 #define HT_STAMP_TSC ((uint64_t)1 << 63) /* ns and ticks stay below it for decades */
+/* A step between two stamps (ticks or ns) that keeps them apart once converted to ns, where a
+ * stamp is derived from another to sort after or before it (a tie would leave the order of two
+ * threads' events to their sequence numbers): 64 ticks are over 10 ns below a 6 GHz TSC, and
+ * over 5 ns where the tick-to-ns map's slope is clamped to half the measured rate
+ * (src/common/clock.c). */
+#define HT_STAMP_STEP 64u
 
 extern _Atomic ht_clock_kind ht__os_clock; /* the clock stamps are taken in now */
 
@@ -101,12 +107,24 @@ typedef struct ht_os_clock_line {
 } ht_os_clock_line;
 extern ht_os_clock_line ht__os_clock_line;
 
-/* Publishes the TSC now as the clock word, when stamps are TSC ticks. */
+/* Publishes the TSC now as the clock word (raise: v, if above it), when stamps are TSC ticks.
+ * The word only rises: two
+ * publishers (the writer, ht_trace_enable_heap) may read and store in either order, and a
+ * reused stamp must never fall below a stamp it has to sort after (a free of the thread's own
+ * block after a heap was switched back on: docs/decisions/0002, sixth session). */
+static inline void ht__os_clock_word_raise(uint64_t v)
+{
+    uint64_t old = atomic_load_explicit(&ht__os_clock_line.word, memory_order_relaxed);
+    while (old < v &&
+           !atomic_compare_exchange_weak_explicit(&ht__os_clock_line.word, &old, v,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
 static inline void ht__os_clock_word_publish(void)
 {
     if (atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC)
-        atomic_store_explicit(&ht__os_clock_line.word, ht__os_tsc_ordered() | HT_STAMP_TSC,
-                              memory_order_relaxed);
+        ht__os_clock_word_raise(ht__os_tsc_ordered() | HT_STAMP_TSC);
 }
 
 #endif

@@ -277,7 +277,7 @@ static void describe(uintptr_t p, blockinfo *bi)
         ht_mblock *b = (ht_mblock *)p - 1;
         bi->mb = b;
         bi->usable = ht__mb_payload(b);
-        bi->size = bi->usable - HT_LD(b->aux);
+        bi->size = bi->usable - ht__mb_slack(b);
         bi->source = HT_LD(b->source);
         if (b->flags & MB_SMALL)
             bi->cls = b->cls;
@@ -322,18 +322,10 @@ static inline void *la_pop_mark(ht_heap *heap, ht_lookaside *la, unsigned cls, s
     la->head = ((void **)p)[0];
     la->count--;
     uintptr_t meta = ((uintptr_t *)p)[1];
-    uint16_t srcbits = (uint16_t)((HT_SOURCE_LOOKASIDE - 1u) << RUN_META_SRC_SHIFT);
     size_t usable;
     if (meta != 0) {
-        uint16_t *m = (uint16_t *)meta;
         usable = ht__class_size[cls];
-        size_t slack = usable - size;
-        if (HT_UNLIKELY(usable >= RUN_META_WIDE)) {
-            HT_ST(m[0], (uint16_t)((slack & RUN_META_SLACK) | srcbits));
-            HT_ST(m[1], (uint16_t)(slack >> RUN_META_SRC_SHIFT));
-        } else {
-            HT_ST(m[0], (uint16_t)(slack | srcbits));
-        }
+        HT_ST(*(uint32_t *)meta, ht__run_meta_word(usable - size, HT_SOURCE_LOOKASIDE));
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;
         ht__mb_set_busy(b, size, HT_SOURCE_LOOKASIDE);
@@ -348,7 +340,7 @@ static inline void *la_pop_mark(ht_heap *heap, ht_lookaside *la, unsigned cls, s
 /* The meta entry address of run slot i, as la_push stores it. */
 static inline uintptr_t run_meta_addr(ht_run *run, uint32_t i)
 {
-    return (uintptr_t)&run->meta[run->block_size >= RUN_META_WIDE ? 2 * i : i];
+    return (uintptr_t)&run->meta[i];
 }
 
 /* ---- allocation ---- */
@@ -722,7 +714,9 @@ __attribute__((noinline)) static bool free_lfh_traced(ht_heap *heap, ht_tcache *
 /* The free of block in a live heap, one instance per value of traced (a constant): a small
  * block that goes to this thread's lookaside list takes the short way (segment map, the
  * claiming atomic, its size entry, the push); everything else leaves through one of the
- * out-of-line slow paths above. Traced, stamped before the claim.
+ * out-of-line slow paths above. Traced, stamped after the claim and before the block can
+ * reach another thread: a block this thread allocated (its tag, src/heap/tcache.c) reuses the
+ * thread's last stamp, which is no earlier than the block's ALLOC; any other reads the clock.
  * set_errno false: an invalid block leaves errno as it was (the preload library's free). */
 __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void *block,
                                                             bool set_errno, const bool traced)
@@ -734,8 +728,6 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
     uintptr_t bad = (HT_GRANULE - 1) | ~(((uintptr_t)1 << HT_ADDR_BITS) - 1);
     if (HT_UNLIKELY((p & bad) != 0))
         return free_slow(heap, block, set_errno);
-    /* Traced: stamped before anything is released (the slow path stamps for itself). */
-    const uint64_t ts = traced ? ht__trace_now() : 0;
     ht_region *r = ht__region_of_known(p);
     if (HT_UNLIKELY(r == NULL || r->heap != heap || r->kind != HT_REGION_SEGMENT ||
                     p < (uintptr_t)r + HT_SEG_META))
@@ -744,44 +736,46 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
     /* claim before reading the header: a racing double free must not read a block that the
      * winner is already coalescing */
     if (HT_UNLIKELY(!ht__live_clear(seg, p, heap->serialize)))
-        return free_slow_invalid(heap, block, set_errno, ts);
+        return free_slow_invalid(heap, block, set_errno, traced ? ht__trace_now() : 0);
     ht_tcache *tc = tcache_peek(heap);
     ht_run *run = ht__run_of(seg, p);
     unsigned cls;
     size_t size, usable;
     uintptr_t meta;
+    uint32_t word; /* the block's meta word or MB_SMALL aux: its tag */
     if (run != NULL) {
         uint32_t i = ht__run_index(run, p);
         cls = run->cls;
         usable = run->block_size;
-        if (HT_UNLIKELY(usable >= RUN_META_WIDE)) {
-            size = ht__run_meta_size(run, i);
-            meta = (uintptr_t)&run->meta[2 * i];
-        } else {
-            size = usable - (HT_LD(run->meta[i]) & RUN_META_SLACK);
-            meta = (uintptr_t)&run->meta[i];
-        }
+        word = HT_LD(run->meta[i]);
+        size = usable - (word & RUN_META_SLACK);
+        meta = (uintptr_t)&run->meta[i];
         /* an LFH block of another affinity slot goes home to its run (see release_block);
          * so does one that finds the list full */
         if (HT_UNLIKELY(run->affinity != tc->affinity ||
                         tc->la[cls].count >= heap->la_depth[cls])) {
             if (tc == &ht__tc_none) /* no tcache yet: the slow path makes one */
-                return free_slow_claimed(heap, block, r, ts);
-            return traced ? free_lfh_traced(heap, tc, run, block, size, ts)
+                return free_slow_claimed(heap, block, r, traced ? ht__trace_now() : 0);
+            return traced ? free_lfh_traced(heap, tc, run, block, size, ht__trace_now())
                           : free_lfh(heap, tc, run, block, size);
         }
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;
         if ((b->flags & MB_SMALL) == 0)
-            return free_slow_claimed(heap, block, r, ts);
+            return free_slow_claimed(heap, block, r, traced ? ht__trace_now() : 0);
         cls = b->cls;
         usable = ht__mb_payload(b);
-        size = usable - HT_LD(b->aux);
+        word = HT_LD(b->aux);
+        size = usable - (word & MB_SMALL_SLACK);
         meta = 0;
     }
     ht_lookaside *la = &tc->la[cls];
     if (HT_UNLIKELY(la->count >= heap->la_depth[cls]))
-        return free_slow_claimed(heap, block, r, ts);
+        return free_slow_claimed(heap, block, r, traced ? ht__trace_now() : 0);
+    uint64_t ts = 0;
+    if (traced) {
+        ts = (word & HT_TAG_MASK) == ht__t_tagcmp ? ht__trace_now_local() : ht__trace_now();
+    }
     (void)usable;
     HT_POISON((uint8_t *)block + 2 * sizeof(void *), usable - 2 * sizeof(void *));
     la_push(la, block, meta);

@@ -474,11 +474,12 @@ static void set_all_trace_locked(bool session)
     }
 }
 
-/* Emits HEAP_CREATE and one HEAP_ALLOC per live block of heap, flagged RUNDOWN. The events
- * are gathered under the heap's locks into a temporary mapping, then delivered. */
-static void rundown_heap(ht_heap *heap)
+/* Emits HEAP_CREATE and one HEAP_ALLOC per live block of heap, flagged RUNDOWN, stamped ts
+ * (rundown_stamp). The events are gathered under the heap's locks into a temporary mapping,
+ * then delivered. */
+static void rundown_heap(ht_heap *heap, uint64_t ts)
 {
-    emit_simple(heap, HT_EVENT_HEAP_CREATE, ht__trace_now(), HT_EVENT_RUNDOWN);
+    emit_simple(heap, HT_EVENT_HEAP_CREATE, ts, HT_EVENT_RUNDOWN);
     ht_heap_lock(heap);
     size_t n = 0;
     ht_heap_entry e;
@@ -492,7 +493,6 @@ static void rundown_heap(ht_heap *heap)
         evs = ht__os.map_rw(bytes);
     size_t k = 0;
     if (evs != NULL) {
-        uint64_t ts = ht__trace_now();
         e.address = NULL;
         while (k < n && ht__walk_locked(heap, &e)) {
             if ((e.state & HT_ENTRY_BUSY) == 0)
@@ -515,6 +515,21 @@ static void rundown_heap(ht_heap *heap)
         ht__os.release(evs, bytes);
 }
 
+/* The rundown's stamp, taken once the session started and before any heap is traced: earlier
+ * than every event of the session, so that a block's FREE or a heap's event on another thread
+ * that runs while the walk is under way sorts after the rundown's record of it. Those read the
+ * clock later, or (under the TSC) reuse a stamp no earlier than the clock word the session
+ * start published (src/common/os.h): HT_STAMP_STEP before that word. */
+static uint64_t rundown_stamp(void)
+{
+    uint64_t now = ht__trace_now();
+    uint64_t word = atomic_load_explicit(&ht__os_clock_line.word, memory_order_relaxed);
+    if (atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC &&
+        (word & HT_STAMP_TSC) != 0 && word <= now && (word & ~HT_STAMP_TSC) > HT_STAMP_STEP)
+        return word - HT_STAMP_STEP; /* before, not tied with, a stamp reusing that word */
+    return now;
+}
+
 int ht_trace_start(const ht_trace_config *config)
 {
     if (config == NULL)
@@ -528,6 +543,7 @@ int ht_trace_start(const ht_trace_config *config)
     }
     g_trace_active = true;
     g_trace_heaps_off = (config->flags & HT_TRACE_HEAPS_OFF) != 0;
+    const uint64_t rundown_ts = rundown_stamp();
     ht_heap *live[64];
     unsigned n_live = 0;
     bool more = false;
@@ -548,7 +564,7 @@ int ht_trace_start(const ht_trace_config *config)
     if ((config->flags & HT_TRACE_NO_RUNDOWN) == 0) {
         for (unsigned i = 0; i < n_live; i++)
             if (ht__heap_check(live[i]) != NULL && atomic_load(&live[i]->trace_on))
-                rundown_heap(live[i]);
+                rundown_heap(live[i], rundown_ts);
         if (more) {
             /* beyond the first 64 heaps: walk the table again, one heap at a time */
             for (unsigned i = 0, seen = 0; i < HT_MAX_HEAPS; i++) {
@@ -558,7 +574,7 @@ int ht_trace_start(const ht_trace_config *config)
                 if (seen++ < 64)
                     continue;
                 if (atomic_load(&heap->trace_on))
-                    rundown_heap(heap);
+                    rundown_heap(heap, rundown_ts);
             }
         }
     }

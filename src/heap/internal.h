@@ -215,38 +215,50 @@ static inline uint32_t ht__run_index(const ht_run *run, uintptr_t p)
 #define HT_LD(x)    __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define HT_ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
-/* Per-block metadata of run slot i: the requested size and the Source that served it. */
+/* This thread's block tag, shifted: tag << HT_TAG_SHIFT, 0 while it has none
+ * (src/heap/tcache.c). Every write of a small block's busy metadata stores it. */
+extern __thread uint32_t ht__t_tagbits __attribute__((tls_model("initial-exec")));
+/* What a block's tag bits (meta & HT_TAG_MASK) equal iff this thread made it: ht__t_tagbits,
+ * or HT_TAG_CMP_NONE, which no masked value equals, while the thread has no tag. */
+extern __thread uint32_t ht__t_tagcmp __attribute__((tls_model("initial-exec")));
+#define HT_TAG_CMP_NONE 1u
+
+/* Per-block metadata of run slot i: the requested size, the Source that served it and the
+ * calling thread's tag. */
+static inline uint32_t ht__run_meta_word(size_t slack, unsigned src)
+{
+    return (uint32_t)slack | (src - 1u) << RUN_META_SRC_SHIFT | ht__t_tagbits;
+}
+
 static inline void ht__run_meta_set(ht_run *run, uint32_t i, size_t size, unsigned src)
 {
-    size_t slack = run->block_size - size;
-    uint16_t srcbits = (uint16_t)((src - 1u) << RUN_META_SRC_SHIFT);
-    if (run->block_size >= RUN_META_WIDE) {
-        HT_ST(run->meta[2 * i], (uint16_t)((slack & RUN_META_SLACK) | srcbits));
-        HT_ST(run->meta[2 * i + 1], (uint16_t)(slack >> RUN_META_SRC_SHIFT));
-    } else {
-        HT_ST(run->meta[i], (uint16_t)(slack | srcbits));
-    }
+    HT_ST(run->meta[i], ht__run_meta_word(run->block_size - size, src));
 }
 
 static inline size_t ht__run_meta_size(const ht_run *run, uint32_t i)
 {
-    if (run->block_size >= RUN_META_WIDE)
-        return run->block_size - ((HT_LD(run->meta[2 * i]) & RUN_META_SLACK) |
-                                  ((size_t)HT_LD(run->meta[2 * i + 1]) << RUN_META_SRC_SHIFT));
     return run->block_size - (HT_LD(run->meta[i]) & RUN_META_SLACK);
 }
 
 static inline unsigned ht__run_meta_source(const ht_run *run, uint32_t i)
 {
-    uint16_t m = run->block_size >= RUN_META_WIDE ? HT_LD(run->meta[2 * i]) : HT_LD(run->meta[i]);
-    return (unsigned)(m >> RUN_META_SRC_SHIFT) + 1u;
+    return (unsigned)(HT_LD(run->meta[i]) >> RUN_META_SRC_SHIFT & 3u) + 1u;
 }
 
-/* A busy main block's requested size and Source. */
+/* A busy main block's requested size and Source; an MB_SMALL one also takes the calling
+ * thread's tag (its flag must be set first). */
 static inline void ht__mb_set_busy(ht_mblock *b, size_t size, unsigned src)
 {
-    HT_ST(b->aux, (uint32_t)((((size_t)b->size16 << 4) - sizeof(ht_mblock)) - size));
+    uint32_t slack = (uint32_t)((((size_t)b->size16 << 4) - sizeof(ht_mblock)) - size);
+    HT_ST(b->aux, (b->flags & MB_SMALL) != 0 ? slack | ht__t_tagbits : slack);
     HT_ST(b->source, (uint8_t)src);
+}
+
+/* A busy main block's payload bytes beyond the requested size. */
+static inline size_t ht__mb_slack(const ht_mblock *b)
+{
+    uint32_t aux = HT_LD(b->aux);
+    return (b->flags & MB_SMALL) != 0 ? aux & MB_SMALL_SLACK : aux;
 }
 
 static inline unsigned ht__size_class(size_t n)

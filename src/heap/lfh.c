@@ -74,12 +74,10 @@ static ht_run *run_new(ht_heap *heap, ht_bin *bin, unsigned cls, ht_op *op)
 
     uint32_t size = ht__class_size[cls];
     size_t fixed = offsetof(ht_run, meta);
-    size_t per = size >= RUN_META_WIDE ? 2 : 1; /* meta entries a block */
-    uint32_t n = (uint32_t)((bytes - fixed) / (size + per * sizeof(uint16_t)));
+    uint32_t n = (uint32_t)((bytes - fixed) / (size + sizeof(uint32_t)));
     uint8_t *first;
     for (;;) {
-        first = (uint8_t *)ht__align_up((uintptr_t)run + fixed + n * per * sizeof(uint16_t),
-                                        HT_GRANULE);
+        first = (uint8_t *)ht__align_up((uintptr_t)run + fixed + n * sizeof(uint32_t), HT_GRANULE);
         if (first + (size_t)n * size <= (uint8_t *)run + bytes)
             break;
         n--;

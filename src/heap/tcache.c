@@ -88,6 +88,55 @@ void ht__tcache_fork_child(void)
     ht__tcache_fork_parent();
 }
 
+/* ---- thread tags ----
+ * Each live ht_tls has a tag, 1 .. HT_TAG_N - 1, that every small block it allocates or
+ * resizes carries (ht__t_tagbits, src/heap/types.h). A traced free of a block with its own
+ * thread's tag may reuse the thread's last stamp (src/heap/api.c, free_body): the block's
+ * ALLOC is an earlier event of this thread, so no clock read is needed to sort after it.
+ * Tags are recycled at thread exit; a tag's next owner starts with a last stamp no earlier
+ * than the previous owner's (whose blocks may still be live with that tag). Past HT_TAG_N - 1
+ * live threads, a thread has none (0: its frees read the clock). Under g_tls_pool.lock. */
+#define HT_TAG_N ((uint32_t)1 << HT_TAG_BITS)
+
+__thread uint32_t ht__t_tagbits __attribute__((tls_model("initial-exec")));
+__thread uint32_t ht__t_tagcmp __attribute__((tls_model("initial-exec"))) = HT_TAG_CMP_NONE;
+static uint16_t g_tag_free[HT_TAG_N]; /* released tags, a stack */
+static uint32_t g_tag_n_free;
+static uint32_t g_tag_next = 1;        /* tags never handed out: g_tag_next .. HT_TAG_N - 1 */
+static uint64_t g_tag_stamp[HT_TAG_N]; /* the last stamp of each tag's previous owner */
+
+static void tag_take(void)
+{
+    ht__spin_lock(&g_tls_pool.lock);
+    uint32_t tag = 0;
+    if (g_tag_n_free != 0)
+        tag = g_tag_free[--g_tag_n_free];
+    else if (g_tag_next < HT_TAG_N)
+        tag = g_tag_next++;
+    uint64_t stamp = g_tag_stamp[tag];
+    ht__spin_unlock(&g_tls_pool.lock);
+    if (tag == 0)
+        return;
+    if (stamp != 0 && stamp + HT_STAMP_STEP > ht__t_stamp) /* after the last owner, no tie */
+        ht__t_stamp = stamp + HT_STAMP_STEP;
+    ht__t_tagbits = tag << HT_TAG_SHIFT;
+    ht__t_tagcmp = tag << HT_TAG_SHIFT;
+}
+
+static void tag_release(void)
+{
+    uint32_t tag = ht__t_tagbits >> HT_TAG_SHIFT;
+    ht__t_tagbits = 0;
+    ht__t_tagcmp = HT_TAG_CMP_NONE;
+    if (tag == 0)
+        return;
+    ht__spin_lock(&g_tls_pool.lock);
+    if (ht__t_stamp > g_tag_stamp[tag])
+        g_tag_stamp[tag] = ht__t_stamp;
+    g_tag_free[g_tag_n_free++] = (uint16_t)tag;
+    ht__spin_unlock(&g_tls_pool.lock);
+}
+
 /* ---- thread exit ---- */
 
 static ht_tls g_dead_tls; /* all slots NULL: threads past their exit get no tcache */
@@ -102,6 +151,7 @@ static void tls_destroy(void *arg)
     ht_tls *tls = arg;
     ht__tls = &g_dead_tls;
     ht__tc_process = &ht__tc_none;
+    tag_release(); /* before the flush: no block it touches is handed out again with it */
     for (unsigned i = 0; i < HT_TLS_SLOTS; i++) {
         ht_tcache *tc = tls->slot[i];
         if (tc == NULL)
@@ -213,6 +263,7 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
         if (tls == NULL)
             return NULL;
         tls->affinity = ht__trace_tid() % HT_LFH_AFFINITY; /* documented: tid mod 4 */
+        tag_take();
         ht__tls = tls;
         pthread_setspecific(g_key, tls);
     }

@@ -76,7 +76,9 @@ typedef struct ht_region {
 typedef struct ht_mblock {
     uint32_t prev_size16; /* previous block's size / 16; 0 for the first block */
     uint32_t size16;      /* this block's size / 16, header included */
-    uint32_t aux;         /* busy: payload bytes - requested bytes; free: decommitted pages */
+    uint32_t aux;         /* busy: payload bytes - requested bytes, and for an MB_SMALL block
+                             the allocating thread's tag above HT_TAG_SHIFT (ht__mb_slack);
+                             free: decommitted pages */
     uint8_t flags;        /* MB_* */
     uint8_t source;       /* busy: the ht_source that served it */
     uint8_t cls;          /* MB_SMALL: size class; else 0xff */
@@ -137,14 +139,20 @@ typedef struct ht_run {
     uint32_t on_avail;          /* linked in the bin's avail list */
     struct ht_run *next, *prev; /* the bin's runs with room (second cache line: everything a
                                    free or an allocation reads is in the first) */
-    uint16_t meta[];            /* per block: slack | (source - 1) << 14; runs of
-                                   blocks >= 16 KiB use two entries a block (the
-                                   slack can be 16384), see ht__run_meta_* */
+    uint32_t meta[];            /* per block: slack | (source - 1) << RUN_META_SRC_SHIFT |
+                                   the allocating thread's tag << HT_TAG_SHIFT */
 } ht_run;
 
-#define RUN_META_SLACK     0x3fffu
-#define RUN_META_SRC_SHIFT 14u
-#define RUN_META_WIDE      16384u /* block_size from which a block takes two meta entries */
+#define RUN_META_SLACK     0x7fffu /* slack <= block size <= 16384 */
+#define RUN_META_SRC_SHIFT 15u
+/* A small block's tag: the HT_TAG_BITS-bit tag (1 .. 2^15 - 1, src/heap/tcache.c) of the
+ * thread that last allocated or resized it, 0 for none; every write of a small block's
+ * busy metadata writes it (ht__t_tagbits). Lets a traced free tell a block of its own
+ * thread's making from one handed over (src/heap/api.c, free_body). */
+#define HT_TAG_SHIFT   17u
+#define HT_TAG_BITS    15u
+#define HT_TAG_MASK    ((((uint32_t)1 << HT_TAG_BITS) - 1u) << HT_TAG_SHIFT)
+#define MB_SMALL_SLACK (((uint32_t)1 << HT_TAG_SHIFT) - 1u) /* an MB_SMALL aux's slack bits */
 
 /* One LFH size class of one heap for one affinity slot (threads are spread over
  * HT_LFH_AFFINITY slots so that two threads rarely share a run, its header or its live-bit

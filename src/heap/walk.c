@@ -74,7 +74,7 @@ bool ht__walk_locked(ht_heap *heap, ht_heap_entry *e)
             e->cursor_[2] = (uintptr_t)ht__mb_next(b);
             e->cursor_[3] = 0;
             if ((b->flags & MB_BUSY) && ht__live_test(seg, user))
-                fill(e, (void *)user, ht__mb_payload(b) - HT_LD(b->aux), HT_ENTRY_BUSY,
+                fill(e, (void *)user, ht__mb_payload(b) - ht__mb_slack(b), HT_ENTRY_BUSY,
                      HT_LD(b->source), seg, HT_SEG_SIZE);
             else
                 fill(e, (void *)user, ht__mb_payload(b), HT_ENTRY_FREE, 0, seg, HT_SEG_SIZE);
@@ -227,6 +227,8 @@ static bool check_run(ht_heap *heap, ht_segment *seg, ht_run *run, uint32_t *n_e
     if (run->first + (size_t)run->n_blocks * run->block_size >
         (uint8_t *)run + (size_t)run->n_pages * HT_PAGE_SIZE)
         return BAD("run bounds");
+    if ((uint8_t *)&run->meta[run->n_blocks] > run->first)
+        return BAD("run meta overlap");
     size_t first_page = ((uintptr_t)run - (uintptr_t)seg) / HT_PAGE_SIZE;
     for (size_t i = 0; i < run->n_pages; i++)
         if (seg->pagemap[first_page + i] != first_page + 1)
@@ -316,7 +318,7 @@ static bool check_heap(ht_heap *heap)
                 if (!bits_only_at(seg, (uintptr_t)b, (uintptr_t)run, 0, 1, 0))
                     return BAD("live bit on a run header");
             } else {
-                if (HT_LD(b->aux) > ht__mb_payload(b))
+                if (ht__mb_slack(b) > ht__mb_payload(b))
                     return BAD("block slack");
                 if ((b->flags & MB_SMALL) &&
                     (b->cls >= HT_N_CLASSES || ht__mb_payload(b) < ht__class_size[b->cls]))

@@ -41,28 +41,32 @@ uint32_t ht__callsite_capture(unsigned depth);
  * and the caller takes the general path. The same busy/generation protocol as ht__buf_emit;
  * the stack is captured first, so that an event the unwinder causes (dropped, counted) takes
  * its sequence number before this one is chosen. */
+/* fast: the inline no-stack path (stacks false): ht__rec.fast_gen is its generation test,
+ * which also says no consumer records, no stacks are taken and membarrier is there. */
 static inline __attribute__((always_inline)) bool
 ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size, unsigned source,
-              uint64_t ts, const bool stacks, const bool tail, uint64_t tail_a, uint64_t tail_b)
+              uint64_t ts, const bool stacks, const bool tail, uint64_t tail_a, uint64_t tail_b,
+              const bool fast)
 {
     const ptrdiff_t n_slots = tail ? 2 : 1;
+    _Atomic uint64_t *live = fast ? &ht__rec.fast_gen : &ht__rec.live_gen;
     uint64_t gen = ht__t_gen;
     ht_tbuf *b = ht__t_buf;
     if (__builtin_expect(
-            gen == 0 || atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen ||
-                atomic_load_explicit(&ht__rec.fast_off, memory_order_relaxed) != 0 ||
+            (!fast && gen == 0) || atomic_load_explicit(live, memory_order_relaxed) != gen ||
+                (!fast && atomic_load_explicit(&ht__rec.fast_off, memory_order_relaxed) != 0) ||
                 ht__t_in_stack != 0 ||
                 (uintptr_t)b->end - (uintptr_t)b->pos < (uintptr_t)n_slots * sizeof(ht_raw_event) ||
                 b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
             0))
-        return false;                                /* pos == end == NULL: no packet yet */
-    if (__builtin_expect(ht__rec.strong_fence, 0)) { /* as in ht__buf_emit */
+        return false; /* pos == end == NULL: no packet yet */
+    if (!fast && __builtin_expect(ht__rec.strong_fence, 0)) { /* as in ht__buf_emit */
         atomic_exchange(&b->busy, 1);
     } else {
         atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
         atomic_signal_fence(memory_order_seq_cst);
     }
-    if (__builtin_expect(atomic_load_explicit(&ht__rec.live_gen, memory_order_relaxed) != gen, 0))
+    if (__builtin_expect(atomic_load_explicit(live, memory_order_relaxed) != gen, 0))
         goto decline;
     uint32_t stack_id = 0;
     if (stacks) {
@@ -115,19 +119,18 @@ static inline __attribute__((always_inline)) bool
 ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
                     unsigned source, uint64_t ts, const bool stacks)
 {
-    return ht__emit_body(type, heap, address, size, source, ts, stacks, false, 0, 0);
+    return ht__emit_body(type, heap, address, size, source, ts, stacks, false, 0, 0, false);
 }
 
 /* A REALLOC without flags, no stacks, as two slots (the event and its tail); false when the
- * caller must take the general path (stacks on, or anything ht__emit_body declines). */
+ * caller must take the general path (a session with stacks or a consumer, or anything
+ * ht__emit_body declines). */
 static inline __attribute__((always_inline)) bool
 ht__trace_emit_realloc_inline(uintptr_t heap, uintptr_t new_address, uintptr_t old_address,
                               uint64_t new_size, uint64_t old_size, unsigned source, uint64_t ts)
 {
-    if (__builtin_expect(ht__stack_for(HT_EVENT_HEAP_REALLOC, source), 0))
-        return false;
     return ht__emit_body(HT_EVENT_HEAP_REALLOC, heap, new_address, old_address, source, ts, false,
-                         true, new_size, old_size);
+                         true, new_size, old_size, true);
 }
 
 /* ht__trace_emit_block (trace.h) with its no-stack case inline. */
@@ -135,9 +138,12 @@ static inline __attribute__((always_inline)) bool
 ht__trace_emit_block_inline(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
                             unsigned source, uint64_t ts)
 {
-    if (__builtin_expect(atomic_load_explicit(&ht__rec.stack_depth, memory_order_relaxed) != 0, 0))
+    if (__builtin_expect(
+            ht__emit_body(type, heap, address, size, source, ts, false, false, 0, 0, true), 1))
+        return true;
+    if (atomic_load_explicit(&ht__rec.stack_depth, memory_order_relaxed) != 0)
         return ht__trace_emit_block(type, heap, address, size, source, ts);
-    return ht__emit_block_body(type, heap, address, size, source, ts, false);
+    return false;
 }
 
 #endif

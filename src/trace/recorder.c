@@ -29,7 +29,7 @@
 #endif
 #endif
 
-ht_recorder ht__rec = {.fd = -1};
+ht_recorder ht__rec = {.fd = -1, .fast_gen = HT_REC_NO_GEN};
 
 #define HT_REC_FD_MIN 300 /* the trace file's descriptor is moved to this number or above */
 
@@ -50,6 +50,7 @@ static void rec_after_fork_child(void)
 {
     if (ht__rec.fd >= 0) {
         ht__rec.forked_child = true;
+        atomic_store(&ht__rec.fast_gen, HT_REC_NO_GEN);
         atomic_store(&ht__rec.live_gen, 0);
         /* Threads of the parent that were registering do not exist here: a later stop in
          * this process must not wait for them. */
@@ -296,6 +297,10 @@ int ht__rec_start(const ht_trace_config *config)
     }
     handlers_install();
     ht__rec.fast_off = config->consumer != NULL;
+    atomic_store(&ht__rec.fast_gen,
+                 !ht__rec.fast_off && ht__rec.stack_depth == 0 && !ht__rec.strong_fence
+                     ? ht__rec.gen
+                     : HT_REC_NO_GEN);
     atomic_store(&ht__rec.live_gen, ht__rec.gen); /* recording from here */
     return 0;
 
@@ -344,6 +349,7 @@ int ht__rec_stop(void)
         ht__rec.forked_child = false;
         return 0;
     }
+    atomic_store(&ht__rec.fast_gen, HT_REC_NO_GEN);
     atomic_store(&ht__rec.live_gen, 0);
     ht__buf_quiesce();
     /* No thread writes now: seal every partial packet on its owner's behalf. */

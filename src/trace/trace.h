@@ -46,23 +46,27 @@ uint64_t ht__trace_now_local_read(void);
 /* A stamp for an event whose causal predecessors are all earlier events of this thread, which
  * the per-thread sequence orders anyway: an alloc served from the thread's own lookaside list
  * (only this thread's frees and reallocs fill it; a thread's lists are emptied when it exits,
- * so a recycled tcache starts empty). Under the TSC it reads no clock: the later of this thread's
- * last clock read and the writer's clock word (src/common/os.h), so never later than now and
- * about one writer pass (5 ms plus the pass) early. The edges out of the event keep their order:
- * any other thread's event that follows it reads the clock ordered, later. Never for a free, or an
- * alloc that took a block from shared state. docs/decisions/0002, fifth session. */
+ * so a recycled tcache starts empty), and a free to that list of a block whose latest alloc or
+ * resize was this thread's (its tag, src/heap/tcache.c). Under the TSC it reads no clock: the
+ * later of this thread's last stamp and the writer's clock word (src/common/os.h), so never
+ * later than now and about one writer pass (5 ms plus the pass) early at most; it becomes the
+ * thread's last stamp. The edges out of the event keep their order: another thread's event
+ * that follows it reads the clock ordered, later (a free of a block another thread made always
+ * does, as does an alloc from shared state). Never for a free of another thread's block, or an
+ * alloc that took a block from shared state. docs/decisions/0002, fifth and sixth sessions. */
 static inline uint64_t ht__trace_now_local(void)
 {
     uint64_t last = ht__t_stamp;
     uint64_t word = atomic_load_explicit(&ht__os_clock_line.word, memory_order_relaxed);
     uint64_t s = last > word ? last : word;
-    /* TSC stamps carry HT_STAMP_TSC, so s has it unless neither is a TSC stamp; under
-     * CLOCK_MONOTONIC (a consumer records) every stamp is read. */
-    if (__builtin_expect((s & HT_STAMP_TSC) != 0 &&
-                             atomic_load_explicit(&ht__os_clock, memory_order_relaxed) ==
-                                 HT_CLOCK_TSC,
-                         1))
+    /* Under the TSC the word is a TSC stamp (the session's start publishes one before any heap
+     * is traced), so s is one too; under CLOCK_MONOTONIC (a consumer records) every stamp is
+     * read. */
+    if (__builtin_expect(atomic_load_explicit(&ht__os_clock, memory_order_relaxed) == HT_CLOCK_TSC,
+                         1)) {
+        ht__t_stamp = s; /* the thread's frees of its own blocks sort after (ht__t_tagbits) */
         return s;
+    }
     return ht__trace_now_local_read();
 }
 /* CLOCK_MONOTONIC ns now (file header, metadata and end records). */

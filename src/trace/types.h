@@ -106,9 +106,14 @@ typedef struct ht_wstream {
     uint64_t last_ns;   /* the stream's latest event time written (ns) */
 } ht_wstream;
 
+#define HT_REC_NO_GEN UINT64_MAX /* fast_gen when the inline path must decline: never a gen */
+
 /* The recorder: one per process. Fields above `config` are read on the hot path. */
 typedef struct ht_recorder {
     _Atomic uint64_t live_gen; /* the session's generation while recording, else 0 */
+    /* live_gen while the inline no-stack path may record (no stacks, no consumer, a
+     * membarrier fence), else HT_REC_NO_GEN: that path's one test (src/trace/emit.h) */
+    _Atomic uint64_t fast_gen;
     int strong_fence;          /* 1: the hot path needs a real fence (no membarrier) */
     uint32_t slots_per_packet; /* (packet_size - 64) / 32 */
     size_t packet_size;        /* bytes per packet, multiple of 4 KiB */
