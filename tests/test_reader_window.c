@@ -159,7 +159,11 @@ static void window_equals_head_merge(void)
                 ht_reader_event *off = calloc(total + 1, sizeof *off);
                 for (int batch = 0; batch < 2; batch++) {
                     atomic_store(&ht__rd_window, 1);
+                    /* early chunk loads from 3 threads on (ht_reader_next), or from the
+                     * default (the batch API) */
+                    atomic_store(&ht__rd_early_threads, batch == 0 ? 3 : 32);
                     size_t n_on = read_all(&t, batch, on, total + 1);
+                    atomic_store(&ht__rd_early_threads, 32);
                     atomic_store(&ht__rd_window, 0);
                     size_t n_off = read_all(&t, batch, off, total + 1);
                     atomic_store(&ht__rd_window, 1);

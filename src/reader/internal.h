@@ -47,6 +47,9 @@ void ht__rd_merge_start(ht_reader *r);
 /* Whether the merge may take the window merge (1, the default) or only the head-by-head
  * merges (0). Tests turn it off to compare the two. */
 extern _Atomic int ht__rd_window;
+/* Threads (in the merge) from which a cursor whose chunk is near its end gets its next chunk
+ * before it is used up (EARLY_THREADS); tests set it low to cover that with few threads. */
+extern _Atomic size_t ht__rd_early_threads;
 /* Bytes of decoded events the cursors may hold together (threads x chunk events x 80) before
  * chunks are decoded in pieces; tests set it small to force pieces. */
 extern _Atomic size_t ht__rd_piece_budget;

@@ -9,8 +9,9 @@
  * queues the chunks it passes for their threads). Where the decoded chunks of all threads
  * would not fit PIECE_BUDGET, a chunk is checked whole and then decoded in pieces (so that
  * the events the merge reads back are still in the caches). Memory: one chunk (raw) and one
- * chunk or piece (decoded) and RD_QUEUE chunk headers per thread plus a window (at most
- * max(8192, 16 per thread) events of keys and pointers). Never looks at bytes at or past the
+ * chunk or piece (decoded; with the events of the chunk before it not handed out yet, fewer
+ * than WINDOW_MAX, after an early load) and RD_QUEUE chunk headers per thread plus a window (at
+ * most max(8192, 16 per thread) events of keys and pointers). Never looks at bytes at or past the
  * damage point found by the scan, and never hands out an event of a chunk that does not
  * decode. */
 #include "reader/internal.h"
@@ -44,6 +45,9 @@ static inline bool head_less(const rd_head *a, const rd_head *b)
 #define RADIX_PASSES   3  /* and digits at most */
 #define WINDOW_BACKOFF 16 /* fills without the window merge after a tie group stopped it */
 #define TIE_THREADS    16 /* threads sharing a timestamp beyond which the window merge steps aside */
+/* Threads from which a cursor near its chunk's end loads its next chunk early (cursors_reload;
+ * measured, docs/PERFORMANCE.md, sixth session: it pays at 64 threads, not at 16) */
+#define EARLY_THREADS 32
 
 /* Events per thread of a window at n threads. */
 static inline size_t window_run(size_t n)
@@ -207,8 +211,9 @@ static bool cursor_room(ht_reader *r, rd_cursor *c, size_t n, uint64_t off)
     while (cap < n)
         cap *= 2;
     /* with pieces, a cursor never holds more than the larger of a piece and a whole chunk
-     * that is not decoded in pieces: the memory bound */
-    size_t limit = r->piece_over > r->piece_max ? r->piece_over : r->piece_max;
+     * that is not decoded in pieces, plus the events of the chunk before it that an early
+     * load keeps (fewer than a window's run): the memory bound */
+    size_t limit = (r->piece_over > r->piece_max ? r->piece_over : r->piece_max) + WINDOW_MAX;
     if (r->piece_max != 0 && n <= limit && cap > limit)
         cap = limit;
     ht_reader_event *ev = realloc(c->ev, cap * sizeof *ev);
@@ -230,6 +235,8 @@ static bool piece_refill(ht_reader *r, rd_cursor *c)
     uint32_t keep = c->n_ev - c->pos, got;
     if (keep > 0 && c->pos > 0)
         memmove(c->ev, c->ev + c->pos, keep * sizeof *c->ev);
+    c->n_ev = keep;
+    c->pos = 0;
     if (!ht__rd_piece_decode(r, pc, c->ev + keep, r->piece_max - keep, &got)) {
         r->failed = true;
         return false;
@@ -242,9 +249,12 @@ static bool piece_refill(ht_reader *r, rd_cursor *c)
 
 /* Finds, loads and decodes cursor c's next event chunk with at least one event: all of it,
  * or when it has more than r->piece_over events, checked all through and then its first
- * piece. False at the end of its good chunks, or on damage (status set, r->failed). A chunk
- * with damage anywhere gives no event: its check pass fails before any is decoded. */
-static bool cursor_load(ht_reader *r, rd_cursor *c)
+ * piece. With append, after the events of its current chunk not handed out yet (moved to the
+ * front: an early load, cursor_load_early), else in their place. False at the end of its
+ * good chunks, or on damage (status set, r->failed; c's events not handed out yet stay, at
+ * ev[pos .. n_ev)). A chunk with damage anywhere gives no event: its check pass fails before
+ * any is decoded. */
+static bool cursor_load(ht_reader *r, rd_cursor *c, bool append)
 {
     rd_chunk ch;
     int st = cursor_next_chunk(r, c, &ch);
@@ -268,21 +278,38 @@ static bool cursor_load(ht_reader *r, rd_cursor *c)
                     (unsigned long long)ch.off, ch.n_records, ch.payload_size);
         goto fail;
     }
+    const uint32_t keep = append ? c->n_ev - c->pos : 0;
+    const bool old_sorted = c->sorted;
+    const uint64_t old_last = keep > 0 ? c->ev[c->n_ev - 1].event.timestamp_ns : 0;
     if (r->piece_max != 0 && ch.n_records > r->piece_over) {
-        if (!ht__rd_check_events(r, &ch, pl, &c->sorted))
+        bool sorted;
+        if (!ht__rd_check_events(r, &ch, pl, &sorted))
             goto fail;
         if (!cursor_room(r, c, r->piece_max, ch.off))
             goto fail;
         ht__rd_piece_start(r, &r->pieces[c - r->cursors], &ch, pl);
-        c->n_ev = 0;
-        c->pos = 0;
+        if (keep == 0) {
+            c->n_ev = 0;
+            c->pos = 0;
+        }
         c->n_todo = ch.n_records;
-        return piece_refill(r, c);
+        if (!piece_refill(r, c)) /* keeps ev[pos .. n_ev) in front of the piece */
+            return false;
+        c->sorted =
+            sorted && (keep == 0 || (old_sorted && old_last <= c->ev[keep].event.timestamp_ns));
+        return true;
     }
-    if (!cursor_room(r, c, ch.n_records, ch.off) ||
-        !ht__rd_decode_events(r, &ch, pl, c->ev, &c->sorted))
+    if (!cursor_room(r, c, (size_t)keep + ch.n_records, ch.off))
         goto fail;
-    c->n_ev = ch.n_records;
+    if (keep > 0 && c->pos > 0)
+        memmove(c->ev, c->ev + c->pos, keep * sizeof *c->ev);
+    c->n_ev = keep;
+    c->pos = 0;
+    bool sorted;
+    if (!ht__rd_decode_events(r, &ch, pl, c->ev + keep, &sorted))
+        goto fail;
+    c->sorted = sorted && (keep == 0 || (old_sorted && old_last <= c->ev[keep].event.timestamp_ns));
+    c->n_ev = keep + ch.n_records;
     c->pos = 0;
     c->n_todo = 0;
     return true;
@@ -295,7 +322,52 @@ fail:
  * cursor_load. */
 static bool cursor_advance(ht_reader *r, rd_cursor *c)
 {
-    return c->n_todo > 0 ? piece_refill(r, c) : cursor_load(r, c);
+    if (c->pending != NULL) { /* its early load failed: now is when the failure is met */
+        rd_failure *f = c->pending;
+        c->pending = NULL;
+        if (r->status == HT_READER_OK) { /* the first failure is kept, as ht__rd_fail does */
+            r->status = f->status;
+            r->status_off = f->off;
+            memcpy(r->message, f->message, sizeof r->message);
+        }
+        free(f);
+        r->failed = true;
+        return false;
+    }
+    return c->n_todo > 0 ? piece_refill(r, c) : cursor_load(r, c, false);
+}
+
+/* Cursor c (not used up, its chunk decoded whole) gets its next chunk after the events it
+ * has left, so that the window merge's bound is not held back by the end of its chunk (with
+ * many threads one of them is always near its chunk's end: at 64 threads and 2046-event
+ * chunks, windows of ~1400 events instead of up to 8192). The order handed out is the same:
+ * c's events stay in stream order. A failure is kept back (c->pending) and met when c is
+ * used up, as without the early load: the same events, status and offset. False only when
+ * out of memory to keep it (status set, r->failed). */
+static bool cursor_load_early(ht_reader *r, rd_cursor *c)
+{
+    const ht_reader_status_code st = r->status;
+    const uint64_t st_off = r->status_off;
+    char msg[sizeof r->message];
+    memcpy(msg, r->message, sizeof msg);
+    if (cursor_load(r, c, true))
+        return true;
+    c->no_next = true; /* at the end of its good chunks, or the failure kept back */
+    if (!r->failed)
+        return true;
+    rd_failure *f = malloc(sizeof *f);
+    if (f == NULL)
+        return false; /* the failure now, not later: its events not handed out yet are lost */
+    f->status = r->status;
+    f->off = r->status_off;
+    memcpy(f->message, r->message, sizeof f->message);
+    r->status = st;
+    r->status_off = st_off;
+    memcpy(r->message, msg, sizeof msg);
+    r->failed = false;
+    c->n_todo = 0;
+    c->pending = f;
+    return true;
 }
 
 /* Whether and how r's chunks are decoded in pieces: those of more than piece_over events
@@ -356,7 +428,7 @@ void ht__rd_merge_start(ht_reader *r)
     }
     for (size_t i = 0; i < r->n_threads && !r->failed; i++) {
         rd_cursor *c = &r->cursors[i];
-        if (c->first_off == UINT64_MAX || !cursor_load(r, c))
+        if (c->first_off == UINT64_MAX || !cursor_load(r, c, false))
             continue;
         head_set(&r->heap[r->n_heap++], c);
     }
@@ -723,18 +795,24 @@ static size_t window_fill(ht_reader *r)
 }
 
 _Atomic int ht__rd_window = 1;
+_Atomic size_t ht__rd_early_threads = EARLY_THREADS;
 
 /* Loads the next chunk (or piece) of every cursor that is used up; drops the threads that
  * have ended. A cursor whose chunk is decoded in pieces gets its next piece already when
- * fewer than a window's run of events are left (below low), so that the window merge's
- * bound is not held back by the end of a piece. False on damage (r->failed). */
-static bool cursors_reload(ht_reader *r, uint32_t low)
+ * fewer than a window's run of events are left (below low), and one whose chunk is decoded
+ * whole its next chunk when fewer than early are left, so that the window merge's bound is
+ * not held back by the end of a piece or chunk. False on damage (r->failed). */
+static bool cursors_reload(ht_reader *r, uint32_t low, uint32_t early)
 {
     rd_head *h = r->heap;
     for (size_t k = 0; k < r->n_heap;) {
         rd_cursor *c = h[k].cursor;
         if (c->pos < c->n_ev) {
             if (c->n_todo > 0 && c->n_ev - c->pos < low && !piece_refill(r, c)) {
+                r->n_heap = 0;
+                return false;
+            } else if (c->n_todo == 0 && c->n_ev - c->pos < early && !c->no_next &&
+                       !cursor_load_early(r, c)) {
                 r->n_heap = 0;
                 return false;
             }
@@ -764,13 +842,16 @@ static size_t merge_fill(ht_reader *r)
         ht__rd_merge_start(r);
     if (r->failed)
         return 0;
-    uint32_t low = 0; /* pieces are refilled early for the window merge only */
-    if (r->piece_max != 0 && r->window_skip == 0 && r->n_heap >= 3 &&
+    uint32_t low = 0, early = 0; /* loads ahead for the window merge only */
+    if (r->window_skip == 0 && r->n_heap >= 3 &&
         atomic_load_explicit(&ht__rd_window, memory_order_relaxed)) {
         size_t w = window_run(r->n_heap);
-        low = (uint32_t)(w < r->piece_max / 2 ? w : r->piece_max / 2);
+        if (r->piece_max != 0)
+            low = (uint32_t)(w < r->piece_max / 2 ? w : r->piece_max / 2);
+        if (r->n_heap >= atomic_load_explicit(&ht__rd_early_threads, memory_order_relaxed))
+            early = (uint32_t)w;
     }
-    if (!cursors_reload(r, low) || r->n_heap == 0)
+    if (!cursors_reload(r, low, early) || r->n_heap == 0)
         return 0;
     size_t m = 0; /* 2 threads: batch_fill's register merge is faster */
     if (r->window_skip > 0)

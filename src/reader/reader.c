@@ -650,6 +650,7 @@ void ht_reader_close(ht_reader *r)
     for (size_t i = 0; i < r->n_threads; i++) {
         free(r->cursors[i].ev);
         free(r->cursors[i].raw);
+        free(r->cursors[i].pending);
     }
     for (size_t i = 0; i < r->n_modules; i++)
         free((void *)r->modules[i].path);

@@ -53,6 +53,14 @@ typedef struct rd_piece {
     uint64_t heaps[RD_HEAP_TABLE]; /* the heap table, d.n_heaps entries */
 } rd_piece;
 
+/* A failure found ahead of its turn (an early load, merge.c cursors_reload): recorded when the
+ * cursor's events before it are handed out, where loading the chunk at its turn would have. */
+typedef struct rd_failure {
+    ht_reader_status_code status;
+    uint64_t off;
+    char message[256];
+} rd_failure;
+
 /* Event chunks a cursor's queue holds: found for it by the shared walk ahead of its need. */
 #define RD_QUEUE 32
 
@@ -67,13 +75,16 @@ typedef struct rd_cursor {
     bool shared;          /* its chunks not queued are those at or after r->walk_off */
     uint32_t q_head, q_n; /* its queue (r->queues + RD_QUEUE * its index): q_n <= RD_QUEUE
                              headers of its next event chunks from entry q_head on, cyclic */
-    ht_reader_event *ev;  /* decoded events of the current chunk (or piece) */
+    ht_reader_event *ev;  /* decoded events of the current chunk (or piece), after an early
+                             load preceded by the last ones of the chunk before */
     uint32_t n_ev;        /* events in ev */
     uint32_t pos;         /* next event to hand out: pos < n_ev while in the merge heap (scan
                              mode: == n_ev until the next batch_fill loads its next chunk) */
     size_t ev_cap;        /* capacity of ev, in events */
     bool sorted;          /* ev's timestamps never decrease (the window merge needs it): the
                              whole chunk's, when it is decoded in pieces */
+    bool no_next;         /* an early load (cursors_reload) found no next chunk, or failed */
+    rd_failure *pending;  /* that failure, to record when the cursor is used up; or NULL */
     uint32_t n_todo;      /* events of the current chunk not decoded yet (> 0: in pieces,
                              r->pieces[its index] says where the decoder resumes) */
     uint8_t *raw;         /* payload bytes (file mode only) */
@@ -130,7 +141,8 @@ struct ht_reader {
     rd_piece *pieces;    /* per cursor: its chunk's decoder state when decoded in pieces */
     uint32_t piece_max;  /* events a piece holds; 0: no chunk is decoded in pieces */
     uint32_t piece_over; /* chunks of more events than this are (piece_max != 0); a cursor's
-                            ev then holds at most max(piece_over, piece_max) events */
+                            ev then holds at most max(piece_over, piece_max) + 256 events
+                            (an early load keeps fewer than a window's run, merge.c) */
     uint64_t walk_off;   /* the shared walk over chunk headers: every chunk before it seen */
     rd_chunk *queues;    /* the cursors' queues, RD_QUEUE each (apart from the cursors, which
                             the merge loops over: they stay a few cache lines) */
