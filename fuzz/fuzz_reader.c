@@ -106,6 +106,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     atomic_store(&ht__rd_window, window);
     if (pieces != whole)
         abort(); /* and so must the read in pieces */
+    /* and the read whose cursors load their next chunk early, from 2 threads (else only from
+     * 32, which an input here rarely has) */
+    size_t early = atomic_load(&ht__rd_early_threads);
+    atomic_store(&ht__rd_early_threads, 2);
+    uint64_t early_read = read_all(copy, size, 1 + size % 300);
+    atomic_store(&ht__rd_early_threads, early);
+    if (early_read != whole)
+        abort();
     free(copy);
     return 0;
 }
