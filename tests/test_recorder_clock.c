@@ -9,6 +9,7 @@
  * never earlier than the thread's previous event, and no earlier than about the writer's last
  * pass (also after an idle spell). Skips the TSC parts where the CPU has none. */
 #include "common/clock.h"
+#include "common/thread_hot.h" /* ht__t_tagbits, ht__t_stamp */
 #include "harness.h"
 #include "recorder_util.h"
 
@@ -362,8 +363,6 @@ typedef struct handed {
     uint32_t tid, tagbits;
 } handed;
 
-extern __thread uint32_t ht__t_tagbits; /* src/heap/tcache.c: this thread's tag, shifted */
-
 static void *free_handed(void *arg)
 {
     handed *hd = arg;
@@ -465,8 +464,6 @@ typedef struct recycled {
                                          the allocating one's at its end */
     bool freeing;
 } recycled;
-
-extern __thread uint64_t ht__t_stamp; /* src/trace/session.c: this thread's last stamp */
 
 static void *recycled_work(void *arg)
 {

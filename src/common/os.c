@@ -1,6 +1,7 @@
 /* os.c — default implementations of the OS seam over Linux system calls, and aligned
  * reservation built on top of it. Never calls malloc; never prints. */
 #include "common/os.h"
+#include "common/thread_hot.h"
 
 #include <errno.h>
 #include <sys/mman.h>
@@ -78,3 +79,7 @@ pid_t ht__os_gettid(void)
 {
     return (pid_t)syscall(SYS_gettid);
 }
+
+__thread ht_thread_hot ht__thot __attribute__((tls_model("initial-exec"))) = {
+    .tagcmp = HT_TAG_CMP_NONE,
+};

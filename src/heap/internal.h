@@ -7,6 +7,7 @@
 #include "heap/types.h"
 
 #include "common/os.h"
+#include "common/thread_hot.h"
 #include "trace/trace.h"
 
 #include <string.h>
@@ -215,13 +216,11 @@ static inline uint32_t ht__run_index(const ht_run *run, uintptr_t p)
 #define HT_LD(x)    __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define HT_ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
-/* This thread's block tag, shifted: tag << HT_TAG_SHIFT, 0 while it has none
- * (src/heap/tcache.c). Every write of a small block's busy metadata stores it. */
-extern __thread uint32_t ht__t_tagbits __attribute__((tls_model("initial-exec")));
-/* What a block's tag bits (meta & HT_TAG_MASK) equal iff this thread made it: ht__t_tagbits,
- * or HT_TAG_CMP_NONE, which no masked value equals, while the thread has no tag. */
-extern __thread uint32_t ht__t_tagcmp __attribute__((tls_model("initial-exec")));
-#define HT_TAG_CMP_NONE 1u
+/* ht__t_tagbits (src/common/thread_hot.h): this thread's block tag, shifted: tag <<
+ * HT_TAG_SHIFT, 0 while it has none (src/heap/tcache.c). Every write of a small block's busy
+ * metadata stores it. ht__t_tagcmp: what a block's tag bits (meta & HT_TAG_MASK) equal iff
+ * this thread made it: ht__t_tagbits, or HT_TAG_CMP_NONE, which no masked value equals, while
+ * the thread has no tag. */
 
 /* Per-block metadata of run slot i: the requested size, the Source that served it and the
  * calling thread's tag. */

@@ -98,8 +98,6 @@ void ht__tcache_fork_child(void)
  * live threads, a thread has none (0: its frees read the clock). Under g_tls_pool.lock. */
 #define HT_TAG_N ((uint32_t)1 << HT_TAG_BITS)
 
-__thread uint32_t ht__t_tagbits __attribute__((tls_model("initial-exec")));
-__thread uint32_t ht__t_tagcmp __attribute__((tls_model("initial-exec"))) = HT_TAG_CMP_NONE;
 static uint16_t g_tag_free[HT_TAG_N]; /* released tags, a stack */
 static uint32_t g_tag_n_free;
 static uint32_t g_tag_next = 1;        /* tags never handed out: g_tag_next .. HT_TAG_N - 1 */

@@ -23,10 +23,11 @@
 #define TLS_IE      __attribute__((tls_model("initial-exec")))
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-__thread ht_tbuf *ht__t_buf TLS_IE;       /* this thread's buffer, valid when ht__t_gen is live */
-__thread uint64_t ht__t_gen TLS_IE;       /* generation ht__t_buf belongs to; 0 = none */
-__thread int ht__t_in_stack TLS_IE;       /* 1 while this thread captures a stack */
-static __thread int t_registering TLS_IE; /* 1 while this thread registers its buffer */
+/* ht__t_buf: this thread's buffer, valid when ht__t_gen is live; ht__t_gen: the generation
+ * ht__t_buf belongs to, 0 = none; ht__t_in_stack: 1 while this thread captures a stack
+ * (src/common/thread_hot.h). */
+
+static __thread int t_registering TLS_IE;           /* 1 while this thread registers its buffer */
 static __thread uint64_t t_lost_registering TLS_IE; /* events dropped meanwhile */
 
 static pthread_key_t g_exit_key;

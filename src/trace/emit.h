@@ -6,6 +6,7 @@
 #ifndef HT_TRACE_EMIT_H
 #define HT_TRACE_EMIT_H
 
+#include "common/thread_hot.h"
 #include "trace/stack.h"
 #include "trace/trace.h"
 #include "trace/types.h"
@@ -15,10 +16,6 @@
 extern ht_recorder ht__rec;
 /* buffer.c: this thread's buffer, its session generation (0 = none), 1 while it captures a
  * stack; session.c: its last event sequence number. */
-extern __thread ht_tbuf *ht__t_buf __attribute__((tls_model("initial-exec")));
-extern __thread uint64_t ht__t_gen __attribute__((tls_model("initial-exec")));
-extern __thread int ht__t_in_stack __attribute__((tls_model("initial-exec")));
-extern __thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
 /* A stack for this event: stacks on, and its type asked for (stack_events) or it is INVALID. */
 static inline __attribute__((always_inline)) bool ht__stack_for(ht_event_type type, unsigned source)
 {

@@ -28,7 +28,6 @@ typedef struct trace_session {
 static trace_session g_session;
 
 static __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
-__thread uint64_t ht__trace_seq __attribute__((tls_model("initial-exec")));
 static __thread int t_in_consumer __attribute__((tls_model("initial-exec")));
 
 static void tid_reset_after_fork(void)
@@ -50,8 +49,6 @@ uint32_t ht__trace_tid(void)
     }
     return t_tid;
 }
-
-__thread uint64_t ht__t_stamp __attribute__((tls_model("initial-exec")));
 
 uint64_t ht__trace_now_local_read(void)
 {

@@ -5,6 +5,7 @@
 #define HT_TRACE_TRACE_H
 
 #include "common/os.h"
+#include "common/thread_hot.h"
 
 #include <heaptrail.h>
 
@@ -28,7 +29,6 @@ bool ht__trace_emit_block(ht_event_type type, uintptr_t heap, uintptr_t address,
 bool ht__trace_in_consumer(void);
 /* The thread's last clock read (ht__trace_now, or ht__trace_now_local when it had to read):
  * a stamp never later than the clock now. */
-extern __thread uint64_t ht__t_stamp __attribute__((tls_model("initial-exec")));
 
 /* An event stamp in the process's trace clock (src/common/os.h: CLOCK_MONOTONIC ns, or TSC
  * ticks under HT_CLOCK_TSC, converted to ns by the writer and for the consumer). What
