@@ -39,7 +39,8 @@ uint32_t ht__callsite_capture(unsigned depth);
  * the stack is captured first, so that an event the unwinder causes (dropped, counted) takes
  * its sequence number before this one is chosen. */
 /* fast: the inline no-stack path (stacks false): ht__rec.fast_gen is its generation test,
- * which also says no consumer records, no stacks are taken and membarrier is there. */
+ * which also says no consumer records, no stacks are taken and membarrier is there (under
+ * TSan, which has none, the path tests the fence kind: HT_FAST_FENCE_TEST). */
 static inline __attribute__((always_inline)) bool
 ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size, unsigned source,
               uint64_t ts, const bool stacks, const bool tail, uint64_t tail_a, uint64_t tail_b,
@@ -57,7 +58,8 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
                 b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
             0))
         return false; /* pos == end == NULL: no packet yet */
-    if (!fast && __builtin_expect(ht__rec.strong_fence, 0)) { /* as in ht__buf_emit */
+    if ((!fast || HT_FAST_FENCE_TEST) &&
+        __builtin_expect(ht__rec.strong_fence, 0)) { /* as in ht__buf_emit */
         atomic_exchange(&b->busy, 1);
     } else {
         atomic_store_explicit(&b->busy, 1, memory_order_relaxed);

@@ -21,14 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define HT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define HT_TSAN 1
-#endif
-#endif
-
 ht_recorder ht__rec = {.fd = -1, .fast_gen = HT_REC_NO_GEN};
 
 #define HT_REC_FD_MIN 300 /* the trace file's descriptor is moved to this number or above */
@@ -297,10 +289,10 @@ int ht__rec_start(const ht_trace_config *config)
     }
     handlers_install();
     ht__rec.fast_off = config->consumer != NULL;
-    atomic_store(&ht__rec.fast_gen,
-                 !ht__rec.fast_off && ht__rec.stack_depth == 0 && !ht__rec.strong_fence
-                     ? ht__rec.gen
-                     : HT_REC_NO_GEN);
+    atomic_store(&ht__rec.fast_gen, !ht__rec.fast_off && ht__rec.stack_depth == 0 &&
+                                            (!ht__rec.strong_fence || HT_FAST_FENCE_TEST)
+                                        ? ht__rec.gen
+                                        : HT_REC_NO_GEN);
     atomic_store(&ht__rec.live_gen, ht__rec.gen); /* recording from here */
     return 0;
 

@@ -108,11 +108,29 @@ typedef struct ht_wstream {
 
 #define HT_REC_NO_GEN UINT64_MAX /* fast_gen when the inline path must decline: never a gen */
 
+#if defined(__SANITIZE_THREAD__)
+#define HT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HT_TSAN 1
+#endif
+#endif
+/* 1: the inline no-stack path tests the fence kind itself, and so also runs where membarrier
+ * is missing (strong fence). Only under TSan, which never has it (it does not model
+ * membarrier): its runs then cover that path; elsewhere the path needs membarrier
+ * (ht__rec.fast_gen) and saves the test. */
+#ifdef HT_TSAN
+#define HT_FAST_FENCE_TEST 1
+#else
+#define HT_FAST_FENCE_TEST 0
+#endif
+
 /* The recorder: one per process. Fields above `config` are read on the hot path. */
 typedef struct ht_recorder {
     _Atomic uint64_t live_gen; /* the session's generation while recording, else 0 */
     /* live_gen while the inline no-stack path may record (no stacks, no consumer, a
-     * membarrier fence), else HT_REC_NO_GEN: that path's one test (src/trace/emit.h) */
+     * membarrier fence unless HT_FAST_FENCE_TEST), else HT_REC_NO_GEN: that path's one test
+     * (src/trace/emit.h) */
     _Atomic uint64_t fast_gen;
     int strong_fence;          /* 1: the hot path needs a real fence (no membarrier) */
     uint32_t slots_per_packet; /* (packet_size - 64) / 32 */
