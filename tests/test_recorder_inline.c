@@ -4,7 +4,10 @@
  * reallocs through packets of 4 KiB, so that packets often start, fill and change heap. Every
  * ALLOC/FREE/REALLOC read back must equal the program's own log of its calls, in order per
  * thread, field by field; the per-heap, per-Source counts must equal ht_heap_get_stats; with
- * and without stacks. */
+ * and without stacks. inline_after_drop: an event dropped in the thread's buffer (here one
+ * made while the thread counts as capturing a stack) leaves a gap that the next event, which
+ * the inline path would take, must not hide: it comes with its own sequence number. */
+#include "common/thread_hot.h" /* ht__t_in_stack, ht__trace_seq */
 #include "harness.h"
 #include "recorder_util.h"
 
@@ -202,4 +205,68 @@ static void inline_stacks(void)
     run(8);
 }
 
-TEST_MAIN(TEST(inline_no_stacks), TEST(inline_stacks))
+/* Pairs of alloc and free on h (lookaside hits: the inline path), one alloc dropped in the
+ * middle; the file must show every other event at its own sequence number and one lost. */
+static void after_drop(unsigned depth)
+{
+    char path[128];
+    ru_path(path, sizeof path, depth != 0 ? "drop-stacks" : "drop");
+    ht_heap *h = ht_heap_create(HT_HEAP_ENABLE_LFH, 0, 0);
+    REQUIRE(h != NULL);
+    for (int i = 0; i < 8; i++) /* warm the lookaside list */
+        ht_heap_free(h, 0, ht_heap_alloc(h, 0, 48));
+    ht_trace_config c;
+    memset(&c, 0, sizeof c);
+    c.path = path;
+    c.flags = HT_TRACE_NO_RUNDOWN;
+    c.stack_depth = depth;
+    REQUIRE(ht_trace_start(&c) == 0);
+    enum { N_PAIRS = 40, DROP_AT = 17 };
+    uint64_t dropped_seq = 0, free_seq = 0;
+    for (int i = 0; i < N_PAIRS; i++) {
+        if (i == DROP_AT) {
+            ht__t_in_stack = 1; /* as if the unwinder allocated under an event of ours */
+            void *p = ht_heap_alloc(h, 0, 48);
+            ht__t_in_stack = 0;
+            dropped_seq = ht__trace_seq;
+            ht_heap_free(h, 0, p); /* the event after the gap */
+            free_seq = ht__trace_seq;
+            continue;
+        }
+        ht_heap_free(h, 0, ht_heap_alloc(h, 0, 48));
+    }
+    CHECK(ht_trace_stop() == 0);
+    CHECK_EQ_U(free_seq, dropped_seq + 1);
+
+    ru_file f;
+    ru_file_read(path, &f);
+    CHECK_EQ_U(f.status, HT_READER_OK);
+    CHECK_EQ_U(f.info.n_lost, 1);
+    uint32_t tid = (uint32_t)syscall(SYS_gettid);
+    size_t n = 0, seen_free = 0, bad = 0;
+    uint64_t last = 0;
+    for (size_t i = 0; i < f.n; i++) {
+        const ht_event *e = &f.ev[i];
+        if (e->tid != tid || e->heap_handle != (uintptr_t)h)
+            continue;
+        n++;
+        bad += e->sequence == dropped_seq; /* the dropped one's number, taken by another */
+        bad += last != 0 && e->sequence != last + 1 + (last + 1 == dropped_seq);
+        seen_free += e->sequence == free_seq && e->type == HT_EVENT_HEAP_FREE;
+        last = e->sequence;
+    }
+    CHECK_EQ_U(n, 2 * N_PAIRS - 1);
+    CHECK_EQ_U(bad, 0);
+    CHECK_EQ_U(seen_free, 1);
+    ru_file_free(&f);
+    ht_heap_destroy(h);
+    unlink(path);
+}
+
+static void inline_after_drop(void)
+{
+    after_drop(0);
+    after_drop(8);
+}
+
+TEST_MAIN(TEST(inline_no_stacks), TEST(inline_stacks), TEST(inline_after_drop))

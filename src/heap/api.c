@@ -146,6 +146,30 @@ __attribute__((noinline)) static void emit_event_slow(ht_heap *heap, ht_event_ty
     ht__trace_emit(&ev);
 }
 
+/* The rest of a lookaside hit's or push's event when the inline path declined: with stacks,
+ * or the general path. Out of line, returning what the fast path returns, so that it leaves
+ * by a tail call. */
+static void emit_event_rest(ht_heap *heap, ht_event_type type, const void *p, size_t size,
+                            uint64_t ts)
+{
+    if (atomic_load_explicit(&ht__rec.stack_depth, memory_order_relaxed) == 0 ||
+        !ht__trace_emit_block(type, (uintptr_t)heap, (uintptr_t)p, size, HT_SOURCE_LOOKASIDE, ts))
+        emit_event_slow(heap, type, p, size, HT_SOURCE_LOOKASIDE, ts);
+}
+
+__attribute__((noinline)) static void *hit_emit_rest(ht_heap *heap, void *p, size_t size,
+                                                     uint64_t ts)
+{
+    emit_event_rest(heap, HT_EVENT_HEAP_ALLOC, p, size, ts);
+    return p;
+}
+
+__attribute__((noinline)) static bool push_emit_rest(ht_heap *heap, void *block, uint64_t ts)
+{
+    emit_event_rest(heap, HT_EVENT_HEAP_FREE, block, 0, ts);
+    return true;
+}
+
 /* An ALLOC (size) or FREE (size 0) without flags or pending events: the fast paths' event. */
 __attribute__((always_inline)) static inline void
 emit_event(ht_heap *heap, ht_event_type type, const void *p, size_t size, unsigned src, uint64_t ts)
@@ -480,6 +504,19 @@ __attribute__((noinline)) static void *alloc_lfh_traced(ht_heap *heap, ht_tcache
     return alloc_lfh_body(heap, tc, flags, size, cls, true);
 }
 
+/* The end of a lookaside hit that zeroes the block or is stamped by a clock that is a call
+ * (CLOCK_MONOTONIC): out of line, so the hit's own path makes no call. */
+__attribute__((noinline)) static void *hit_finish(ht_heap *heap, unsigned flags, void *p,
+                                                  size_t size, bool traced)
+{
+    if ((flags & HT_HEAP_ZERO_MEMORY) != 0)
+        memset(p, 0, size);
+    if (traced)
+        emit_event(heap, HT_EVENT_HEAP_ALLOC, p, size, HT_SOURCE_LOOKASIDE, ht__trace_now_local());
+    DEBUG_VALIDATE(heap);
+    return p;
+}
+
 /* ht_heap_alloc in a live heap, one instance per value of traced (a constant): a lookaside
  * hit is served here, an LFH-active class that misses goes straight to the LFH, the rest
  * through alloc_common. Traced, a hit is stamped once the block is obtained. */
@@ -494,11 +531,17 @@ __attribute__((always_inline)) static inline void *alloc_small_body(ht_heap *hea
             void *p = la_pop_mark(heap, la, cls, size);
             stat_add(&tc->st.n_alloc[HT_SOURCE_LOOKASIDE], 1, false);
             stat_add(&tc->st.bytes_alloc[HT_SOURCE_LOOKASIDE], size, false);
-            if (HT_UNLIKELY((flags & HT_HEAP_ZERO_MEMORY) != 0))
-                memset(p, 0, size);
-            if (traced) /* no other thread's free to order after: see ht__trace_now_local */
-                emit_event(heap, HT_EVENT_HEAP_ALLOC, p, size, HT_SOURCE_LOOKASIDE,
-                           ht__trace_now_local());
+            /* every call below is a tail call: the path saves no registers */
+            if (HT_UNLIKELY((flags & HT_HEAP_ZERO_MEMORY) != 0 ||
+                            (traced && atomic_load_explicit(&ht__os_clock, memory_order_relaxed) !=
+                                           HT_CLOCK_TSC)))
+                return hit_finish(heap, flags, p, size, traced);
+            if (traced) { /* no other thread's free to order after: see ht__trace_now_local */
+                uint64_t ts = ht__trace_now_local_tsc();
+                if (HT_UNLIKELY(!ht__trace_emit_fast(HT_EVENT_HEAP_ALLOC, (uintptr_t)heap,
+                                                     (uintptr_t)p, size, HT_SOURCE_LOOKASIDE, ts)))
+                    return hit_emit_rest(heap, p, size, ts);
+            }
             DEBUG_VALIDATE(heap);
             return p;
         }
@@ -705,10 +748,34 @@ __attribute__((noinline)) static bool free_lfh(ht_heap *heap, ht_tcache *tc, ht_
     return free_lfh_body(heap, tc, run, block, size, 0);
 }
 
+/* The traced instance stamps here, as do the two below for free_body's other traced exits:
+ * under CLOCK_MONOTONIC the clock is a call, and a call inside free_body, even on a path it
+ * rarely takes, would make it save registers on every free. The claim is behind, the block's
+ * release ahead. */
 __attribute__((noinline)) static bool free_lfh_traced(ht_heap *heap, ht_tcache *tc, ht_run *run,
-                                                      void *block, size_t size, uint64_t ts)
+                                                      void *block, size_t size)
 {
-    return free_lfh_body(heap, tc, run, block, size, ts);
+    return free_lfh_body(heap, tc, run, block, size, ht__trace_now());
+}
+
+__attribute__((noinline)) static bool free_slow_claimed_now(ht_heap *heap, void *block,
+                                                            ht_region *r)
+{
+    return free_slow_claimed(heap, block, r, ht__trace_now());
+}
+
+__attribute__((noinline)) static bool free_slow_invalid_now(ht_heap *heap, void *block,
+                                                            bool set_errno)
+{
+    return free_slow_invalid(heap, block, set_errno, ht__trace_now());
+}
+
+/* The end of a traced free to the lookaside list under a clock that is a call. */
+__attribute__((noinline)) static bool push_finish(ht_heap *heap, void *block)
+{
+    emit_event(heap, HT_EVENT_HEAP_FREE, block, 0, HT_SOURCE_LOOKASIDE, ht__trace_now());
+    DEBUG_VALIDATE(heap);
+    return true;
 }
 
 /* The free of block in a live heap, one instance per value of traced (a constant): a small
@@ -736,7 +803,8 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
     /* claim before reading the header: a racing double free must not read a block that the
      * winner is already coalescing */
     if (HT_UNLIKELY(!ht__live_clear(seg, p, heap->serialize)))
-        return free_slow_invalid(heap, block, set_errno, traced ? ht__trace_now() : 0);
+        return traced ? free_slow_invalid_now(heap, block, set_errno)
+                      : free_slow_invalid(heap, block, set_errno, 0);
     ht_tcache *tc = tcache_peek(heap);
     ht_run *run = ht__run_of(seg, p);
     unsigned cls;
@@ -755,14 +823,16 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
         if (HT_UNLIKELY(run->affinity != tc->affinity ||
                         tc->la[cls].count >= heap->la_depth[cls])) {
             if (tc == &ht__tc_none) /* no tcache yet: the slow path makes one */
-                return free_slow_claimed(heap, block, r, traced ? ht__trace_now() : 0);
-            return traced ? free_lfh_traced(heap, tc, run, block, size, ht__trace_now())
+                return traced ? free_slow_claimed_now(heap, block, r)
+                              : free_slow_claimed(heap, block, r, 0);
+            return traced ? free_lfh_traced(heap, tc, run, block, size)
                           : free_lfh(heap, tc, run, block, size);
         }
     } else {
         ht_mblock *b = (ht_mblock *)p - 1;
         if ((b->flags & MB_SMALL) == 0)
-            return free_slow_claimed(heap, block, r, traced ? ht__trace_now() : 0);
+            return traced ? free_slow_claimed_now(heap, block, r)
+                          : free_slow_claimed(heap, block, r, 0);
         cls = b->cls;
         usable = ht__mb_payload(b);
         word = HT_LD(b->aux);
@@ -771,18 +841,22 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
     }
     ht_lookaside *la = &tc->la[cls];
     if (HT_UNLIKELY(la->count >= heap->la_depth[cls]))
-        return free_slow_claimed(heap, block, r, traced ? ht__trace_now() : 0);
-    uint64_t ts = 0;
-    if (traced) {
-        ts = (word & HT_TAG_MASK) == ht__t_tagcmp ? ht__trace_now_local() : ht__trace_now();
-    }
+        return traced ? free_slow_claimed_now(heap, block, r)
+                      : free_slow_claimed(heap, block, r, 0);
     (void)usable;
     HT_POISON((uint8_t *)block + 2 * sizeof(void *), usable - 2 * sizeof(void *));
-    la_push(la, block, meta);
+    la_push(la, block, meta); /* this thread's own list: no other thread reaches it there */
     stat_add(&tc->st.n_free[HT_SOURCE_LOOKASIDE], 1, false);
     stat_add(&tc->st.bytes_free[HT_SOURCE_LOOKASIDE], size, false);
-    if (traced)
-        emit_event(heap, HT_EVENT_HEAP_FREE, block, 0, HT_SOURCE_LOOKASIDE, ts);
+    if (traced) { /* every call below is a tail call: the path saves no registers */
+        if (HT_UNLIKELY(atomic_load_explicit(&ht__os_clock, memory_order_relaxed) != HT_CLOCK_TSC))
+            return push_finish(heap, block);
+        uint64_t ts =
+            (word & HT_TAG_MASK) == ht__t_tagcmp ? ht__trace_now_local_tsc() : ht__trace_now_tsc();
+        if (HT_UNLIKELY(!ht__trace_emit_fast(HT_EVENT_HEAP_FREE, (uintptr_t)heap, (uintptr_t)block,
+                                             0, HT_SOURCE_LOOKASIDE, ts)))
+            return push_emit_rest(heap, block, ts);
+    }
     DEBUG_VALIDATE(heap);
     return true;
 }

@@ -324,7 +324,7 @@ static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
     b->end = NULL;
     b->cur = NULL;
     b->heap = HT_TBUF_NO_HEAP;
-    b->next_seq = ev->sequence;
+    b->gap = 0;
     b->absorbed = 0;
     b->n_touched = 0;
     atomic_store_explicit(&b->head, 0, memory_order_relaxed);
@@ -343,6 +343,16 @@ static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
         return NULL;
     pthread_setspecific(g_exit_key, b);
     return b;
+}
+
+/* Drops the owner's current event (counted): its sequence number becomes a gap, which the
+ * next written event's SEQ_SKIP covers; the inline path declines until then (ht_tbuf.gap). */
+static void buf_drop(ht_tbuf *b)
+{
+    atomic_store_explicit(&b->n_lost, atomic_load_explicit(&b->n_lost, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    b->gap++;
+    b->heap = HT_TBUF_NO_HEAP;
 }
 
 /* The first event of a thread in this session (or any event when no session records). */
@@ -369,8 +379,14 @@ static void buf_emit_slow(const ht_event *ev)
         ht__t_gen = b != NULL ? gen : 0;
     }
     atomic_fetch_sub(&ht__rec.n_slow, 1);
-    if (b != NULL)
+    if (b != NULL) {
         ht__buf_emit(ev); /* re-checks the generation: at most one more trip here */
+        /* the events dropped while registering came after ev: their gap follows it */
+        if (t_lost_registering != 0 && ht__t_buf == b) {
+            b->gap += t_lost_registering;
+            b->heap = HT_TBUF_NO_HEAP;
+        }
+    }
 }
 
 /* -- the hot path ------------------------------------------------------------------------ */
@@ -387,9 +403,7 @@ void ht__buf_emit(const ht_event *ev)
     if (UNLIKELY(ht__t_in_stack != 0)) {
         /* The unwinder re-entered the heap under this thread's own event: drop it (counted;
          * its sequence number becomes a gap) rather than write inside the outer one. */
-        atomic_store_explicit(&b->n_lost,
-                              atomic_load_explicit(&b->n_lost, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+        buf_drop(b);
         return;
     }
     /* Asymmetric Dekker with stop: busy = 1 before the generation check here, membarrier
@@ -406,16 +420,14 @@ void ht__buf_emit(const ht_event *ev)
     /* Captured while busy = 1: stop waits for it before the stack table goes away. */
     uint32_t stack_id =
         ht__stack_for((ht_event_type)ev->type, event_source(ev)) ? event_stack(ev) : 0;
-    uint64_t skip = ev->sequence > b->next_seq ? ev->sequence - b->next_seq : 0;
+    uint64_t skip = b->gap;
     /* room for the HEAP slot too: a new packet always needs one */
     size_t need = 1u + (skip != 0 ? 1u : 0u) + slots_of(ev->type);
     ht_raw_event *p = b->pos;
     if (UNLIKELY((uintptr_t)b->end - (uintptr_t)p < need * sizeof(ht_raw_event))) {
         p = buf_reserve_slow(b, gen, (ev->flags & HT_EVENT_RUNDOWN) != 0);
         if (p == NULL) {
-            atomic_store_explicit(&b->n_lost,
-                                  atomic_load_explicit(&b->n_lost, memory_order_relaxed) + 1,
-                                  memory_order_relaxed);
+            buf_drop(b);
             goto out;
         }
     }
@@ -434,7 +446,7 @@ void ht__buf_emit(const ht_event *ev)
     }
     p = slot_fill(p, ev, stack_id);
     b->pos = p;
-    b->next_seq = ev->sequence + 1;
+    b->gap = 0;
     /* Commit: the record's slots are in before the count moves past them (one store, release;
      * a plain mov on x86). The crash path copies the first n_committed slots of another
      * thread's current packet. */

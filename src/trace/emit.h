@@ -33,7 +33,7 @@ uint32_t ht__callsite_capture(unsigned depth);
 
 /* ht__trace_emit and ht__buf_emit in one pass for the common case, without an ht_event: an
  * ALLOC or FREE (no flags) of a thread whose buffer is registered, while only the file records
- * (fast_off: no consumer), no gap in the sequence, room in the packet.
+ * (fast_off: no consumer), no gap in the sequence (ht_tbuf.gap), room in the packet.
  * Anything else returns false before writing anything (a stack it captured is only interned),
  * and the caller takes the general path. The same busy/generation protocol as ht__buf_emit;
  * the stack is captured first, so that an event the unwinder causes (dropped, counted) takes
@@ -55,7 +55,7 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
                 (!fast && atomic_load_explicit(&ht__rec.fast_off, memory_order_relaxed) != 0) ||
                 ht__t_in_stack != 0 ||
                 (uintptr_t)b->end - (uintptr_t)b->pos < (uintptr_t)n_slots * sizeof(ht_raw_event) ||
-                b->heap != heap || (!stacks && ht__trace_seq + 1 != b->next_seq),
+                b->heap != heap, /* also after a drop: ht_tbuf.gap */
             0))
         return false; /* pos == end == NULL: no packet yet */
     if ((!fast || HT_FAST_FENCE_TEST) &&
@@ -75,11 +75,10 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
         ht__t_in_stack = 0;
         stack_id = stack_id == HT_STACK_ID_FULL ? HT_STACK_ID_NONE : stack_id;
     }
-    uint64_t seq = ht__trace_seq + 1;
     ht_raw_event *p = b->pos;
-    /* With stacks the capture may have taken sequence numbers (dropped inner events). */
-    if (stacks && __builtin_expect(seq != b->next_seq || (uintptr_t)b->end - (uintptr_t)p <
-                                                             (uintptr_t)n_slots * sizeof *p,
+    /* With stacks the capture may have dropped inner events (each a gap: heap is reset). */
+    if (stacks && __builtin_expect(b->heap != heap || (uintptr_t)b->end - (uintptr_t)p <
+                                                          (uintptr_t)n_slots * sizeof *p,
                                    0))
         goto decline;
     p->ts_ns = ts;
@@ -99,8 +98,7 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
         p[1].source = 0;
     }
     b->pos = p + n_slots;
-    b->next_seq = seq + 1;
-    ht__trace_seq = seq;
+    ht__trace_seq++;
     ht_packet *pk = b->cur;
     atomic_store_explicit(&pk->n_committed,
                           atomic_load_explicit(&pk->n_committed, memory_order_relaxed) +
@@ -130,6 +128,16 @@ ht__trace_emit_realloc_inline(uintptr_t heap, uintptr_t new_address, uintptr_t o
 {
     return ht__emit_body(HT_EVENT_HEAP_REALLOC, heap, new_address, old_address, source, ts, false,
                          true, new_size, old_size, true);
+}
+
+/* The inline no-stack path alone: false when it declines (the caller then takes
+ * ht__trace_emit_block, which also serves sessions with stacks, or the general path). It
+ * makes no call, so a caller whose declines leave by a tail call saves no registers. */
+static inline __attribute__((always_inline)) bool
+ht__trace_emit_fast(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
+                    unsigned source, uint64_t ts)
+{
+    return ht__emit_body(type, heap, address, size, source, ts, false, false, 0, 0, true);
 }
 
 /* ht__trace_emit_block (trace.h) with its no-stack case inline. */

@@ -54,6 +54,25 @@ uint64_t ht__trace_now_local_read(void);
  * that follows it reads the clock ordered, later (a free of a block another thread made always
  * does, as does an alloc from shared state). Never for a free of another thread's block, or an
  * alloc that took a block from shared state. docs/decisions/0002, fifth and sixth sessions. */
+/* ht__trace_now_local's TSC case, for a caller that tested ht__os_clock itself (and so
+ * makes no call on its hot path): the later of the thread's last stamp and the clock word. */
+static inline uint64_t ht__trace_now_local_tsc(void)
+{
+    uint64_t last = ht__t_stamp;
+    uint64_t word = atomic_load_explicit(&ht__os_clock_line.word, memory_order_relaxed);
+    uint64_t s = last > word ? last : word;
+    ht__t_stamp = s;
+    return s;
+}
+
+/* ht__trace_now's TSC case (the same proviso). */
+static inline uint64_t ht__trace_now_tsc(void)
+{
+    uint64_t s = ht__os_tsc_ordered() | HT_STAMP_TSC;
+    ht__t_stamp = s;
+    return s;
+}
+
 static inline uint64_t ht__trace_now_local(void)
 {
     uint64_t last = ht__t_stamp;

@@ -69,7 +69,11 @@ typedef struct ht_tbuf {
     /* -- owner (the thread), hot -- */
     ht_raw_event *pos;       /* next free slot of the packet being filled; NULL = none */
     ht_raw_event *end;       /* end of that packet's slots; NULL with pos */
-    uint64_t next_seq;       /* sequence number the next written event should have */
+    uint64_t gap;            /* sequence numbers the thread took since its last event written
+                                here and did not write (dropped): the next written event is
+                                preceded by a SEQ_SKIP of gap. While gap != 0, heap is
+                                HT_TBUF_NO_HEAP, so the inline path (emit.h) declines and the
+                                general one writes the skip: that path needs no test of its own */
     _Atomic uint64_t head;   /* packets sealed (release) */
     _Atomic uint64_t n_lost; /* events dropped (owner stores; others load) */
     atomic_int busy;         /* 1 while the owner is inside the hot path (stop waits for 0) */
