@@ -504,8 +504,9 @@ __attribute__((noinline)) static void *alloc_lfh_traced(ht_heap *heap, ht_tcache
     return alloc_lfh_body(heap, tc, flags, size, cls, true);
 }
 
-/* The end of a lookaside hit that zeroes the block or is stamped by a clock that is a call
- * (CLOCK_MONOTONIC): out of line, so the hit's own path makes no call. */
+/* The end of a lookaside hit that zeroes the block, or whose event the inline path will not
+ * take (a session with stacks or a consumer, CLOCK_MONOTONIC, the thread's first event): out
+ * of line, so the hit's own path makes no call. */
 __attribute__((noinline)) static void *hit_finish(ht_heap *heap, unsigned flags, void *p,
                                                   size_t size, bool traced)
 {
@@ -533,8 +534,7 @@ __attribute__((always_inline)) static inline void *alloc_small_body(ht_heap *hea
             stat_add(&tc->st.bytes_alloc[HT_SOURCE_LOOKASIDE], size, false);
             /* every call below is a tail call: the path saves no registers */
             if (HT_UNLIKELY((flags & HT_HEAP_ZERO_MEMORY) != 0 ||
-                            (traced && atomic_load_explicit(&ht__os_clock, memory_order_relaxed) !=
-                                           HT_CLOCK_TSC)))
+                            (traced && !ht__trace_fast_live())))
                 return hit_finish(heap, flags, p, size, traced);
             if (traced) { /* no other thread's free to order after: see ht__trace_now_local */
                 uint64_t ts = ht__trace_now_local_tsc();
@@ -770,10 +770,13 @@ __attribute__((noinline)) static bool free_slow_invalid_now(ht_heap *heap, void 
     return free_slow_invalid(heap, block, set_errno, ht__trace_now());
 }
 
-/* The end of a traced free to the lookaside list under a clock that is a call. */
-__attribute__((noinline)) static bool push_finish(ht_heap *heap, void *block)
+/* The end of a traced free to the lookaside list that the inline path will not take (a
+ * session with stacks or a consumer, CLOCK_MONOTONIC, the thread's first event). own: the
+ * block has this thread's tag (free_body). */
+__attribute__((noinline)) static bool push_finish(ht_heap *heap, void *block, bool own)
 {
-    emit_event(heap, HT_EVENT_HEAP_FREE, block, 0, HT_SOURCE_LOOKASIDE, ht__trace_now());
+    emit_event(heap, HT_EVENT_HEAP_FREE, block, 0, HT_SOURCE_LOOKASIDE,
+               own ? ht__trace_now_local() : ht__trace_now());
     DEBUG_VALIDATE(heap);
     return true;
 }
@@ -849,10 +852,10 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
     stat_add(&tc->st.n_free[HT_SOURCE_LOOKASIDE], 1, false);
     stat_add(&tc->st.bytes_free[HT_SOURCE_LOOKASIDE], size, false);
     if (traced) { /* every call below is a tail call: the path saves no registers */
-        if (HT_UNLIKELY(atomic_load_explicit(&ht__os_clock, memory_order_relaxed) != HT_CLOCK_TSC))
-            return push_finish(heap, block);
-        uint64_t ts =
-            (word & HT_TAG_MASK) == ht__t_tagcmp ? ht__trace_now_local_tsc() : ht__trace_now_tsc();
+        bool own = (word & HT_TAG_MASK) == ht__t_tagcmp;
+        if (HT_UNLIKELY(!ht__trace_fast_live()))
+            return push_finish(heap, block, own);
+        uint64_t ts = own ? ht__trace_now_local_tsc() : ht__trace_now_tsc();
         if (HT_UNLIKELY(!ht__trace_emit_fast(HT_EVENT_HEAP_FREE, (uintptr_t)heap, (uintptr_t)block,
                                              0, HT_SOURCE_LOOKASIDE, ts)))
             return push_emit_rest(heap, block, ts);

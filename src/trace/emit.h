@@ -41,19 +41,24 @@ uint32_t ht__callsite_capture(unsigned depth);
 /* fast: the inline no-stack path (stacks false): ht__rec.fast_gen is its generation test,
  * which also says no consumer records, no stacks are taken and membarrier is there (under
  * TSan, which has none, the path tests the fence kind: HT_FAST_FENCE_TEST). */
+/* pretested (with fast): the caller found fast_gen == ht__t_gen just before. fast needs no
+ * in-stack test: a thread is in a stack capture only under busy = 1 in a session with stacks,
+ * whose fast_gen is HT_REC_NO_GEN, and no other session can start before that busy ends
+ * (stop waits for it). */
 static inline __attribute__((always_inline)) bool
 ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size, unsigned source,
               uint64_t ts, const bool stacks, const bool tail, uint64_t tail_a, uint64_t tail_b,
-              const bool fast)
+              const bool fast, const bool pretested)
 {
     const ptrdiff_t n_slots = tail ? 2 : 1;
     _Atomic uint64_t *live = fast ? &ht__rec.fast_gen : &ht__rec.live_gen;
     uint64_t gen = ht__t_gen;
     ht_tbuf *b = ht__t_buf;
     if (__builtin_expect(
-            (!fast && gen == 0) || atomic_load_explicit(live, memory_order_relaxed) != gen ||
+            (!fast && gen == 0) ||
+                (!pretested && atomic_load_explicit(live, memory_order_relaxed) != gen) ||
                 (!fast && atomic_load_explicit(&ht__rec.fast_off, memory_order_relaxed) != 0) ||
-                ht__t_in_stack != 0 ||
+                (!fast && ht__t_in_stack != 0) ||
                 (uintptr_t)b->end - (uintptr_t)b->pos < (uintptr_t)n_slots * sizeof(ht_raw_event) ||
                 b->heap != heap, /* also after a drop: ht_tbuf.gap */
             0))
@@ -116,7 +121,7 @@ static inline __attribute__((always_inline)) bool
 ht__emit_block_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
                     unsigned source, uint64_t ts, const bool stacks)
 {
-    return ht__emit_body(type, heap, address, size, source, ts, stacks, false, 0, 0, false);
+    return ht__emit_body(type, heap, address, size, source, ts, stacks, false, 0, 0, false, false);
 }
 
 /* A REALLOC without flags, no stacks, as two slots (the event and its tail); false when the
@@ -127,17 +132,25 @@ ht__trace_emit_realloc_inline(uintptr_t heap, uintptr_t new_address, uintptr_t o
                               uint64_t new_size, uint64_t old_size, unsigned source, uint64_t ts)
 {
     return ht__emit_body(HT_EVENT_HEAP_REALLOC, heap, new_address, old_address, source, ts, false,
-                         true, new_size, old_size, true);
+                         true, new_size, old_size, true, false);
 }
 
-/* The inline no-stack path alone: false when it declines (the caller then takes
+/* The inline no-stack path alone, for a caller that found ht__rec.fast_gen == ht__t_gen
+ * (ht__trace_fast_live) before it stamped: false when it declines (the caller then takes
  * ht__trace_emit_block, which also serves sessions with stacks, or the general path). It
  * makes no call, so a caller whose declines leave by a tail call saves no registers. */
 static inline __attribute__((always_inline)) bool
 ht__trace_emit_fast(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t size,
                     unsigned source, uint64_t ts)
 {
-    return ht__emit_body(type, heap, address, size, source, ts, false, false, 0, 0, true);
+    return ht__emit_body(type, heap, address, size, source, ts, false, false, 0, 0, true, true);
+}
+
+/* The inline path may record this thread's next event, and the clock is the TSC: the test
+ * before ht__trace_emit_fast. */
+static inline __attribute__((always_inline)) bool ht__trace_fast_live(void)
+{
+    return atomic_load_explicit(&ht__rec.fast_gen, memory_order_relaxed) == ht__t_gen;
 }
 
 /* ht__trace_emit_block (trace.h) with its no-stack case inline. */
@@ -146,7 +159,8 @@ ht__trace_emit_block_inline(ht_event_type type, uintptr_t heap, uintptr_t addres
                             unsigned source, uint64_t ts)
 {
     if (__builtin_expect(
-            ht__emit_body(type, heap, address, size, source, ts, false, false, 0, 0, true), 1))
+            ht__emit_body(type, heap, address, size, source, ts, false, false, 0, 0, true, false),
+            1))
         return true;
     if (atomic_load_explicit(&ht__rec.stack_depth, memory_order_relaxed) != 0)
         return ht__trace_emit_block(type, heap, address, size, source, ts);

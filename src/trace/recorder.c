@@ -289,7 +289,9 @@ int ht__rec_start(const ht_trace_config *config)
     }
     handlers_install();
     ht__rec.fast_off = config->consumer != NULL;
-    atomic_store(&ht__rec.fast_gen, !ht__rec.fast_off && ht__rec.stack_depth == 0 &&
+    /* the clock is the session's (ht__clock_use ran before this) */
+    bool tsc = atomic_load(&ht__os_clock) == HT_CLOCK_TSC;
+    atomic_store(&ht__rec.fast_gen, !ht__rec.fast_off && ht__rec.stack_depth == 0 && tsc &&
                                             (!ht__rec.strong_fence || HT_FAST_FENCE_TEST)
                                         ? ht__rec.gen
                                         : HT_REC_NO_GEN);

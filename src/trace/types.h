@@ -132,9 +132,9 @@ typedef struct ht_wstream {
 /* The recorder: one per process. Fields above `config` are read on the hot path. */
 typedef struct ht_recorder {
     _Atomic uint64_t live_gen; /* the session's generation while recording, else 0 */
-    /* live_gen while the inline no-stack path may record (no stacks, no consumer, a
-     * membarrier fence unless HT_FAST_FENCE_TEST), else HT_REC_NO_GEN: that path's one test
-     * (src/trace/emit.h) */
+    /* live_gen while the inline no-stack path may record (no stacks, no consumer, the TSC
+     * clock, a membarrier fence unless HT_FAST_FENCE_TEST), else HT_REC_NO_GEN: that path's
+     * one test (src/trace/emit.h; the heap's lookaside paths make it before they stamp) */
     _Atomic uint64_t fast_gen;
     int strong_fence;          /* 1: the hot path needs a real fence (no membarrier) */
     uint32_t slots_per_packet; /* (packet_size - 64) / 32 */
