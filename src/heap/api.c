@@ -146,11 +146,12 @@ __attribute__((noinline)) static void emit_event_slow(ht_heap *heap, ht_event_ty
     ht__trace_emit(&ev);
 }
 
-/* The rest of a lookaside hit's or push's event when the inline path declined: with stacks,
- * or the general path. Out of line, returning what the fast path returns, so that it leaves
- * by a tail call. */
-static void emit_event_rest(ht_heap *heap, ht_event_type type, const void *p, size_t size,
-                            uint64_t ts)
+/* The rest of a lookaside hit's or push's event when the inline path declined or would:
+ * with stacks, or the general path. Inline into the out-of-line functions below (one frame
+ * fewer for the stack walk), each returning what its fast path returns, so that the fast
+ * path leaves by a tail call. */
+__attribute__((always_inline)) static inline void
+emit_event_rest(ht_heap *heap, ht_event_type type, const void *p, size_t size, uint64_t ts)
 {
     if (atomic_load_explicit(&ht__rec.stack_depth, memory_order_relaxed) == 0 ||
         !ht__trace_emit_block(type, (uintptr_t)heap, (uintptr_t)p, size, HT_SOURCE_LOOKASIDE, ts))
@@ -512,8 +513,13 @@ __attribute__((noinline)) static void *hit_finish(ht_heap *heap, unsigned flags,
 {
     if ((flags & HT_HEAP_ZERO_MEMORY) != 0)
         memset(p, 0, size);
-    if (traced)
-        emit_event(heap, HT_EVENT_HEAP_ALLOC, p, size, HT_SOURCE_LOOKASIDE, ht__trace_now_local());
+    if (traced) {
+        uint64_t ts = ht__trace_now_local();
+        if (!ht__trace_fast_live() ||
+            !ht__trace_emit_fast(HT_EVENT_HEAP_ALLOC, (uintptr_t)heap, (uintptr_t)p, size,
+                                 HT_SOURCE_LOOKASIDE, ts))
+            emit_event_rest(heap, HT_EVENT_HEAP_ALLOC, p, size, ts);
+    }
     DEBUG_VALIDATE(heap);
     return p;
 }
@@ -775,8 +781,9 @@ __attribute__((noinline)) static bool free_slow_invalid_now(ht_heap *heap, void 
  * block has this thread's tag (free_body). */
 __attribute__((noinline)) static bool push_finish(ht_heap *heap, void *block, bool own)
 {
-    emit_event(heap, HT_EVENT_HEAP_FREE, block, 0, HT_SOURCE_LOOKASIDE,
-               own ? ht__trace_now_local() : ht__trace_now());
+    /* the inline path would decline: straight to the stack or general path */
+    emit_event_rest(heap, HT_EVENT_HEAP_FREE, block, 0,
+                    own ? ht__trace_now_local() : ht__trace_now());
     DEBUG_VALIDATE(heap);
     return true;
 }
