@@ -612,6 +612,12 @@ typedef struct crash_worker {
     int ix;
 } crash_worker;
 
+/* Worker CRASH_PARKED stops after CRASH_PARK_AT calls and waits without another heap call:
+ * its last events sit in its current packet, unsealed, which only the crash path's copy of
+ * the committed slots brings into the file (the others keep sealing packets meanwhile). */
+#define CRASH_PARKED  0
+#define CRASH_PARK_AT 1037u /* not a whole number of 4 KiB packets */
+
 static void *crash_worker_main(void *arg)
 {
     crash_worker *w = arg;
@@ -621,6 +627,9 @@ static void *crash_worker_main(void *arg)
         atomic_store(&w->sh->done[w->ix], i); /* right after the call returned */
         if (i == 1000)
             pthread_barrier_wait(w->barrier);
+        if (w->ix == CRASH_PARKED && i == CRASH_PARK_AT)
+            for (;;)
+                pause();
     }
     return NULL;
 }
@@ -668,7 +677,9 @@ __attribute__((constructor)) static void crash_child(void)
             _exit(5);
     }
     pthread_barrier_wait(&barrier);
-    usleep(2000); /* the workers are mid-packet now */
+    usleep(2000); /* the workers are mid-packet now (the parked one is parked) */
+    while (atomic_load(&sh->done[CRASH_PARKED]) != CRASH_PARK_AT)
+        usleep(100);
     /* The workers keep running while the handler flushes: what they publish after this may
      * or may not be in the file; what they published before it must be. */
     for (int i = 0; i < CRASH_WORKERS; i++)
@@ -713,6 +724,10 @@ static void sigsegv_threads_complete(void)
             allocs += f.ev[i].tid == tid && f.ev[i].heap_handle == sh->heap &&
                       f.ev[i].type == HT_EVENT_HEAP_ALLOC;
         CHECK(done >= 1000);
+        if (k == CRASH_PARKED) { /* parked before the fault: all of its calls, no more */
+            CHECK_EQ_U(done, CRASH_PARK_AT);
+            CHECK_EQ_U(allocs, done);
+        }
         if (allocs + 1 < done)
             fprintf(stderr, "worker %d (tid %u): %" PRIu64 " events, %" PRIu64 " published\n", k,
                     tid, allocs, done);
