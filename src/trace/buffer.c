@@ -177,7 +177,7 @@ static void buf_seal(ht_tbuf *b, bool owner)
     ht_packet *pk = b->cur;
     uint32_t n = (uint32_t)(b->pos - (ht_raw_event *)(pk + 1));
     if (owner) {
-        b->pos = NULL;
+        ht__tbuf_pos_set(b, NULL);
         b->end = NULL;
     }
     if (n == 0) { /* nothing written: the packet is free again (position head stays next) */
@@ -224,10 +224,11 @@ static ht_raw_event *buf_reserve_slow(ht_tbuf *b, uint64_t gen, bool must)
             ht_packet *pk = packet_take(b, head, tail);
             pk->n_slots = 0;
             pk->n_lost = atomic_load_explicit(&b->n_lost, memory_order_relaxed);
-            b->cur = pk; /* n_committed is 0: fresh pages, or zeroed when the writer gave it back */
+            b->cur = pk;
             b->heap = HT_TBUF_NO_HEAP; /* the packet's first event names its heap */
-            b->pos = (ht_raw_event *)(pk + 1);
-            b->end = b->pos + ht__rec.slots_per_packet;
+            b->end = (ht_raw_event *)(pk + 1) + ht__rec.slots_per_packet;
+            /* after phys names pk (packet_take): the crash path reads pos, then phys */
+            ht__tbuf_pos_set(b, (ht_raw_event *)(pk + 1));
             return b->pos;
         }
         if (!must && ht__rec.loss_policy == HT_TRACE_LOSS_DROP)
@@ -320,7 +321,7 @@ static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
         return NULL;
     ht_tbuf *b = &ht__rec.bufs[idx % HT_REC_MAX_THREADS];
     uint8_t *mem = ht__os.map_rw(ht__tbuf_map_size()); /* zero: no packet used, all phys 0 */
-    b->pos = NULL;
+    ht__tbuf_pos_set(b, NULL);
     b->end = NULL;
     b->cur = NULL;
     b->heap = HT_TBUF_NO_HEAP;
@@ -445,13 +446,10 @@ void ht__buf_emit(const ht_event *ev)
         p++;
     }
     p = slot_fill(p, ev, stack_id);
-    b->pos = p;
     b->gap = 0;
-    /* Commit: the record's slots are in before the count moves past them (one store, release;
-     * a plain mov on x86). The crash path copies the first n_committed slots of another
-     * thread's current packet. */
-    atomic_store_explicit(&b->cur->n_committed, (uint32_t)(p - (ht_raw_event *)(b->cur + 1)),
-                          memory_order_release);
+    /* Commit: the record's slots are in before pos moves past them (release; a plain mov on
+     * x86). The crash path copies another thread's current packet up to its pos. */
+    ht__tbuf_pos_set(b, p);
 out:
     atomic_store_explicit(&b->busy, 0, memory_order_release);
 }

@@ -102,13 +102,8 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
         p[1].type = HT_RAW_TAIL;
         p[1].source = 0;
     }
-    b->pos = p + n_slots;
     ht__trace_seq++;
-    ht_packet *pk = b->cur;
-    atomic_store_explicit(&pk->n_committed,
-                          atomic_load_explicit(&pk->n_committed, memory_order_relaxed) +
-                              (uint32_t)n_slots,
-                          memory_order_release);
+    ht__tbuf_pos_set(b, p + n_slots); /* commit (ht_tbuf.pos) */
     atomic_store_explicit(&b->busy, 0, memory_order_release);
     return true;
 decline:

@@ -42,13 +42,11 @@
 #define HT_REC_MAX_THREADS         65536u /* thread buffers per session (control blocks) */
 #define HT_REC_SLOT_MAX            3u     /* slots one event may need: SEQ_SKIP, event, tail */
 
-/* The header at the start of every packet; the slots follow it. n_committed: slots whose
- * records are complete while the packet is its owner's current one, release-stored by the
- * owner after each record (the crash path reads it, acquire); the writer zeroes it before it
- * gives the packet back, so a packet never shows a count of an earlier round. */
+/* The header at the start of every packet; the slots follow it. (How many slots of the
+ * owner's current packet are complete is its ht_tbuf.pos.) */
 typedef struct ht_packet {
-    uint32_t n_slots;             /* slots filled; set by whoever seals the packet */
-    _Atomic uint32_t n_committed; /* slots committed so far (see above) */
+    uint32_t n_slots; /* slots filled; set by whoever seals the packet */
+    uint32_t pad0_;
     uint64_t n_lost;  /* the thread's lost count when the packet was taken = lost before its
                          last event (drops happen only between packets) */
     uint64_t pad_[6]; /* the slots start 64-byte aligned */
@@ -67,7 +65,11 @@ _Static_assert(sizeof(ht_packet) == 64, "ht_packet is one cache line");
 
 typedef struct ht_tbuf {
     /* -- owner (the thread), hot -- */
-    ht_raw_event *pos;       /* next free slot of the packet being filled; NULL = none */
+    ht_raw_event *pos;       /* next free slot of the packet being filled; NULL = none. The
+                                slots before it are complete: the owner stores it with
+                                release order (ht__tbuf_pos_set, a plain mov on x86) after
+                                each record, and the crash path, copying another thread's
+                                current packet, loads it with acquire (writer.c) */
     ht_raw_event *end;       /* end of that packet's slots; NULL with pos */
     uint64_t gap;            /* sequence numbers the thread took since its last event written
                                 here and did not write (dropped): the next written event is
@@ -85,7 +87,7 @@ typedef struct ht_tbuf {
     uint64_t first_seq;      /* sequence number of the first event offered to the buffer */
     atomic_int exited;       /* the owner ran its thread-exit flush */
     uint32_t pad0_;
-    ht_packet *cur;    /* the packet pos points into (n_committed); valid with pos */
+    ht_packet *cur;    /* the packet pos points into; valid with pos */
     uint64_t heap;     /* HeapHandle of the packet's last HT_RAW_HEAP slot; HT_TBUF_NO_HEAP when the
                           packet has none yet (every packet names its heap before its first event) */
     uint64_t absorbed; /* positions [0, absorbed) given back are unmarked in the used bitmap */
@@ -100,6 +102,12 @@ typedef struct ht_tbuf {
 } ht_tbuf;
 
 _Static_assert(sizeof(ht_tbuf) == 256, "ht_tbuf layout");
+
+/* The owner's store of b->pos (see ht_tbuf.pos). */
+static inline void ht__tbuf_pos_set(ht_tbuf *b, ht_raw_event *pos)
+{
+    __atomic_store_n(&b->pos, pos, __ATOMIC_RELEASE);
+}
 
 /* The writer's encoder state for one thread id (a tid the kernel reuses within a session
  * continues the same stream, so chunk numbers stay continuous in the file). */

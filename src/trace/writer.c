@@ -2,7 +2,7 @@
  * registration order), encodes them into chunks with ht__enc_* and writes them with
  * ht__os.write, whole chunks only; at stop, the lost-count chunks and the end summary; on a
  * fatal signal, the same flush from the crashing thread, plus the committed records of every
- * other thread's current packet (ht_packet.n_committed). With stacks on, also the metadata:
+ * other thread's current packet (up to its ht_tbuf.pos). With stacks on, also the metadata:
  * the module snapshot and its load/unload changes (polled at each wake-up), and each new
  * stack's definition, written before the first event chunk that uses it. Owns the per-tid streams
  * and the encoding buffer (whoever holds io_owner uses them). Never mallocs, never touches a slot
@@ -302,8 +302,6 @@ static bool drain_buf(ht_tbuf *b, bool crash)
     for (uint64_t i = tail; i < head; i++) {
         ht_packet *pk = ht__packet_at(b, i);
         encode_packet(s, b, pk, pk->n_slots);
-        /* Given back below: its next round starts with no committed record. */
-        atomic_store_explicit(&pk->n_committed, 0, memory_order_relaxed);
     }
     out_flush();
     atomic_fetch_add_explicit(&ht__rec.n_taken, head - tail, memory_order_relaxed);
@@ -523,7 +521,7 @@ void ht__writer_forget(void)
 /* -- the crash path ---------------------------------------------------------------------- */
 
 /* Another thread's buffer on the crash path (its owner may still run): every sealed packet,
- * then the records of its current packet committed by now (n_committed, acquire). Never
+ * then the records of its current packet committed by now (before its pos, acquire). Never
  * gives that packet back (no tail store past it), so its committed slots stay as read. */
 static void crash_drain_buf(ht_tbuf *b)
 {
@@ -534,11 +532,18 @@ static void crash_drain_buf(ht_tbuf *b)
         uint64_t h = atomic_load_explicit(&b->head, memory_order_acquire);
         if (h != atomic_load_explicit(&b->tail, memory_order_relaxed))
             continue; /* sealed meanwhile: drain those first */
-        /* Position h is the owner's current one, or its next: then phys still names the
-         * packet of an earlier position, drained and zeroed (every position before h is),
-         * or one the owner is taking for h now; either way a count here is this round's. */
+        /* Position h is the owner's current one, or its next. pos, read after head = h
+         * (acquire; the owner clears pos before it seals), is NULL or a pointer into the
+         * packet it took for h: it names phys[h] before it stores pos (release), so phys read
+         * after pos names that packet. A NULL pos (no packet taken for h yet, or h sealed
+         * empty) counts nothing; one past h's packet means head has moved, and the loop
+         * drains that packet whole. */
+        ht_raw_event *pos = __atomic_load_n(&b->pos, __ATOMIC_ACQUIRE);
         ht_packet *pk = ht__packet_at(b, h);
-        uint32_t n = atomic_load_explicit(&pk->n_committed, memory_order_acquire);
+        ht_raw_event *first = (ht_raw_event *)(pk + 1);
+        uint32_t n = pos != NULL && pos > first && pos <= first + ht__rec.slots_per_packet
+                         ? (uint32_t)(pos - first)
+                         : 0;
         if (atomic_load_explicit(&b->head, memory_order_acquire) != h)
             continue; /* sealed while read: take it whole instead */
         if (n != 0) {
