@@ -445,6 +445,7 @@ void ht__buf_emit(const ht_event *ev)
         b->heap = ev->heap_handle;
         p++;
     }
+    ht__tbuf_prefetch(p);
     p = slot_fill(p, ev, stack_id);
     b->gap = 0;
     /* Commit: the record's slots are in before pos moves past them (release; a plain mov on

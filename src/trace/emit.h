@@ -103,6 +103,7 @@ ht__emit_body(ht_event_type type, uintptr_t heap, uintptr_t address, uint64_t si
         p[1].source = 0;
     }
     ht__trace_seq++;
+    ht__tbuf_prefetch(p);
     ht__tbuf_pos_set(b, p + n_slots); /* commit (ht_tbuf.pos) */
     atomic_store_explicit(&b->busy, 0, memory_order_release);
     return true;
