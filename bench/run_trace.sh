@@ -302,15 +302,16 @@ echo "- $rounds interleaved rounds, medians; ns/event = (run − baseline of the
     "baseline: heaptrail untraced for heaptrail rows, glibc untraced for the malloc peers;" \
     "CPU = user + sys of the whole process tree (+ the LTTng daemons between start and stop);" \
     "helper CPU = heaptrail's writer thread, heaptrack's interpreter and zstd, LTTng's daemons;" \
+    "CPU without helper = the traced program's own threads (the least disturbed by other load);" \
     "wall ${elapsed}s in all"
 echo
-echo "| row | baseline | wall s | CPU s | ns/event wall | ns/event CPU | slowdown (wall) | bytes/event on disk | helper CPU s | lost | runs | command |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| row | baseline | wall s | CPU s | ns/event wall | ns/event CPU | ns/event CPU without helper | slowdown (wall) | bytes/event on disk | helper CPU s | lost | runs | command |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for r in "${rows[@]}"; do
     b=${base[$r]}
     cmdt=${cmd_text[$r]:-}
     if [[ ${skip[$r]:-} == pending* ]]; then
-        echo "| ${label[$r]} | ${label[$b]:-$b} | pending | | | | | | | | 0 | \`$cmdt\` |"
+        echo "| ${label[$r]} | ${label[$b]:-$b} | pending | | | | | | | | | 0 | \`$cmdt\` |"
         continue
     fi
     awk -v r="$r" -v b="$b" -v lab="${label[$r]}" -v blab="${label[$b]:-$b}" -v ev="$events" \
@@ -319,20 +320,22 @@ for r in "${rows[@]}"; do
         for (i = 2; i <= n; i++) { x = arr[i]; for (j = i - 1; j >= 1 && arr[j] > x; j--) arr[j + 1] = arr[j]; arr[j + 1] = x }
         return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
     }
-    $1 == b { bw[$2] = $3; bc[$2] = $4 }
+    $1 == b { bw[$2] = $3; bc[$2] = $4; bh[$2] = ($6 == "-" ? 0 : $6) }
     $1 == r { n++; rnd[n] = $2; w[n] = $3; c[n] = $4; by[n] = $5; h[n] = $6; l[n] = $7 }
     END {
-        if (n == 0) { printf "| %s | %s | %s | | | | | | | | 0 | `%s` |\n", lab, blab, (why != "" ? why : "no run"), cmdt; exit }
+        if (n == 0) { printf "| %s | %s | %s | | | | | | | | | 0 | `%s` |\n", lab, blab, (why != "" ? why : "no run"), cmdt; exit }
         for (i = 1; i <= n; i++) {
             W[i] = w[i]; C[i] = c[i]; B[i] = by[i] / ev; H[i] = h[i]
-            if (rnd[i] in bw) { m++; dw[m] = (w[i] - bw[rnd[i]]) * 1e9 / ev; dc[m] = (c[i] - bc[rnd[i]]) * 1e9 / ev; sl[m] = w[i] / bw[rnd[i]] }
+            if (rnd[i] in bw) { m++; dw[m] = (w[i] - bw[rnd[i]]) * 1e9 / ev; dc[m] = (c[i] - bc[rnd[i]]) * 1e9 / ev; sl[m] = w[i] / bw[rnd[i]]
+                                dm[m] = ((c[i] - (h[i] == "-" ? 0 : h[i])) - (bc[rnd[i]] - bh[rnd[i]])) * 1e9 / ev }
             if (l[i] != "-") { lost += l[i]; haslost = 1 }
         }
         base_row = (r == b)
-        printf "| %s | %s | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %d | `%s` |\n", lab, (base_row ? "—" : blab),
+        printf "| %s | %s | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s | %d | `%s` |\n", lab, (base_row ? "—" : blab),
             median(W, n), median(C, n),
             (base_row ? "0" : (m ? sprintf("%.1f", median(dw, m)) : "–")),
             (base_row ? "0" : (m ? sprintf("%.1f", median(dc, m)) : "–")),
+            (base_row ? "0" : (m && h[1] != "-" ? sprintf("%.1f", median(dm, m)) : "–")),
             (base_row ? "1.00x" : (m ? sprintf("%.2fx", median(sl, m)) : "–")),
             (median(B, n) > 0 ? sprintf("%.2f", median(B, n)) : "—"),
             (h[1] != "-" ? sprintf("%.2f", median(H, n)) : "—"),
