@@ -8,6 +8,7 @@
  * reads back complete). Owns only its temporary files. */
 #include "harness.h"
 #include "recorder_util.h"
+#include "trace/internal.h" /* ht__rec_buf_limit, HT_REC_MAX_THREADS */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -253,6 +254,90 @@ static void loss_drop_counted(void)
     }
     CHECK(gaps <= st.n_lost);
     ru_file_free(&f);
+}
+
+/* Threads past the session's buffer limit get no buffer: their events are lost and counted
+ * under their own tids (ht_unbuf), in the file's lost counts and ht_trace_get_stats, never
+ * dropped unseen. The limit is set low here (ht__rec_buf_limit); HT_REC_MAX_THREADS in use. */
+#define LIMIT_BUFS    4
+#define LIMIT_THREADS 10
+#define LIMIT_PAIRS   50
+
+typedef struct limit_arg {
+    ht_heap *h;
+    uint32_t tid;
+} limit_arg;
+
+static void *limit_thread(void *p)
+{
+    limit_arg *a = p;
+    a->tid = (uint32_t)syscall(SYS_gettid);
+    for (int i = 0; i < LIMIT_PAIRS; i++)
+        ht_heap_free(a->h, 0, ht_heap_alloc(a->h, 0, 24 + (size_t)i));
+    return NULL;
+}
+
+static void threads_past_limit_counted(void)
+{
+    char path[256];
+    ru_path(path, sizeof path, "limit");
+    ht_heap *h = ht_heap_create(0, 0, 0);
+    REQUIRE(h != NULL);
+    ht__rec_buf_limit = LIMIT_BUFS;
+    ht_trace_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.path = path;
+    cfg.flags = HT_TRACE_NO_RUNDOWN;
+    cfg.loss_policy = HT_TRACE_LOSS_BLOCK; /* nothing lost but what has no buffer */
+    REQUIRE(ht_trace_start(&cfg) == 0);
+    ht_heap_free(h, 0, ht_heap_alloc(h, 0, 8)); /* this thread takes a buffer first */
+    limit_arg a[LIMIT_THREADS];
+    for (int t = 0; t < LIMIT_THREADS; t++) { /* one after another: buffers go in order */
+        pthread_t th;
+        a[t].h = h;
+        REQUIRE(pthread_create(&th, NULL, limit_thread, &a[t]) == 0);
+        pthread_join(th, NULL);
+    }
+    ht_trace_stats st;
+    CHECK(ht_trace_get_stats(&st) == 0);
+    uint64_t lost_live = st.n_lost;
+    CHECK(ht_trace_stop() == 0);
+    ht__rec_buf_limit = HT_REC_MAX_THREADS;
+    CHECK(ht_trace_get_stats(&st) == 0);
+    const uint64_t per_thread = 2 * LIMIT_PAIRS;
+    const uint64_t want_lost = (LIMIT_THREADS - (LIMIT_BUFS - 1)) * per_thread;
+    CHECK_EQ_U(lost_live, want_lost);
+    CHECK_EQ_U(st.n_lost, want_lost);
+
+    ht_reader *r = NULL;
+    REQUIRE(ht_reader_open(path, &r) == HT_READER_OK);
+    ht_reader_event re;
+    uint64_t events[LIMIT_THREADS] = {0};
+    while (ht_reader_next(r, &re))
+        for (int t = 0; t < LIMIT_THREADS; t++)
+            events[t] += re.event.tid == a[t].tid && re.event.heap_handle == (uintptr_t)h;
+    CHECK_EQ_U(ht_reader_status(r, NULL, NULL), HT_READER_OK);
+    ht_reader_trace_info info;
+    ht_reader_info(r, &info);
+    CHECK(info.complete);
+    CHECK_EQ_U(info.n_lost, want_lost);
+    const ht_reader_thread *ths = NULL;
+    size_t n_ths = 0;
+    ht_reader_threads(r, &ths, &n_ths);
+    for (int t = 0; t < LIMIT_THREADS; t++) {
+        const ht_reader_thread *th = NULL;
+        for (size_t k = 0; k < n_ths; k++)
+            if (ths[k].tid == a[t].tid)
+                th = &ths[k];
+        bool buffered = t < LIMIT_BUFS - 1;
+        CHECK_EQ_U(events[t], buffered ? per_thread : 0);
+        CHECK(th != NULL);
+        if (th != NULL)
+            CHECK_EQ_U(th->n_lost, buffered ? 0 : per_thread);
+    }
+    ht_reader_close(r);
+    ht_heap_destroy(h);
+    unlink(path);
 }
 
 static void loss_block_none(void)
@@ -740,6 +825,6 @@ static void sigsegv_threads_complete(void)
 }
 
 TEST_MAIN(TEST(roundtrip_single), TEST(roundtrip_threads), TEST(loss_drop_counted),
-          TEST(loss_block_none), TEST(causal_order), TEST(rundown_equals_walk),
-          TEST(existing_file_kept), TEST(sigkill_cut_at_chunk), TEST(sigsegv_flushed),
-          TEST(sigsegv_threads_complete))
+          TEST(loss_block_none), TEST(threads_past_limit_counted), TEST(causal_order),
+          TEST(rundown_equals_walk), TEST(existing_file_kept), TEST(sigkill_cut_at_chunk),
+          TEST(sigsegv_flushed), TEST(sigsegv_threads_complete))

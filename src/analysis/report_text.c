@@ -154,10 +154,19 @@ static void text_summary(ht_analysis *an, ht_reader *rd, const ht_report_opts *o
         const ht_reader_thread *th;
         size_t nth;
         ht_reader_threads(rd, &th, &nth);
-        for (size_t i = 0; i < nth; i++)
-            if (th[i].n_lost)
+        size_t shown = 0, losers = 0; /* the first 10 threads that lost events, then a count */
+        for (size_t i = 0; i < nth; i++) {
+            if (th[i].n_lost == 0)
+                continue;
+            if (shown < 10) {
                 ht__sb_printf(out, " tid %u lost %llu;", th[i].tid,
                               (unsigned long long)th[i].n_lost);
+                shown++;
+            }
+            losers++;
+        }
+        if (losers > shown)
+            ht__sb_printf(out, " and %zu more threads", losers - shown);
         ht__sb_puts(out, "\n");
         ht__sb_printf(out,
                       "                 each can hide one block of unknown size: peak and leak "

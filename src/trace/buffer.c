@@ -314,10 +314,12 @@ int ht__buf_init_once(void)
 
 /* Registers a buffer for this thread in session gen; NULL when none can be had (the
  * session's thread limit, or no memory): the caller drops the event. */
+uint32_t ht__rec_buf_limit = HT_REC_MAX_THREADS;
+
 static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
 {
     uint64_t idx = atomic_fetch_add(&ht__rec.n_bufs, 1);
-    if (idx - ht__rec.first_buf >= HT_REC_MAX_THREADS)
+    if (idx - ht__rec.first_buf >= ht__rec_buf_limit)
         return NULL;
     ht_tbuf *b = &ht__rec.bufs[idx % HT_REC_MAX_THREADS];
     uint8_t *mem = ht__os.map_rw(ht__tbuf_map_size()); /* zero: no packet used, all phys 0 */
@@ -356,6 +358,33 @@ static void buf_drop(ht_tbuf *b)
     b->heap = HT_TBUF_NO_HEAP;
 }
 
+/* This thread got no buffer in session t_unbuf_gen: its events there are counted in its
+ * ht_unbuf entry t_unbuf_ix (HT_REC_UNBUF_MAX: none, past the table) without another try. */
+static __thread uint64_t t_unbuf_gen __attribute__((tls_model("initial-exec")));
+static __thread uint32_t t_unbuf_ix __attribute__((tls_model("initial-exec")));
+
+/* Counts the event of a thread without a buffer in session gen (claiming its entry first). */
+static void unbuf_drop(uint64_t gen, uint32_t tid)
+{
+    if (t_unbuf_gen != gen) {
+        uint32_t ix = atomic_fetch_add(&ht__rec.n_unbuf, 1);
+        if (ix < HT_REC_UNBUF_MAX && ht__rec.unbuf != NULL) {
+            atomic_store_explicit(&ht__rec.unbuf[ix].tid, tid, memory_order_relaxed);
+        } else {
+            ix = HT_REC_UNBUF_MAX;
+        }
+        t_unbuf_ix = ix;
+        t_unbuf_gen = gen;
+    }
+    if (t_unbuf_ix < HT_REC_UNBUF_MAX) {
+        _Atomic uint64_t *n = &ht__rec.unbuf[t_unbuf_ix].n_lost; /* only this thread adds */
+        atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
+                              memory_order_release);
+    } else {
+        atomic_fetch_add_explicit(&ht__rec.n_lost_unbuf, 1, memory_order_relaxed);
+    }
+}
+
 /* The first event of a thread in this session (or any event when no session records). */
 static void buf_emit_slow(const ht_event *ev)
 {
@@ -369,7 +398,9 @@ static void buf_emit_slow(const ht_event *ev)
     atomic_fetch_add(&ht__rec.n_slow, 1);
     uint64_t gen = atomic_load(&ht__rec.live_gen);
     ht_tbuf *b = NULL;
-    if (gen != 0 && !ht__rec.forked_child && ht__t_gen != gen) {
+    if (gen != 0 && !ht__rec.forked_child && ht__t_gen != gen && t_unbuf_gen == gen) {
+        unbuf_drop(gen, ev->tid); /* no buffer for this thread in this session: counted */
+    } else if (gen != 0 && !ht__rec.forked_child && ht__t_gen != gen) {
         t_registering = 1;
         t_lost_registering = 0;
         b = buf_register(gen, ev);
@@ -378,6 +409,8 @@ static void buf_emit_slow(const ht_event *ev)
             atomic_store_explicit(&b->n_lost, t_lost_registering, memory_order_relaxed);
         ht__t_buf = b;
         ht__t_gen = b != NULL ? gen : 0;
+        if (b == NULL && atomic_load(&ht__rec.live_gen) == gen) /* not a stop meanwhile */
+            unbuf_drop(gen, ev->tid);
     }
     atomic_fetch_sub(&ht__rec.n_slow, 1);
     if (b != NULL) {

@@ -47,6 +47,10 @@ static inline ht_packet *ht__packet_at(const ht_tbuf *b, uint64_t index)
                                                   memory_order_relaxed));
 }
 
+/* Buffers one session hands out (HT_REC_MAX_THREADS; tests set fewer, before a session):
+ * the threads after them get none, and their events are counted lost (ht_unbuf). */
+extern uint32_t ht__rec_buf_limit;
+
 /* The session's buffers are bufs[i % HT_REC_MAX_THREADS] for i in [first_buf, this). */
 static inline uint64_t ht__rec_bufs_end(void)
 {

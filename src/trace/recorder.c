@@ -307,7 +307,14 @@ fail_close:
 
 static uint64_t lost_sum(void)
 {
-    uint64_t lost = ht__rec.n_lost_io;
+    uint64_t lost = ht__rec.n_lost_io + atomic_load(&ht__rec.n_lost_unbuf);
+    if (ht__rec.unbuf_folded) {
+        lost += ht__rec.unbuf_total;
+    } else if (ht__rec.unbuf != NULL) {
+        uint32_t n = atomic_load(&ht__rec.n_unbuf);
+        for (uint32_t i = 0; i < n && i < HT_REC_UNBUF_MAX; i++)
+            lost += atomic_load_explicit(&ht__rec.unbuf[i].n_lost, memory_order_relaxed);
+    }
     uint64_t end = ht__rec_bufs_end();
     for (uint64_t i = ht__rec.first_buf; i < end; i++) {
         ht_tbuf *b = &ht__rec.bufs[i % HT_REC_MAX_THREADS];

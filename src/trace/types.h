@@ -41,6 +41,9 @@
 #define HT_REC_N_PACKETS_MAX       4096u
 #define HT_REC_MAX_THREADS         65536u /* thread buffers per session (control blocks) */
 #define HT_REC_SLOT_MAX            3u     /* slots one event may need: SEQ_SKIP, event, tail */
+#define HT_REC_UNBUF_MAX                                                                           \
+    (1u << 20) /* threads of a session that got no buffer, each                                    \
+                  counted under its tid (ht_unbuf) */
 
 /* The header at the start of every packet; the slots follow it. (How many slots of the
  * owner's current packet are complete is its ht_tbuf.pos.) */
@@ -124,12 +127,22 @@ static inline void ht__tbuf_pos_set(ht_tbuf *b, ht_raw_event *pos)
     __atomic_store_n(&b->pos, pos, __ATOMIC_RELEASE);
 }
 
+/* A thread of the session that got no buffer (the session's HT_REC_MAX_THREADS were taken,
+ * or its buffer could not be mapped): its events are lost, counted here under its tid by the
+ * thread itself, and written with the tid's lost count at the end (writer.c unbuf_fold). */
+typedef struct ht_unbuf {
+    _Atomic uint32_t tid;
+    uint32_t pad_;
+    _Atomic uint64_t n_lost;
+} ht_unbuf;
+
 /* The writer's encoder state for one thread id (a tid the kernel reuses within a session
  * continues the same stream, so chunk numbers stay continuous in the file). */
 typedef struct ht_wstream {
     ht_enc_stream enc;  /* chunk numbers, sequence, events, lost_so_far */
     uint64_t lost_base; /* lost events of earlier buffers with this tid */
-    ht_tbuf *cur;       /* the buffer currently feeding the stream */
+    ht_tbuf *cur;       /* the buffer currently feeding the stream; NULL for a tid that only
+                           threads without a buffer had (its losses are all in lost_base) */
     uint64_t last_ns;   /* the stream's latest event time written (ns) */
 } ht_wstream;
 
@@ -190,14 +203,20 @@ typedef struct ht_recorder {
     uint64_t start_ns;         /* the file header's start_mono_ns */
 
     /* -- writer (owned by whoever holds io_owner) -- */
-    uint8_t *out;         /* encoding buffer */
-    size_t out_cap;       /* bytes at out */
-    size_t out_used;      /* bytes encoded, not yet written */
-    ht_wstream *streams;  /* HT_REC_MAX_THREADS entries, mapped per session */
-    uint32_t *stream_ix;  /* open-addressing tid -> index + 1, 2 * HT_REC_MAX_THREADS */
-    uint32_t n_streams;   /* streams in use */
-    uint64_t meta_seq;    /* next chunk number of the tid-0 stream (metadata, end) */
-    uint64_t n_lost_io;   /* events lost to failed writes */
+    uint8_t *out;             /* encoding buffer */
+    size_t out_cap;           /* bytes at out */
+    size_t out_used;          /* bytes encoded, not yet written */
+    ht_wstream *streams;      /* HT_REC_MAX_THREADS entries, mapped per session */
+    uint32_t *stream_ix;      /* open-addressing tid -> index + 1, 2 * HT_REC_MAX_THREADS */
+    uint32_t n_streams;       /* streams in use */
+    uint64_t meta_seq;        /* next chunk number of the tid-0 stream (metadata, end) */
+    uint64_t n_lost_io;       /* events lost to failed writes */
+    ht_unbuf *unbuf;          /* HT_REC_UNBUF_MAX entries, mapped per session (pages as used) */
+    _Atomic uint32_t n_unbuf; /* entries claimed (may pass HT_REC_UNBUF_MAX) */
+    _Atomic uint64_t n_lost_unbuf; /* events of threads without a buffer: all of them, those
+                                      past the table's end too (which no tid gets in the file) */
+    bool unbuf_folded;             /* unbuf_fold ran: the entries are in the streams' lost counts */
+    uint64_t unbuf_total; /* their sum then (the table is unmapped with the writer's maps) */
     uint64_t n_bad_slots; /* malformed slots the encoder skipped (a bug if ever nonzero) */
     uint32_t stack_hi;    /* highest stack id defined in the file (ht__stack_drain) */
     bool modules_done;    /* the module snapshot is written; later changes are polled */

@@ -32,6 +32,11 @@ static size_t stream_ix_size(void)
     return (size_t)2 * HT_REC_MAX_THREADS * sizeof(uint32_t);
 }
 
+static size_t unbuf_size(void)
+{
+    return (size_t)HT_REC_UNBUF_MAX * sizeof(ht_unbuf);
+}
+
 static size_t streams_size(void)
 {
     return (size_t)HT_REC_MAX_THREADS * sizeof(ht_wstream);
@@ -79,6 +84,16 @@ static bool out_flush(void)
 
 /* The stream for b's tid; a buffer whose tid an earlier buffer of this session had (the
  * kernel reused it) continues that stream, carrying its lost count. */
+/* The slot of tid in stream_ix: its stream's, or the empty one where it would go. */
+static uint32_t stream_slot(uint32_t tid)
+{
+    uint32_t mask = 2 * HT_REC_MAX_THREADS - 1;
+    uint32_t h = (tid * 0x9E3779B1u) & mask;
+    while (ht__rec.stream_ix[h] != 0 && ht__rec.streams[ht__rec.stream_ix[h] - 1].enc.tid != tid)
+        h = (h + 1) & mask;
+    return h;
+}
+
 static ht_wstream *stream_for(ht_tbuf *b)
 {
     if (b->stream != 0)
@@ -89,7 +104,8 @@ static ht_wstream *stream_for(ht_tbuf *b)
         ht_wstream *s = &ht__rec.streams[ht__rec.stream_ix[h] - 1];
         if (s->enc.tid == b->tid) {
             if (s->cur != b) {
-                s->lost_base += atomic_load(&s->cur->n_lost);
+                if (s->cur != NULL)
+                    s->lost_base += atomic_load(&s->cur->n_lost);
                 s->cur = b;
             }
             b->stream = ht__rec.stream_ix[h];
@@ -349,12 +365,50 @@ static bool drain_pass(int me)
     return worked;
 }
 
+/* Once, at the end (stop or the crash path), before the lost chunks and the summary: the
+ * events of threads that got no buffer join their tid's lost count, in the tid's stream (a
+ * new one, with no event chunk, when no buffered thread had the tid). The entries' sum is
+ * kept for ht_trace_get_stats, since the table goes with the writer's maps. */
+static void unbuf_fold(void)
+{
+    if (ht__rec.unbuf_folded || ht__rec.unbuf == NULL)
+        return;
+    ht__rec.unbuf_folded = true;
+    uint32_t n = atomic_load(&ht__rec.n_unbuf);
+    n = n < HT_REC_UNBUF_MAX ? n : HT_REC_UNBUF_MAX;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t tid = atomic_load_explicit(&ht__rec.unbuf[i].tid, memory_order_relaxed);
+        uint64_t lost = atomic_load_explicit(&ht__rec.unbuf[i].n_lost, memory_order_acquire);
+        if (lost == 0)
+            continue;
+        uint32_t h = stream_slot(tid);
+        ht_wstream *s;
+        if (tid != 0 && ht__rec.stream_ix[h] != 0) {
+            s = &ht__rec.streams[ht__rec.stream_ix[h] - 1];
+        } else if (tid != 0 && ht__rec.n_streams < HT_REC_MAX_THREADS) {
+            s = &ht__rec.streams[ht__rec.n_streams++];
+            memset(s, 0, sizeof *s);
+            s->enc.tid = tid;
+            s->enc.next_seq = 1;
+            ht__rec.stream_ix[h] = ht__rec.n_streams;
+        } else { /* no tid yet (a thread still claiming its entry) or no stream left */
+            atomic_fetch_add(&ht__rec.n_lost_unbuf, lost);
+            continue;
+        }
+        s->lost_base += lost;
+        total += lost;
+    }
+    ht__rec.unbuf_total = total;
+}
+
 /* Lost-count chunks for streams whose thread lost events after its last chunk. */
 static void write_lost_chunks(void)
 {
+    unbuf_fold();
     for (uint32_t i = 0; i < ht__rec.n_streams; i++) {
         ht_wstream *s = &ht__rec.streams[i];
-        uint64_t lost = s->lost_base + atomic_load(&s->cur->n_lost);
+        uint64_t lost = s->lost_base + (s->cur != NULL ? atomic_load(&s->cur->n_lost) : 0);
         if (lost <= s->enc.lost_so_far)
             continue;
         s->enc.lost_so_far = lost;
@@ -453,6 +507,9 @@ static void maps_release(void)
         ht__os.release(ht__rec.streams, streams_size());
     if (ht__rec.stream_ix != NULL)
         ht__os.release(ht__rec.stream_ix, stream_ix_size());
+    if (ht__rec.unbuf != NULL)
+        ht__os.release(ht__rec.unbuf, unbuf_size());
+    ht__rec.unbuf = NULL;
     ht__rec.out = NULL;
     ht__rec.streams = NULL;
     ht__rec.stream_ix = NULL;
@@ -465,8 +522,15 @@ int ht__writer_start(void)
     ht__rec.out = ht__os.map_rw(ht__rec.out_cap);
     ht__rec.streams = ht__os.map_rw(streams_size());
     ht__rec.stream_ix = ht__os.map_rw(stream_ix_size());
-    if (ht__rec.out == NULL || ht__rec.streams == NULL || ht__rec.stream_ix == NULL)
+    /* mapped before any thread can look (the session is not live yet); pages as used */
+    ht__rec.unbuf = ht__os.map_rw(unbuf_size());
+    if (ht__rec.out == NULL || ht__rec.streams == NULL || ht__rec.stream_ix == NULL ||
+        ht__rec.unbuf == NULL)
         goto fail_unmap;
+    atomic_store(&ht__rec.n_unbuf, 0);
+    atomic_store(&ht__rec.n_lost_unbuf, 0);
+    ht__rec.unbuf_folded = false;
+    ht__rec.unbuf_total = 0;
     ht__rec.out_used = 0;
     ht__rec.n_streams = 0;
     ht__rec.meta_seq = 0;
