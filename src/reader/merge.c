@@ -45,6 +45,7 @@ static inline bool head_less(const rd_head *a, const rd_head *b)
 #define RADIX_PASSES   3  /* and digits at most */
 #define WINDOW_BACKOFF 16 /* fills without the window merge after a tie group stopped it */
 #define TIE_THREADS    16 /* threads sharing a timestamp beyond which the window merge steps aside */
+#define TIE_PASSES     6 /* tie_pass passes a window tries before its groups are fixed one by one */
 /* Threads from which a cursor near its chunk's end loads its next chunk early (cursors_reload;
  * measured, docs/PERFORMANCE.md, sixth session: it pays at 64 threads, not at 16) */
 #define EARLY_THREADS 32
@@ -633,6 +634,28 @@ static bool tie_group_fix(const ht_reader_event **g, size_t n, const ht_reader_e
     return true;
 }
 
+/* One pass of compare-exchanges over the tie positions tie[0 .. n_tie) (increasing; position i
+ * means out[i] has the timestamp of out[i - 1]): out[i - 1] and out[i] swapped where they are
+ * out of (sequence, tid) order, branch-free (which comes first is a coin toss). Only for ties
+ * between threads: no two events of one thread may share a timestamp in the window. Returns
+ * the number of swaps. */
+static size_t tie_pass(const ht_reader_event **out, const uint32_t *tie, size_t n_tie)
+{
+    size_t swaps = 0;
+    for (size_t j = 0; j < n_tie; j++) {
+        const uint32_t i = tie[j];
+        const ht_reader_event *a = out[i - 1], *b = out[i];
+        uint64_t sa = a->event.sequence, sb = b->event.sequence;
+        uint32_t ta = a->event.tid, tb = b->event.tid;
+        uintptr_t sw = (uintptr_t)((sb < sa) | ((sb == sa) & (tb < ta)));
+        uintptr_t x = ((uintptr_t)a ^ (uintptr_t)b) & (0 - sw);
+        out[i - 1] = (const ht_reader_event *)((uintptr_t)a ^ x);
+        out[i] = (const ht_reader_event *)((uintptr_t)b ^ x);
+        swaps += sw;
+    }
+    return swaps;
+}
+
 /* A run's keys: o[i] = kk | (timestamp of e[i] - base) for the events before the first at or
  * after t_end (e[hi] is one, and e's timestamps never decrease), and their digits (d bits
  * each, passes of them, a constant in each instance) counted in cnt[pass << d | digit].
@@ -762,6 +785,36 @@ static size_t window_fill(ht_reader *r)
         tie[n_tie] = (uint32_t)i; /* kept only when it is a tie */
         n_tie += ((x ^ prev) & tmask) == 0;
         prev = x;
+    }
+    /* Ties between threads only (no key equals the one before: a thread's events of one
+     * timestamp would be neighbours, the sort being stable and the runs laid out thread by
+     * thread): each group's order is then the (sequence, tid) order, which branch-free passes
+     * of neighbour compare-exchanges reach without the group loop's coin-toss branches: one
+     * over every position (a group of two is then in order), then, over the positions of the
+     * groups of three or more (next to another position; big[]), until one swaps nothing.
+     * Otherwise, or after TIE_PASSES of those, the groups one by one below (from any order of
+     * such groups). */
+    uint64_t dup = 0;
+    for (size_t j = 0; j < n_tie; j++)
+        dup |= src[tie[j]] == src[tie[j] - 1];
+    if (dup == 0 && n_tie > 0) {
+        tie_pass(out, tie, n_tie);
+        uint32_t *big = tie + r->batch_cap; /* dst holds 2 x batch_cap positions */
+        size_t n_big = 0;
+        uint32_t last = UINT32_MAX - 1; /* the position before; last + 1 is none */
+        tie[n_tie] = 0;                 /* nor is this + 1 */
+        for (size_t j = 0; j < n_tie; j++) {
+            const uint32_t i = tie[j];
+            big[n_big] = i;
+            n_big += (i == last + 1) | (tie[j + 1] == i + 1);
+            last = i;
+        }
+        size_t swaps = 0;
+        for (unsigned pass = 0; n_big > 0 && pass < TIE_PASSES; pass++)
+            if ((swaps = tie_pass(out, big, n_big)) == 0)
+                break;
+        if (swaps == 0)
+            n_tie = 0; /* in order */
     }
     const ht_reader_event **tmp = (const ht_reader_event **)src;
     for (size_t j = 0; j < n_tie;) {
