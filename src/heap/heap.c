@@ -12,7 +12,7 @@
 #define HEAP_SLOT_SIZE HT_HEAP_SLOT_SIZE
 _Static_assert(sizeof(ht_heap) <= HEAP_SLOT_SIZE, "ht_heap must fit its slot");
 
-pthread_mutex_t ht__registry_lock;
+ht_rlock ht__registry_lock;
 uint8_t *ht__heap_table; /* HT_MAX_HEAPS slots of HEAP_SLOT_SIZE */
 #define g_table ht__heap_table
 static uint8_t g_slot_used[HT_MAX_HEAPS]; /* registry lock */
@@ -32,7 +32,7 @@ static pthread_once_t g_process_once = PTHREAD_ONCE_INIT;
  * does not exist there (registry first, then each heap's bins and heap lock). */
 static void fork_prepare(void)
 {
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
         ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
         if (g_slot_used[i] && atomic_load(&heap->magic) == HT_HEAP_MAGIC)
@@ -49,40 +49,37 @@ static void fork_release(void)
         if (g_slot_used[i] && atomic_load(&heap->magic) == HT_HEAP_MAGIC)
             ht__heap_unlock_all(heap);
     }
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
 }
 
-static void recursive_mutex_init(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-}
-
-/* The child is single-threaded and its thread has a new id, which recursive mutexes would
- * not accept as their owner: make every lock anew, free. */
+/* The child is single-threaded: its thread, the one that forked, holds every lock that
+ * fork_prepare took, and lets go of them all — also an ht_heap_lock it held (the API owner
+ * is named by kernel thread id, which the child's thread no longer has), so the child finds
+ * no lock held. Released, not made anew: a mutex re-initialised while held is undefined
+ * (TSan reports a double lock when a thread of the child takes it); ht_rlock names its owner
+ * by pthread_self(), which the child's thread keeps (src/common/lock.h). */
 static void fork_child(void)
 {
     for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
         ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
         if (!g_slot_used[i] || atomic_load(&heap->magic) != HT_HEAP_MAGIC)
             continue;
-        recursive_mutex_init(&heap->lock);
-        for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
-            for (unsigned c = 0; c < HT_N_CLASSES; c++)
-                atomic_store(&heap->bins[a][c].lock.held, 0);
+        if (!heap->serialize)
+            continue; /* fork_prepare took none of its locks */
         atomic_store(&heap->api_owner, 0);
         heap->api_depth = 0;
+        ht__rlock_fork_child(&heap->lock);
+        for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
+            for (unsigned c = 0; c < HT_N_CLASSES; c++)
+                ht__spin_unlock(&heap->bins[a][c].lock);
     }
     ht__tcache_fork_child();
-    recursive_mutex_init(&ht__registry_lock);
+    ht__rlock_fork_child(&ht__registry_lock);
 }
 
 static void init(void)
 {
-    recursive_mutex_init(&ht__registry_lock);
+    ht__rlock_init(&ht__registry_lock);
     size_t bytes = HT_MAX_HEAPS * HEAP_SLOT_SIZE;
     g_table = ht__os.reserve(bytes);
     if (g_table == NULL)
@@ -118,13 +115,13 @@ static inline bool api_held_here(ht_heap *heap)
 void ht__heap_lock(ht_heap *heap)
 {
     if (heap->serialize)
-        pthread_mutex_lock(&heap->lock);
+        ht__rlock_lock(&heap->lock);
 }
 
 void ht__heap_unlock(ht_heap *heap)
 {
     if (heap->serialize)
-        pthread_mutex_unlock(&heap->lock);
+        ht__rlock_unlock(&heap->lock);
 }
 
 void ht__heap_lock_all(ht_heap *heap)
@@ -135,14 +132,14 @@ void ht__heap_lock_all(ht_heap *heap)
         for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
             for (unsigned c = 0; c < HT_N_CLASSES; c++)
                 ht__spin_lock(&heap->bins[a][c].lock);
-    pthread_mutex_lock(&heap->lock);
+    ht__rlock_lock(&heap->lock);
 }
 
 void ht__heap_unlock_all(ht_heap *heap)
 {
     if (!heap->serialize)
         return;
-    pthread_mutex_unlock(&heap->lock);
+    ht__rlock_unlock(&heap->lock);
     if (!api_held_here(heap))
         for (unsigned a = HT_LFH_AFFINITY; a-- > 0;)
             for (unsigned c = HT_N_CLASSES; c-- > 0;)
@@ -322,7 +319,7 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
         errno = EINVAL;
         return NULL;
     }
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     if (slot < 0) {
         for (int i = 1; i < (int)HT_MAX_HEAPS; i++)
             if (!g_slot_used[i]) {
@@ -331,7 +328,7 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
             }
     }
     if (slot < 0) {
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         errno = ENOMEM;
         return NULL;
     }
@@ -339,7 +336,7 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
     uint64_t gen = g_next_gen++;
     bool heaps_off = g_trace_heaps_off; /* under the lock: ht_trace_start sets it */
     bool trace = g_trace_active && !heaps_off;
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
 
     ht_heap *heap = (ht_heap *)(g_table + (size_t)slot * HEAP_SLOT_SIZE);
     memset(heap, 0, sizeof *heap);
@@ -359,7 +356,7 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
         if (heap->max_commit < maximum_size)
             heap->max_commit = SIZE_MAX;
     }
-    recursive_mutex_init(&heap->lock);
+    ht__rlock_init(&heap->lock);
 
     ht_op op = {false, false, 0, {{0}}};
     size_t initial = initial_size;
@@ -368,10 +365,10 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
     if (initial > HT_SEG_AREA_MAX)
         initial = HT_SEG_AREA_MAX - 2 * sizeof(ht_mblock);
     if (ht__segment_new(heap, initial, &op) == NULL) {
-        pthread_mutex_destroy(&heap->lock);
-        pthread_mutex_lock(&ht__registry_lock);
+        ht__rlock_destroy(&heap->lock);
+        ht__rlock_lock(&ht__registry_lock);
         g_slot_used[slot] = 0;
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         errno = ENOMEM;
         return NULL;
     }
@@ -411,15 +408,15 @@ bool ht_heap_destroy(ht_heap *h)
     }
     bool trace = atomic_load(&heap->trace_on);
     uint64_t ts = trace ? ht__trace_now() : 0;
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     unsigned expected = HT_HEAP_MAGIC;
     if (!atomic_compare_exchange_strong(&heap->magic, &expected, 0)) {
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         errno = EINVAL;
         return false;
     }
     ht__tcache_detach_all_locked(heap);
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
 
     while (heap->segs != NULL)
         ht__segment_release(heap, heap->segs, NULL);
@@ -433,13 +430,13 @@ bool ht_heap_destroy(ht_heap *h)
         heap->large_cache = l->next;
         ht__large_release(heap, l, NULL);
     }
-    pthread_mutex_destroy(&heap->lock);
+    ht__rlock_destroy(&heap->lock);
     if (trace)
         emit_simple(heap, HT_EVENT_HEAP_DESTROY, ts, 0);
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     heap->gen = 0;
     g_slot_used[heap->index] = 0;
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     return true;
 }
 
@@ -451,9 +448,9 @@ void ht_heap_get_stats(ht_heap *h, ht_heap_stats *out)
     ht_heap *heap = ht__heap_check(h);
     if (heap == NULL)
         return;
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     ht__stats_sum_locked(heap, out);
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     ht__heap_lock(heap);
     out->committed = heap->committed;
     out->reserved = heap->reserved;
@@ -535,10 +532,10 @@ int ht_trace_start(const ht_trace_config *config)
     if (config == NULL)
         return -EINVAL;
     ht__heap_init_once();
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     int rc = ht__trace_session_start(config);
     if (rc != 0) {
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         return rc;
     }
     g_trace_active = true;
@@ -560,7 +557,7 @@ int ht_trace_start(const ht_trace_config *config)
         else
             more = true;
     }
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     if ((config->flags & HT_TRACE_NO_RUNDOWN) == 0) {
         for (unsigned i = 0; i < n_live; i++)
             if (ht__heap_check(live[i]) != NULL && atomic_load(&live[i]->trace_on))
@@ -584,14 +581,14 @@ int ht_trace_start(const ht_trace_config *config)
 int ht_trace_stop(void)
 {
     ht__heap_init_once();
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     if (!g_trace_active) {
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         return -EINVAL;
     }
     g_trace_active = false;
     set_all_trace_locked(false);
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     return ht__trace_session_stop();
 }
 
@@ -600,7 +597,7 @@ bool ht_trace_enable_heap(ht_heap *h, bool on)
     ht_heap *heap = ht__heap_check(h);
     if (heap == NULL)
         return false;
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     bool old = heap->trace_enabled;
     heap->trace_enabled = on;
     /* Blocks freed while the heap was untraced sit on lookaside lists with no clock read
@@ -609,6 +606,6 @@ bool ht_trace_enable_heap(ht_heap *h, bool on)
     if (on && !old && g_trace_active)
         ht__os_clock_word_publish();
     atomic_store(&heap->trace_on, g_trace_active && on);
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     return old;
 }

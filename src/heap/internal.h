@@ -82,7 +82,7 @@ extern __thread ht_tcache *ht__tc_process __attribute__((tls_model("initial-exec
 extern ht_tcache ht__tc_none;
 
 /* -- heap.c: heap table, registry, locks -- */
-extern pthread_mutex_t ht__registry_lock;
+extern ht_rlock ht__registry_lock;  /* recursive; see common/lock.h */
 extern uint8_t *ht__heap_table;     /* HT_MAX_HEAPS slots of HT_HEAP_SLOT_SIZE bytes */
 ht_heap *ht__heap_check_fail(void); /* sets EINVAL, returns NULL */
 /* ht__heap_check (inline, below): heap, or NULL + EINVAL if it is not a live heap. */

@@ -155,9 +155,9 @@ static void tls_destroy(void *arg)
         if (tc == NULL)
             continue;
         tls->slot[i] = NULL;
-        pthread_mutex_lock(&ht__registry_lock);
+        ht__rlock_lock(&ht__registry_lock);
         tcache_retire_locked(tc);
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
     }
     pool_put(&g_tls_pool, tls);
 }
@@ -267,7 +267,7 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
     }
     unsigned slot = heap->index % HT_TLS_SLOTS;
     ht_tcache *old = tls->slot[slot];
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     if (old != NULL) {
         tls->slot[slot] = NULL;
         tcache_retire_locked(old); /* stale, or another heap sharing the slot */
@@ -287,7 +287,7 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
         if (heap->index == 0)
             ht__tc_process = tc;
     }
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     return tc;
 }
 

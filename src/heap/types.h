@@ -211,7 +211,7 @@ struct ht_heap {
     size_t la_depth_opt;
     uint16_t la_depth[HT_N_CLASSES];
     /* heap lock: backend, segments, large blocks, commit counters */
-    pthread_mutex_t lock;  /* recursive */
+    ht_rlock lock;         /* recursive */
     atomic_int api_owner;  /* tid holding ht_heap_lock, 0 if none */
     int api_depth;         /* ht_heap_lock nesting of api_owner */
     size_t max_commit;     /* 0: growable; else cap on committed_area */
