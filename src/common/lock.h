@@ -83,6 +83,20 @@ static inline void ht__rlock_lock(ht_rlock *l)
     l->depth = 1;
 }
 
+/* Nonzero when it took l (or the caller already held it). */
+static inline int ht__rlock_trylock(ht_rlock *l)
+{
+    if (ht__rlock_held(l)) {
+        l->depth++;
+        return 1;
+    }
+    if (pthread_mutex_trylock(&l->mutex) != 0)
+        return 0;
+    atomic_store_explicit(&l->owner, (uintptr_t)pthread_self(), memory_order_relaxed);
+    l->depth = 1;
+    return 1;
+}
+
 static inline void ht__rlock_unlock(ht_rlock *l)
 {
     if (--l->depth != 0)
