@@ -406,6 +406,12 @@ static void *locked_churn(void *arg)
 {
     locked_worker *w = arg;
     unsigned seed = 99;
+    /* this thread's tcaches first: making one takes the registry lock, which a thread that
+     * holds a heap locked must not wait for (a thread exit flushes under it) */
+    for (int i = 0; i < 2; i++) {
+        ht_heap *h = i == 0 ? w->held : w->other;
+        ht_heap_free(h, 0, ht_heap_alloc(h, 0, 16));
+    }
     ht_heap_lock(w->held);
     atomic_store(&w->phase, 1);
     uint64_t until = now_ns() + 5000000u;

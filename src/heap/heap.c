@@ -711,6 +711,15 @@ static bool rundown_try(ht_heap *heap, uint64_t session, uint64_t ts)
         atomic_store(&heap->trace_on, HT_TSW_PENDING);
         return false;
     }
+    ht_event create; /* its sizes read under the locks too */
+    memset(&create, 0, sizeof create);
+    create.timestamp_ns = ts;
+    create.type = HT_EVENT_HEAP_CREATE;
+    create.flags = HT_EVENT_RUNDOWN;
+    create.heap_handle = (uintptr_t)heap;
+    create.create.flags = heap->flags;
+    create.create.reserved_space = heap->reserved;
+    create.create.committed_space = heap->committed;
     size_t n = 0;
     ht_heap_entry e;
     e.address = NULL;
@@ -742,7 +751,7 @@ static bool rundown_try(ht_heap *heap, uint64_t session, uint64_t ts)
     bool on = atomic_compare_exchange_strong(&heap->trace_on, &sw, HT_TSW_ON);
     ht__heap_unlock_all(heap);
     if (on) {
-        emit_simple(heap, HT_EVENT_HEAP_CREATE, ts, HT_EVENT_RUNDOWN);
+        ht__trace_emit(&create);
         for (size_t i = 0; i < k; i++)
             ht__trace_emit(&evs[i]);
     }
