@@ -249,7 +249,11 @@ typedef struct ht_trace_config {
  * then stopped and flushed at process exit, and on SIGSEGV, SIGABRT, SIGBUS, SIGILL and
  * SIGFPE what can be is flushed before the signal takes its course (previous handlers are
  * called). Unless HT_TRACE_NO_RUNDOWN, first emits HEAP_CREATE for every live heap and
- * HEAP_ALLOC for every live block, flagged HT_EVENT_RUNDOWN, on the calling thread. */
+ * HEAP_ALLOC for every live block, flagged HT_EVENT_RUNDOWN, on the calling thread: exactly
+ * the heaps and blocks live at the start, each once, while other threads go on (a block
+ * they allocate from then on has only its own HEAP_ALLOC). To that end it waits for the heap
+ * calls in flight when it switches the heaps on (their consumer calls included), and calls
+ * on a heap wait at their entry until the rundown has walked it (docs/heap.md, "Rundown"). */
 HT_API int ht_trace_start(const ht_trace_config *config);
 /* Stops the session; when it returns no consumer call is in progress or will be made, and
  * the trace file is complete (every thread's events, the end summary) and closed. Returns 0,

@@ -679,8 +679,8 @@ static void sigsegv_flushed(void)
  * complete, holding for each worker at least every allocation it had published by then (all
  * committed before the crash; the workers go on during the handler, later ones may be in).
  * The child is this program run again (fork + exec, HT_TEST_CRASH_CHILD=<trace path>), not a
- * plain fork: TSan keeps the parent's view of the heap's locks across fork and would flag the
- * workers' first lock; the shared memory is a file both map MAP_SHARED. */
+ * plain fork: TSan does not support threads in the child of a multi-threaded parent (its
+ * die_after_fork); the shared memory is a file both map MAP_SHARED. */
 #define CRASH_WORKERS 3
 
 typedef struct crash_shared {

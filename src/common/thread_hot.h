@@ -5,18 +5,20 @@
 #ifndef HT_COMMON_THREAD_HOT_H
 #define HT_COMMON_THREAD_HOT_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct ht_tbuf;
 
 typedef struct ht_thread_hot {
-    uint64_t stamp;      /* ht__t_stamp (src/trace/session.c) */
-    uint64_t gen;        /* ht__t_gen (src/trace/buffer.c) */
-    struct ht_tbuf *buf; /* ht__t_buf (src/trace/buffer.c) */
-    uint64_t seq;        /* ht__trace_seq (src/trace/session.c) */
-    int in_stack;        /* ht__t_in_stack (src/trace/buffer.c) */
-    uint32_t tagbits;    /* ht__t_tagbits (src/heap/tcache.c) */
-    uint32_t tagcmp;     /* ht__t_tagcmp (src/heap/tcache.c) */
+    uint64_t stamp;           /* ht__t_stamp (src/trace/session.c) */
+    uint64_t gen;             /* ht__t_gen (src/trace/buffer.c) */
+    struct ht_tbuf *buf;      /* ht__t_buf (src/trace/buffer.c) */
+    uint64_t seq;             /* ht__trace_seq (src/trace/session.c) */
+    int in_stack;             /* ht__t_in_stack (src/trace/buffer.c) */
+    uint32_t tagbits;         /* ht__t_tagbits (src/heap/tcache.c) */
+    uint32_t tagcmp;          /* ht__t_tagcmp (src/heap/tcache.c) */
+    _Atomic uint32_t in_call; /* ht__t_in_call: 1 inside a heap call (src/heap/internal.h) */
 } ht_thread_hot;
 
 /* tagcmp while the thread has no tag: no block's masked tag bits equal it. */
@@ -32,5 +34,6 @@ extern __thread ht_thread_hot ht__thot __attribute__((tls_model("initial-exec"))
 #define ht__t_in_stack (ht__thot.in_stack)
 #define ht__t_tagbits  (ht__thot.tagbits)
 #define ht__t_tagcmp   (ht__thot.tagcmp)
+#define ht__t_in_call  (ht__thot.in_call)
 
 #endif

@@ -79,9 +79,20 @@ static inline ht_tcache *tcache_peek(ht_heap *heap)
     return &ht__tc_none;
 }
 
+/* op->trace: the heap's switch reads ON. For a call that may have changed something already
+ * (its choice is made: a rundown waits for it or has walked the heap). */
 static inline void op_init(ht_op *op, ht_heap *heap)
 {
-    op->trace = atomic_load_explicit(&heap->trace_on, memory_order_relaxed);
+    op->trace = atomic_load_explicit(&heap->trace_on, memory_order_relaxed) == HT_TSW_ON;
+    op->slow = false;
+    op->n_pending = 0;
+}
+
+/* The same where the call has changed nothing yet, through the rundown's gate: the slow paths
+ * read the switch again once they have their tcache (the thread may just have been listed). */
+static inline void op_init_entry(ht_op *op, ht_heap *heap)
+{
+    op->trace = ht__trace_switch(heap) == HT_TSW_ON;
     op->slow = false;
     op->n_pending = 0;
 }
@@ -442,14 +453,13 @@ static void *alloc_fail(ht_heap *heap, unsigned flags, ht_op *op, size_t size)
     return NULL;
 }
 
-__attribute__((noinline)) static void *alloc_common(ht_heap *heap, unsigned flags, size_t size,
-                                                    size_t align)
+static void *alloc_common_tc(ht_heap *heap, ht_tcache *tc, unsigned flags, size_t size,
+                             size_t align)
 {
     ht_op op;
-    op_init(&op, heap);
+    op_init_entry(&op, heap);
     if (size > ((size_t)1 << HT_ADDR_BITS))
         return alloc_fail(heap, flags, &op, size);
-    ht_tcache *tc = tcache_get(heap);
     unsigned src;
     void *p = alloc_block(heap, tc, size, align, &op, &src);
     if (p == NULL)
@@ -460,6 +470,22 @@ __attribute__((noinline)) static void *alloc_common(ht_heap *heap, unsigned flag
     if (op.trace)
         emit_alloc(heap, &op, p, size, src);
     DEBUG_VALIDATE(heap);
+    return p;
+}
+
+/* The general allocation, inside a call (ht__op_begin). The tcache first: a thread's first
+ * call lists it for the rundown before the switch is read; a thread with none (past its
+ * thread-exit destructor) is on no list and counts itself meanwhile. */
+__attribute__((noinline)) static void *alloc_common(ht_heap *heap, unsigned flags, size_t size,
+                                                    size_t align)
+{
+    ht_tcache *tc = tcache_get(heap);
+    ht__op_begin(); /* again: making a tcache may have called back in (see ht__op_begin) */
+    if (HT_LIKELY(tc != NULL))
+        return alloc_common_tc(heap, tc, flags, size, align);
+    ht__op_unlisted_begin();
+    void *p = alloc_common_tc(heap, NULL, flags, size, align);
+    ht__op_unlisted_end();
     return p;
 }
 
@@ -559,18 +585,27 @@ __attribute__((always_inline)) static inline void *alloc_small_body(ht_heap *hea
     return alloc_common(heap, flags, size, HT_GRANULE);
 }
 
+/* sw: the switch as alloc_small read it, not OFF. */
 __attribute__((noinline)) static void *alloc_small_traced(ht_heap *heap, unsigned flags,
-                                                          size_t size)
+                                                          size_t size, unsigned sw)
 {
+    if (HT_UNLIKELY(sw != HT_TSW_ON) && ht__trace_gate(heap, sw) != HT_TSW_ON)
+        return alloc_small_body(heap, flags, size, false);
     return alloc_small_body(heap, flags, size, true);
 }
 
 __attribute__((always_inline)) static inline void *alloc_small(ht_heap *heap, unsigned flags,
                                                                size_t size)
 {
-    if (HT_UNLIKELY(atomic_load_explicit(&heap->trace_on, memory_order_relaxed)))
-        return alloc_small_traced(heap, flags, size);
-    return alloc_small_body(heap, flags, size, false);
+    ht__op_begin();
+    void *p;
+    unsigned sw = atomic_load_explicit(&heap->trace_on, memory_order_relaxed);
+    if (HT_UNLIKELY(sw != HT_TSW_OFF))
+        p = alloc_small_traced(heap, flags, size, sw);
+    else
+        p = alloc_small_body(heap, flags, size, false);
+    ht__op_end();
+    return p;
 }
 
 void *ht_heap_alloc(ht_heap *h, unsigned flags, size_t size)
@@ -600,7 +635,10 @@ void *ht_heap_alloc_aligned(ht_heap *h, unsigned flags, size_t size, size_t alig
         op_init(&op, heap);
         return alloc_fail(heap, flags, &op, size);
     }
-    return alloc_common(heap, flags, size, alignment);
+    ht__op_begin();
+    void *p = alloc_common(heap, flags, size, alignment);
+    ht__op_end();
+    return p;
 }
 
 /* ---- free ---- */
@@ -687,19 +725,31 @@ static bool free_claimed(ht_heap *heap, ht_tcache *tc, ht_op *op, void *block, b
 }
 
 /* The generic free (traced, or anything but a small segment block of this heap). */
-__attribute__((noinline)) static bool free_slow(ht_heap *heap, void *block, bool set_errno)
+static bool free_slow_tc(ht_heap *heap, ht_tcache *tc, void *block, bool set_errno)
 {
     uintptr_t p = (uintptr_t)block;
     ht_op op;
-    op_init(&op, heap);
+    op_init_entry(&op, heap);
     uint64_t ts = op.trace ? ht__trace_now() : 0;
-    ht_tcache *tc = tcache_get(heap);
     blockinfo bi;
     /* claim before reading the header: a racing double free must not read a block that the
      * winner is already coalescing */
     if (locate(heap, p, &bi) && claim(heap, &bi, p))
         return free_claimed(heap, tc, &op, block, &bi, ts);
     return free_invalid(heap, tc, &op, block, ts, set_errno);
+}
+
+/* The tcache before anything else, as in alloc_common. */
+__attribute__((noinline)) static bool free_slow(ht_heap *heap, void *block, bool set_errno)
+{
+    ht_tcache *tc = tcache_get(heap);
+    ht__op_begin(); /* again, as in alloc_common */
+    if (HT_LIKELY(tc != NULL))
+        return free_slow_tc(heap, tc, block, set_errno);
+    ht__op_unlisted_begin();
+    bool ok = free_slow_tc(heap, NULL, block, set_errno);
+    ht__op_unlisted_end();
+    return ok;
 }
 
 /* In the three below, ts is the free's stamp when free_common found the heap traced (taken
@@ -810,12 +860,16 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
                     p < (uintptr_t)r + HT_SEG_META))
         return free_slow(heap, block, set_errno);
     ht_segment *seg = (ht_segment *)r;
+    /* no tcache yet (a thread's first call lists the thread) or none (past its thread-exit
+     * destructor): the slow path, before the claim, sorts that out */
+    ht_tcache *tc = tcache_peek(heap);
+    if (HT_UNLIKELY(tc == &ht__tc_none))
+        return free_slow(heap, block, set_errno);
     /* claim before reading the header: a racing double free must not read a block that the
      * winner is already coalescing */
     if (HT_UNLIKELY(!ht__live_clear(seg, p, heap->serialize)))
         return traced ? free_slow_invalid_now(heap, block, set_errno)
                       : free_slow_invalid(heap, block, set_errno, 0);
-    ht_tcache *tc = tcache_peek(heap);
     ht_run *run = ht__run_of(seg, p);
     unsigned cls;
     size_t size, usable;
@@ -832,9 +886,6 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
          * so does one that finds the list full */
         if (HT_UNLIKELY(run->affinity != tc->affinity ||
                         tc->la[cls].count >= heap->la_depth[cls])) {
-            if (tc == &ht__tc_none) /* no tcache yet: the slow path makes one */
-                return traced ? free_slow_claimed_now(heap, block, r)
-                              : free_slow_claimed(heap, block, r, 0);
             return traced ? free_lfh_traced(heap, tc, run, block, size)
                           : free_lfh(heap, tc, run, block, size);
         }
@@ -871,8 +922,12 @@ __attribute__((always_inline)) static inline bool free_body(ht_heap *heap, void 
     return true;
 }
 
-__attribute__((noinline)) static bool free_traced(ht_heap *heap, void *block, bool set_errno)
+/* sw: the switch as free_common read it, not OFF. */
+__attribute__((noinline)) static bool free_traced(ht_heap *heap, void *block, bool set_errno,
+                                                  unsigned sw)
 {
+    if (HT_UNLIKELY(sw != HT_TSW_ON) && ht__trace_gate(heap, sw) != HT_TSW_ON)
+        return free_body(heap, block, set_errno, false);
     return free_body(heap, block, set_errno, true);
 }
 
@@ -880,9 +935,15 @@ __attribute__((noinline)) static bool free_traced(ht_heap *heap, void *block, bo
 __attribute__((always_inline)) static inline bool free_common(ht_heap *heap, void *block,
                                                               bool set_errno)
 {
-    if (HT_UNLIKELY(atomic_load_explicit(&heap->trace_on, memory_order_relaxed)))
-        return free_traced(heap, block, set_errno);
-    return free_body(heap, block, set_errno, false);
+    ht__op_begin();
+    bool ok;
+    unsigned sw = atomic_load_explicit(&heap->trace_on, memory_order_relaxed);
+    if (HT_UNLIKELY(sw != HT_TSW_OFF))
+        ok = free_traced(heap, block, set_errno, sw);
+    else
+        ok = free_body(heap, block, set_errno, false);
+    ht__op_end();
+    return ok;
 }
 
 bool ht_heap_free(ht_heap *h, unsigned flags, void *block)
@@ -908,10 +969,13 @@ size_t ht_heap_size(ht_heap *h, unsigned flags, const void *block)
     blockinfo bi;
     if (block != NULL && classify(heap, (uintptr_t)block, &bi))
         return bi.size;
+    ht__op_begin(); /* changes nothing, but its INVALID event waits for the rundown too */
+    ht_tcache *tc = tcache_get(heap);
+    ht__op_begin();
     ht_op op;
-    op_init(&op, heap);
-    invalid_free(heap, tcache_get(heap), &op, block, op.trace ? ht__trace_now() : 0,
-                 HT_EVENT_FROM_SIZE);
+    op_init_entry(&op, heap);
+    invalid_free(heap, tc, &op, block, op.trace ? ht__trace_now() : 0, HT_EVENT_FROM_SIZE);
+    ht__op_end();
     return (size_t)-1;
 }
 
@@ -988,16 +1052,10 @@ static void *realloc_invalid(ht_heap *heap, ht_tcache *tc, ht_op *op, void *bloc
     return NULL;
 }
 
-void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
+static void *realloc_tc(ht_heap *heap, ht_tcache *tc, unsigned flags, void *block, size_t size)
 {
-    ht_heap *heap = ht__heap_check(h);
-    if (heap == NULL)
-        return NULL;
-    if (block == NULL)
-        return alloc_common(heap, flags, size, HT_GRANULE);
     ht_op op;
-    op_init(&op, heap);
-    ht_tcache *tc = tcache_get(heap);
+    op_init_entry(&op, heap);
     blockinfo bi;
     if (!classify(heap, (uintptr_t)block, &bi))
         return realloc_invalid(heap, tc, &op, block, size);
@@ -1036,6 +1094,7 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
         uint64_t ts = op.trace ? ht__trace_now() : 0; /* before the old block is released */
         ht_op fop;
         op_init(&fop, heap);
+        fop.trace = op.trace;
         unsigned fsrc = release_block(heap, tc, block, &bi, &fop);
         stats_free(heap, tc, fsrc, old);
         if (op.trace)
@@ -1051,4 +1110,28 @@ void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
         emit_realloc(heap, &op, np, block, size, old, src, 0);
     DEBUG_VALIDATE(heap);
     return np;
+}
+
+void *ht_heap_realloc(ht_heap *h, unsigned flags, void *block, size_t size)
+{
+    ht_heap *heap = ht__heap_check(h);
+    if (heap == NULL)
+        return NULL;
+    ht__op_begin();
+    void *p;
+    if (block == NULL) {
+        p = alloc_common(heap, flags, size, HT_GRANULE);
+    } else {
+        ht_tcache *tc = tcache_get(heap); /* first: see alloc_common */
+        ht__op_begin();
+        if (HT_LIKELY(tc != NULL)) {
+            p = realloc_tc(heap, tc, flags, block, size);
+        } else {
+            ht__op_unlisted_begin();
+            p = realloc_tc(heap, NULL, flags, block, size);
+            ht__op_unlisted_end();
+        }
+    }
+    ht__op_end();
+    return p;
 }

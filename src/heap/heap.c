@@ -7,21 +7,36 @@
 #include "trace/trace.h"
 
 #include <errno.h>
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TLS_IE __attribute__((tls_model("initial-exec")))
 
 #define HEAP_SLOT_SIZE HT_HEAP_SLOT_SIZE
 _Static_assert(sizeof(ht_heap) <= HEAP_SLOT_SIZE, "ht_heap must fit its slot");
+_Static_assert(offsetof(ht_heap, magic) == 0, "heap_create clears everything after magic");
 
-pthread_mutex_t ht__registry_lock;
+ht_rlock ht__registry_lock;
 uint8_t *ht__heap_table; /* HT_MAX_HEAPS slots of HEAP_SLOT_SIZE */
 #define g_table ht__heap_table
 static uint8_t g_slot_used[HT_MAX_HEAPS]; /* registry lock */
 static uint64_t g_next_gen = 1;           /* registry lock */
 static bool g_init_ok;
 static pthread_once_t g_init_once = PTHREAD_ONCE_INIT;
-static bool g_trace_active;    /* registry lock */
-static bool g_trace_heaps_off; /* new heaps start disabled */
+static bool g_trace_active;                  /* registry lock */
+static uint64_t g_trace_session;             /* sessions started (registry lock) */
+static _Atomic uint64_t g_trace_session_now; /* g_trace_session while it runs, else 0 */
+static bool g_trace_heaps_off;               /* new heaps start disabled */
 static ht_heap *g_process_heap;
+static int g_membarrier;       /* MEMBARRIER_CMD_* that makes every thread's stores visible, or 0 */
+static _Atomic int g_unlisted; /* calls in flight on threads on no list (gate) */
+static __thread int t_unlisted TLS_IE;  /* the calling thread's share of it */
+static __thread int t_api_locks TLS_IE; /* heaps the calling thread holds with ht_heap_lock */
+static atomic_int g_rundown_busy;       /* 1 while a rundown waits and walks: one at a time */
 static pthread_once_t g_process_once = PTHREAD_ONCE_INIT;
 
 #define CREATE_FLAGS                                                                               \
@@ -32,7 +47,7 @@ static pthread_once_t g_process_once = PTHREAD_ONCE_INIT;
  * does not exist there (registry first, then each heap's bins and heap lock). */
 static void fork_prepare(void)
 {
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
         ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
         if (g_slot_used[i] && atomic_load(&heap->magic) == HT_HEAP_MAGIC)
@@ -49,40 +64,46 @@ static void fork_release(void)
         if (g_slot_used[i] && atomic_load(&heap->magic) == HT_HEAP_MAGIC)
             ht__heap_unlock_all(heap);
     }
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
 }
 
-static void recursive_mutex_init(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(m, &a);
-    pthread_mutexattr_destroy(&a);
-}
-
-/* The child is single-threaded and its thread has a new id, which recursive mutexes would
- * not accept as their owner: make every lock anew, free. */
+/* The child is single-threaded: its thread, the one that forked, holds every lock that
+ * fork_prepare took, and lets go of them all — also an ht_heap_lock it held (the API owner
+ * is named by kernel thread id, which the child's thread no longer has), so the child finds
+ * no lock held. Released, not made anew: a mutex re-initialised while held is undefined
+ * (TSan reports a double lock when a thread of the child takes it); ht_rlock names its owner
+ * by pthread_self(), which the child's thread keeps (src/common/lock.h). */
 static void fork_child(void)
 {
     for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
         ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
         if (!g_slot_used[i] || atomic_load(&heap->magic) != HT_HEAP_MAGIC)
             continue;
-        recursive_mutex_init(&heap->lock);
-        for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
-            for (unsigned c = 0; c < HT_N_CLASSES; c++)
-                atomic_store(&heap->bins[a][c].lock.held, 0);
+        /* a rundown under way in the parent has no thread here: its heaps are traced as if
+         * it had walked them (the child writes none of the parent's trace) */
+        if (atomic_load(&heap->trace_on) > HT_TSW_ON)
+            atomic_store(&heap->trace_on, HT_TSW_ON);
+        heap->n_rundown = 0;
+        if (!heap->serialize)
+            continue; /* fork_prepare took none of its locks */
         atomic_store(&heap->api_owner, 0);
         heap->api_depth = 0;
+        ht__rlock_fork_child(&heap->lock);
+        for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
+            for (unsigned c = 0; c < HT_N_CLASSES; c++)
+                ht__spin_unlock(&heap->bins[a][c].lock);
     }
+    t_api_locks = 0;
+    atomic_store(&g_unlisted, 0); /* the parent's other threads are not here */
+    atomic_store(&g_rundown_busy, 0);
+    t_unlisted = 0;
     ht__tcache_fork_child();
-    recursive_mutex_init(&ht__registry_lock);
+    ht__rlock_fork_child(&ht__registry_lock);
 }
 
 static void init(void)
 {
-    recursive_mutex_init(&ht__registry_lock);
+    ht__rlock_init(&ht__registry_lock);
     size_t bytes = HT_MAX_HEAPS * HEAP_SLOT_SIZE;
     g_table = ht__os.reserve(bytes);
     if (g_table == NULL)
@@ -93,6 +114,11 @@ static void init(void)
         return;
     }
     pthread_atfork(fork_prepare, fork_release, fork_child);
+    /* for the rundown's wait for calls in flight (calls_drain) */
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+        g_membarrier = MEMBARRIER_CMD_PRIVATE_EXPEDITED;
+    else if ((syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) & MEMBARRIER_CMD_GLOBAL) != 0)
+        g_membarrier = MEMBARRIER_CMD_GLOBAL;
     g_init_ok = true;
 }
 
@@ -118,13 +144,13 @@ static inline bool api_held_here(ht_heap *heap)
 void ht__heap_lock(ht_heap *heap)
 {
     if (heap->serialize)
-        pthread_mutex_lock(&heap->lock);
+        ht__rlock_lock(&heap->lock);
 }
 
 void ht__heap_unlock(ht_heap *heap)
 {
     if (heap->serialize)
-        pthread_mutex_unlock(&heap->lock);
+        ht__rlock_unlock(&heap->lock);
 }
 
 void ht__heap_lock_all(ht_heap *heap)
@@ -135,14 +161,14 @@ void ht__heap_lock_all(ht_heap *heap)
         for (unsigned a = 0; a < HT_LFH_AFFINITY; a++)
             for (unsigned c = 0; c < HT_N_CLASSES; c++)
                 ht__spin_lock(&heap->bins[a][c].lock);
-    pthread_mutex_lock(&heap->lock);
+    ht__rlock_lock(&heap->lock);
 }
 
 void ht__heap_unlock_all(ht_heap *heap)
 {
     if (!heap->serialize)
         return;
-    pthread_mutex_unlock(&heap->lock);
+    ht__rlock_unlock(&heap->lock);
     if (!api_held_here(heap))
         for (unsigned a = HT_LFH_AFFINITY; a-- > 0;)
             for (unsigned c = HT_N_CLASSES; c-- > 0;)
@@ -163,6 +189,7 @@ bool ht_heap_lock(ht_heap *h)
     ht__heap_lock_all(heap);
     atomic_store_explicit(&heap->api_owner, (int)ht__trace_tid(), memory_order_relaxed);
     heap->api_depth = 1;
+    t_api_locks++;
     return true;
 }
 
@@ -181,6 +208,7 @@ bool ht_heap_unlock(ht_heap *h)
         return true;
     atomic_store_explicit(&heap->api_owner, 0, memory_order_relaxed);
     ht__heap_unlock_all(heap);
+    t_api_locks--;
     return true;
 }
 
@@ -322,7 +350,7 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
         errno = EINVAL;
         return NULL;
     }
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     if (slot < 0) {
         for (int i = 1; i < (int)HT_MAX_HEAPS; i++)
             if (!g_slot_used[i]) {
@@ -331,18 +359,18 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
             }
     }
     if (slot < 0) {
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         errno = ENOMEM;
         return NULL;
     }
     g_slot_used[slot] = 1;
     uint64_t gen = g_next_gen++;
-    bool heaps_off = g_trace_heaps_off; /* under the lock: ht_trace_start sets it */
-    bool trace = g_trace_active && !heaps_off;
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
 
     ht_heap *heap = (ht_heap *)(g_table + (size_t)slot * HEAP_SLOT_SIZE);
-    memset(heap, 0, sizeof *heap);
+    /* all but magic, which is 0 here (fresh, or destroyed) and which the registry's scans of
+     * used slots read (atomically) meanwhile */
+    memset((uint8_t *)heap + offsetof(ht_heap, index), 0, sizeof *heap - offsetof(ht_heap, index));
     heap->index = (uint32_t)slot;
     heap->gen = gen;
     heap->flags = flags;
@@ -359,7 +387,7 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
         if (heap->max_commit < maximum_size)
             heap->max_commit = SIZE_MAX;
     }
-    recursive_mutex_init(&heap->lock);
+    ht__rlock_init(&heap->lock);
 
     ht_op op = {false, false, 0, {{0}}};
     size_t initial = initial_size;
@@ -368,18 +396,24 @@ static ht_heap *heap_create(unsigned flags, size_t initial_size, size_t maximum_
     if (initial > HT_SEG_AREA_MAX)
         initial = HT_SEG_AREA_MAX - 2 * sizeof(ht_mblock);
     if (ht__segment_new(heap, initial, &op) == NULL) {
-        pthread_mutex_destroy(&heap->lock);
-        pthread_mutex_lock(&ht__registry_lock);
+        ht__rlock_destroy(&heap->lock);
+        ht__rlock_lock(&ht__registry_lock);
         g_slot_used[slot] = 0;
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         errno = ENOMEM;
         return NULL;
     }
-    heap->trace_enabled = !heaps_off;
-    atomic_store(&heap->trace_on, trace);
+    /* Published under the registry lock, with its switch and its HEAP_CREATE: a session that
+     * starts concurrently either finds it live (and lists it in its rundown) or started before
+     * (and the heap logs its own HEAP_CREATE), never neither nor both. */
+    ht__rlock_lock(&ht__registry_lock);
+    bool trace = g_trace_active && !g_trace_heaps_off;
+    heap->trace_enabled = !g_trace_heaps_off;
+    atomic_store(&heap->trace_on, trace ? HT_TSW_ON : HT_TSW_OFF);
     atomic_store_explicit(&heap->magic, HT_HEAP_MAGIC, memory_order_release);
     if (trace)
         emit_simple(heap, HT_EVENT_HEAP_CREATE, ht__trace_now(), 0);
+    ht__rlock_unlock(&ht__registry_lock);
     return heap;
 }
 
@@ -400,6 +434,27 @@ ht_heap *ht_process_heap(void)
     return g_process_heap;
 }
 
+/* Waits until no rundown still has heap to walk (they list it under the registry lock, walk
+ * it outside, then let go): a heap live when a session started is listed there, blocks and
+ * all, even when it is destroyed while the rundown is under way. The caller has made the heap
+ * dead (magic 0) and holds none of its locks. */
+static void rundown_wait(ht_heap *heap)
+{
+    for (unsigned n = 0;; n++) {
+        ht__rlock_lock(&ht__registry_lock);
+        uint32_t pending = heap->n_rundown;
+        ht__rlock_unlock(&ht__registry_lock);
+        if (pending == 0)
+            return;
+        if (n < 64) {
+            sched_yield();
+        } else {
+            struct timespec t = {0, 100 * 1000};
+            nanosleep(&t, NULL);
+        }
+    }
+}
+
 bool ht_heap_destroy(ht_heap *h)
 {
     ht_heap *heap = ht__heap_check(h);
@@ -409,17 +464,28 @@ bool ht_heap_destroy(ht_heap *h)
         errno = EINVAL;
         return false;
     }
-    bool trace = atomic_load(&heap->trace_on);
-    uint64_t ts = trace ? ht__trace_now() : 0;
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     unsigned expected = HT_HEAP_MAGIC;
     if (!atomic_compare_exchange_strong(&heap->magic, &expected, 0)) {
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         errno = EINVAL;
         return false;
     }
+    /* Decided under the registry lock, as ht_trace_start lists the heaps: a heap that a
+     * session's rundown lists logs its HEAP_DESTROY in that session. */
+    bool trace = atomic_load(&heap->trace_on) != HT_TSW_OFF;
+    uint64_t ts = trace ? ht__trace_now() : 0;
     ht__tcache_detach_all_locked(heap);
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
+    if (heap->serialize && api_held_here(heap)) {
+        /* destroyed by the thread that holds it locked: the lock goes with the heap (and a
+         * rundown waiting for it, below, can go on) */
+        atomic_store_explicit(&heap->api_owner, 0, memory_order_relaxed);
+        heap->api_depth = 0;
+        ht__heap_unlock_all(heap);
+        t_api_locks--;
+    }
+    rundown_wait(heap);
 
     while (heap->segs != NULL)
         ht__segment_release(heap, heap->segs, NULL);
@@ -433,13 +499,13 @@ bool ht_heap_destroy(ht_heap *h)
         heap->large_cache = l->next;
         ht__large_release(heap, l, NULL);
     }
-    pthread_mutex_destroy(&heap->lock);
+    ht__rlock_destroy(&heap->lock);
     if (trace)
         emit_simple(heap, HT_EVENT_HEAP_DESTROY, ts, 0);
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     heap->gen = 0;
     g_slot_used[heap->index] = 0;
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     return true;
 }
 
@@ -451,9 +517,9 @@ void ht_heap_get_stats(ht_heap *h, ht_heap_stats *out)
     ht_heap *heap = ht__heap_check(h);
     if (heap == NULL)
         return;
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     ht__stats_sum_locked(heap, out);
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     ht__heap_lock(heap);
     out->committed = heap->committed;
     out->reserved = heap->reserved;
@@ -461,6 +527,160 @@ void ht_heap_get_stats(ht_heap *h, ht_heap_stats *out)
 }
 
 /* ---- tracing control ---- */
+
+static void pause_briefly(unsigned n)
+{
+    if (n < 16) {
+        sched_yield();
+    } else {
+        struct timespec t = {0, 50 * 1000};
+        nanosleep(&t, NULL);
+    }
+}
+
+void ht__op_unlisted_begin(void)
+{
+    t_unlisted++;
+    atomic_fetch_add(&g_unlisted, 1); /* before the switch is read (seq_cst) */
+}
+
+void ht__op_unlisted_end(void)
+{
+    atomic_fetch_sub(&g_unlisted, 1);
+    t_unlisted--;
+}
+
+/* A call may not wait for a walk while it holds some heap's ht_heap_lock (the walk may need
+ * that heap first, or a call the rundown waits for may) or runs inside a consumer (its outer
+ * call is one the rundown may wait for). */
+static bool call_may_wait(void)
+{
+    return t_api_locks == 0 && !ht__trace_in_consumer();
+}
+
+unsigned ht__trace_gate(ht_heap *heap, unsigned sw)
+{
+    for (unsigned n = 0; sw > HT_TSW_ON; n++) {
+        ht_tls *tls = ht__tls;
+        if (!call_may_wait() && tls != NULL && tls->serial != 0) {
+            /* Go on untraced; the walk waits for this call: it counts itself, then reads the
+             * switch again (a Dekker with rundown_try's WALKING and exempt_drain: seq_cst). */
+            atomic_store(&tls->exempt_gen, atomic_load(&tls->exempt_gen) + 1);
+            sw = atomic_load(&heap->trace_on);
+            if (sw != HT_TSW_WALKING)
+                return sw;
+        }
+        /* Wait, out of the call (it has changed nothing yet), so that the rundown does not
+         * wait for it: for the walk, or, for a call that may not wait for all of the rundown,
+         * only while the heap is WALKING (its walk holds no lock of this thread's). */
+        unsigned until = call_may_wait() ? HT_TSW_ON : HT_TSW_PENDING;
+        ht__op_end();
+        if (t_unlisted != 0)
+            atomic_fetch_sub(&g_unlisted, t_unlisted);
+        while (atomic_load_explicit(&heap->trace_on, memory_order_acquire) > until)
+            pause_briefly(n++);
+        if (t_unlisted != 0)
+            atomic_fetch_add(&g_unlisted, t_unlisted);
+        ht__op_begin();
+        sw = atomic_load_explicit(&heap->trace_on, memory_order_acquire);
+        if (until == HT_TSW_PENDING && sw == HT_TSW_PENDING && (tls == NULL || tls->serial == 0))
+            return sw; /* on no list and may not wait: untraced (docs/heap.md, "Rundown") */
+    }
+    return sw;
+}
+
+/* -- the rundown's waits --
+ * calls_drain: every call in flight when the heaps went PENDING is over (those that read OFF
+ * change nothing after the walk); exempt_drain: every call that went past a pending rundown
+ * untraced (ht__trace_gate) is over. Both note, under the list lock, each thread to wait on,
+ * then poll until they have been seen out of a call (or left the list). */
+
+static void note_in_call(ht_tls *tls, void *ctx)
+{
+    (void)ctx;
+    /* after the switches went PENDING (seq_cst) */
+    tls->waiting = tls != ht__tls && atomic_load(tls->in_call) != 0;
+}
+
+static void note_exempt(ht_tls *tls, void *ctx)
+{
+    (void)ctx;
+    uint64_t gen = atomic_load(&tls->exempt_gen); /* after WALKING (seq_cst) */
+    tls->waiting = false;
+    if (gen != tls->exempt_seen) {
+        tls->exempt_seen = gen;
+        tls->waiting = tls != ht__tls && atomic_load(tls->in_call) != 0;
+    }
+}
+
+static void count_waiting(ht_tls *tls, void *ctx)
+{
+    if (!tls->waiting)
+        return;
+    if (atomic_load_explicit(tls->in_call, memory_order_acquire) == 0)
+        tls->waiting = false;
+    else
+        ++*(unsigned *)ctx;
+}
+
+static void wait_noted(void)
+{
+    for (unsigned n = 0;; n++) {
+        unsigned left = 0;
+        ht__tls_each(count_waiting, &left);
+        if (left == 0)
+            return;
+        pause_briefly(n);
+    }
+}
+
+static void calls_drain(void)
+{
+    /* Every other thread's in_call store before its switch load is visible from here on, or
+     * that load sees PENDING (membarrier: a full barrier on each of them). */
+    if (g_membarrier != 0)
+        syscall(SYS_membarrier, g_membarrier, 0, 0);
+    ht__tls_each(note_in_call, NULL);
+    wait_noted();
+    for (unsigned n = 0; atomic_load(&g_unlisted) > t_unlisted; n++)
+        pause_briefly(n);
+}
+
+static void exempt_drain(void)
+{
+    ht__tls_each(note_exempt, NULL);
+    wait_noted();
+}
+
+/* Every lock of heap if none is held by another thread (the walk of a heap that another
+ * thread holds with ht_heap_lock waits for it, and lets other heaps go first). */
+static bool heap_trylock_all(ht_heap *heap)
+{
+    if (!heap->serialize)
+        return true;
+    bool api = api_held_here(heap);
+    unsigned a = 0, c = 0;
+    if (!api) {
+        for (a = 0; a < HT_LFH_AFFINITY; a++)
+            for (c = 0; c < HT_N_CLASSES; c++)
+                if (atomic_exchange_explicit(&heap->bins[a][c].lock.held, 1,
+                                             memory_order_acquire) != 0)
+                    goto fail;
+    }
+    if (ht__rlock_trylock(&heap->lock))
+        return true;
+    a = HT_LFH_AFFINITY;
+    c = 0;
+fail:
+    if (!api) {
+        /* release the bins taken: every one before (a, c) in array order */
+        for (unsigned i = 0; i < HT_LFH_AFFINITY; i++)
+            for (unsigned j = 0; j < HT_N_CLASSES; j++)
+                if (i < a || (i == a && j < c))
+                    ht__spin_unlock(&heap->bins[i][j].lock);
+    }
+    return false;
+}
 
 static void set_all_trace_locked(bool session)
 {
@@ -470,17 +690,36 @@ static void set_all_trace_locked(bool session)
         ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
         if (atomic_load(&heap->magic) != HT_HEAP_MAGIC)
             continue;
-        atomic_store(&heap->trace_on, session && heap->trace_enabled);
+        atomic_store(&heap->trace_on, session && heap->trace_enabled ? HT_TSW_ON : HT_TSW_OFF);
     }
 }
 
-/* Emits HEAP_CREATE and one HEAP_ALLOC per live block of heap, flagged RUNDOWN, stamped ts
- * (rundown_stamp). The events are gathered under the heap's locks into a temporary mapping,
- * then delivered. */
-static void rundown_heap(ht_heap *heap, uint64_t ts)
+/* One heap's rundown: HEAP_CREATE and one HEAP_ALLOC per live block, flagged RUNDOWN and
+ * stamped ts (rundown_stamp). Once no call that went past the pending switch untraced is left
+ * (exempt_drain), the walk takes every lock of the heap and sees it still: every call of the
+ * heap that read OFF is over (calls_drain), every other waits at its entry until the switch is
+ * ON, after the walk. The events are gathered under the locks into a temporary mapping, then
+ * delivered. Returns false when the heap is held by another thread (try again later). */
+static bool rundown_try(ht_heap *heap, uint64_t session, uint64_t ts)
 {
-    emit_simple(heap, HT_EVENT_HEAP_CREATE, ts, HT_EVENT_RUNDOWN);
-    ht_heap_lock(heap);
+    uint8_t sw = HT_TSW_PENDING;
+    if (atomic_load(&g_trace_session_now) != session ||
+        !atomic_compare_exchange_strong(&heap->trace_on, &sw, HT_TSW_WALKING))
+        return true; /* stopped, or switched off: nothing to list */
+    exempt_drain();
+    if (!heap_trylock_all(heap)) {
+        atomic_store(&heap->trace_on, HT_TSW_PENDING);
+        return false;
+    }
+    ht_event create; /* its sizes read under the locks too */
+    memset(&create, 0, sizeof create);
+    create.timestamp_ns = ts;
+    create.type = HT_EVENT_HEAP_CREATE;
+    create.flags = HT_EVENT_RUNDOWN;
+    create.heap_handle = (uintptr_t)heap;
+    create.create.flags = heap->flags;
+    create.create.reserved_space = heap->reserved;
+    create.create.committed_space = heap->committed;
     size_t n = 0;
     ht_heap_entry e;
     e.address = NULL;
@@ -508,11 +747,40 @@ static void rundown_heap(ht_heap *heap, uint64_t ts)
             ev->alloc.source = e.source;
         }
     }
-    ht_heap_unlock(heap);
-    for (size_t i = 0; i < k; i++)
-        ht__trace_emit(&evs[i]);
+    sw = HT_TSW_WALKING;
+    bool on = atomic_compare_exchange_strong(&heap->trace_on, &sw, HT_TSW_ON);
+    ht__heap_unlock_all(heap);
+    if (on) {
+        ht__trace_emit(&create);
+        for (size_t i = 0; i < k; i++)
+            ht__trace_emit(&evs[i]);
+    }
     if (evs != NULL)
         ht__os.release(evs, bytes);
+    return true;
+}
+
+/* The rundowns of the listed heaps (each pinned by n_rundown), heaps held by other threads
+ * last; unpins each once done. */
+static void rundown_all(ht_heap **list, unsigned n_list, uint64_t session, uint64_t ts)
+{
+    unsigned left = n_list;
+    for (unsigned round = 0; left != 0; round++) {
+        bool progress = false;
+        for (unsigned i = 0; i < n_list; i++) {
+            if (list[i] == NULL || !rundown_try(list[i], session, ts))
+                continue;
+            ht__rlock_lock(&ht__registry_lock);
+            if (list[i]->n_rundown != 0) /* 0: a child forked meanwhile (fork_child) */
+                list[i]->n_rundown--;
+            ht__rlock_unlock(&ht__registry_lock);
+            list[i] = NULL;
+            left--;
+            progress = true;
+        }
+        if (!progress)
+            pause_briefly(round);
+    }
 }
 
 /* The rundown's stamp, taken once the session started and before any heap is traced: earlier
@@ -535,18 +803,27 @@ int ht_trace_start(const ht_trace_config *config)
     if (config == NULL)
         return -EINVAL;
     ht__heap_init_once();
-    pthread_mutex_lock(&ht__registry_lock);
+    bool rundown = (config->flags & HT_TRACE_NO_RUNDOWN) == 0;
+    size_t list_size = ht__align_up(HT_MAX_HEAPS * sizeof(ht_heap *), HT_PAGE_SIZE);
+    ht_heap **list = rundown ? ht__os.map_rw(list_size) : NULL;
+    if (rundown && list == NULL)
+        return -ENOMEM;
+    ht__rlock_lock(&ht__registry_lock);
     int rc = ht__trace_session_start(config);
     if (rc != 0) {
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
+        if (list != NULL)
+            ht__os.release(list, list_size);
         return rc;
     }
     g_trace_active = true;
     g_trace_heaps_off = (config->flags & HT_TRACE_HEAPS_OFF) != 0;
+    uint64_t session = ++g_trace_session;
+    atomic_store(&g_trace_session_now, session);
     const uint64_t rundown_ts = rundown_stamp();
-    ht_heap *live[64];
-    unsigned n_live = 0;
-    bool more = false;
+    /* The heaps live now, every one of them, listed while the switches go on and pinned
+     * (n_rundown) so that a destroy waits for its walk: the rundown covers exactly these. */
+    unsigned n_list = 0;
     for (unsigned i = 0; i < HT_MAX_HEAPS; i++) {
         if (!g_slot_used[i])
             continue;
@@ -554,44 +831,40 @@ int ht_trace_start(const ht_trace_config *config)
         if (atomic_load(&heap->magic) != HT_HEAP_MAGIC)
             continue;
         heap->trace_enabled = !g_trace_heaps_off;
-        atomic_store(&heap->trace_on, heap->trace_enabled);
-        if (n_live < 64)
-            live[n_live++] = heap;
-        else
-            more = true;
-    }
-    pthread_mutex_unlock(&ht__registry_lock);
-    if ((config->flags & HT_TRACE_NO_RUNDOWN) == 0) {
-        for (unsigned i = 0; i < n_live; i++)
-            if (ht__heap_check(live[i]) != NULL && atomic_load(&live[i]->trace_on))
-                rundown_heap(live[i], rundown_ts);
-        if (more) {
-            /* beyond the first 64 heaps: walk the table again, one heap at a time */
-            for (unsigned i = 0, seen = 0; i < HT_MAX_HEAPS; i++) {
-                ht_heap *heap = (ht_heap *)(g_table + (size_t)i * HEAP_SLOT_SIZE);
-                if (atomic_load(&heap->magic) != HT_HEAP_MAGIC)
-                    continue;
-                if (seen++ < 64)
-                    continue;
-                if (atomic_load(&heap->trace_on))
-                    rundown_heap(heap, rundown_ts);
-            }
+        uint8_t sw = heap->trace_enabled ? HT_TSW_ON : HT_TSW_OFF;
+        if (list != NULL && heap->trace_enabled) {
+            heap->n_rundown++;
+            list[n_list++] = heap;
+            sw = HT_TSW_PENDING; /* calls wait at their entry until the walk */
         }
+        atomic_store(&heap->trace_on, sw);
     }
+    ht__rlock_unlock(&ht__registry_lock);
+    if (list == NULL)
+        return 0;
+    if (n_list != 0) {
+        for (unsigned n = 0; atomic_exchange(&g_rundown_busy, 1) != 0; n++)
+            pause_briefly(n); /* a stopped session's rundown, finishing */
+        calls_drain();
+        rundown_all(list, n_list, session, rundown_ts);
+        atomic_store(&g_rundown_busy, 0);
+    }
+    ht__os.release(list, list_size);
     return 0;
 }
 
 int ht_trace_stop(void)
 {
     ht__heap_init_once();
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     if (!g_trace_active) {
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
         return -EINVAL;
     }
     g_trace_active = false;
+    atomic_store(&g_trace_session_now, 0);
     set_all_trace_locked(false);
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     return ht__trace_session_stop();
 }
 
@@ -600,7 +873,7 @@ bool ht_trace_enable_heap(ht_heap *h, bool on)
     ht_heap *heap = ht__heap_check(h);
     if (heap == NULL)
         return false;
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     bool old = heap->trace_enabled;
     heap->trace_enabled = on;
     /* Blocks freed while the heap was untraced sit on lookaside lists with no clock read
@@ -608,7 +881,9 @@ bool ht_trace_enable_heap(ht_heap *h, bool on)
      * ALLOCs traced earlier. The writer republishes on its next pass. */
     if (on && !old && g_trace_active)
         ht__os_clock_word_publish();
-    atomic_store(&heap->trace_on, g_trace_active && on);
-    pthread_mutex_unlock(&ht__registry_lock);
+    uint8_t sw = atomic_load(&heap->trace_on);
+    if (!on || sw <= HT_TSW_ON) /* a pending rundown switches it on itself */
+        atomic_store(&heap->trace_on, g_trace_active && on ? HT_TSW_ON : HT_TSW_OFF);
+    ht__rlock_unlock(&ht__registry_lock);
     return old;
 }

@@ -82,7 +82,7 @@ extern __thread ht_tcache *ht__tc_process __attribute__((tls_model("initial-exec
 extern ht_tcache ht__tc_none;
 
 /* -- heap.c: heap table, registry, locks -- */
-extern pthread_mutex_t ht__registry_lock;
+extern ht_rlock ht__registry_lock;  /* recursive; see common/lock.h */
 extern uint8_t *ht__heap_table;     /* HT_MAX_HEAPS slots of HT_HEAP_SLOT_SIZE bytes */
 ht_heap *ht__heap_check_fail(void); /* sets EINVAL, returns NULL */
 /* ht__heap_check (inline, below): heap, or NULL + EINVAL if it is not a live heap. */
@@ -93,11 +93,54 @@ void ht__heap_lock_all(ht_heap *heap); /* bins then heap lock (skips what the ap
 void ht__heap_unlock_all(ht_heap *heap);
 void ht__op_emit_pending(ht_heap *heap, ht_op *op);
 void ht__heap_init_once(void);
+/* A call that read heap's switch as PENDING or WALKING at its entry (sw): waits until the
+ * rundown has walked the heap, unless the calling thread may not wait (it holds some heap's
+ * ht_heap_lock, or runs inside a consumer): then the call goes on untraced and the walk
+ * waits for it instead. Returns the switch the call goes on with (not ON: untraced). Called
+ * between ht__op_begin and ht__op_end. */
+unsigned ht__trace_gate(ht_heap *heap, unsigned sw);
+/* A call on a thread with no tcache (past its thread-exit destructor): not on the rundown's
+ * list of threads, so it counts itself while it runs, from before it reads the switch. */
+void ht__op_unlisted_begin(void);
+void ht__op_unlisted_end(void);
+/* -- tcache.c: the threads a rundown waits on -- */
+/* Calls fn(tls, ctx) for every linked thread (the list's own lock held: fn must not block). */
+void ht__tls_each(void (*fn)(ht_tls *tls, void *ctx), void *ctx);
 
 /* -- walk.c -- */
 bool ht__walk_locked(ht_heap *heap, ht_heap_entry *entry);
 
 /* ---- inline helpers ---- */
+
+/* The calls in flight, as a rundown sees them: every public call that may change which blocks
+ * are live sets the calling thread's ht__t_in_call before it reads the heap's trace switch,
+ * and clears it once it has changed all it changes. A rundown switches the heaps to PENDING,
+ * makes those stores visible (membarrier: an asymmetric Dekker, so a call pays two plain
+ * stores and no fence), and waits until it has seen each thread out of a call: a call that
+ * read OFF is over before any walk, and one that read PENDING waits for the walk at its entry
+ * (ht__trace_gate). A call made inside another (from a consumer, after the outer one changed
+ * what it changes) clears the flag early, which is all right: the outer one is past its
+ * changes; the slow paths set it again after anything that may call back in (tcache_get). */
+static inline void ht__op_begin(void)
+{
+    atomic_store_explicit(&ht__t_in_call, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline void ht__op_end(void)
+{
+    atomic_store_explicit(&ht__t_in_call, 0, memory_order_release);
+}
+
+/* The switch at a call's entry (after ht__op_begin), through the gate when a rundown has not
+ * walked the heap yet. */
+static inline unsigned ht__trace_switch(ht_heap *heap)
+{
+    unsigned sw = atomic_load_explicit(&heap->trace_on, memory_order_relaxed);
+    if (HT_UNLIKELY(sw > HT_TSW_ON))
+        sw = ht__trace_gate(heap, sw);
+    return sw;
+}
 
 /* The handle check of every API call: a slot of the heap table (one mask test: below the
  * table, misaligned and past its end all leave bits outside the slot-index bits) holding a

@@ -69,22 +69,43 @@ static void pool_put(pool *p, void *o)
     ht__spin_unlock(&p->lock);
 }
 
+static ht_spinlock g_list_lock;
+static ht_tls *g_list;
+
 void ht__tcache_fork_prepare(void)
 {
     ht__spin_lock(&g_tls_pool.lock);
     ht__spin_lock(&g_tc_pool.lock);
+    ht__spin_lock(&g_list_lock);
 }
 
 void ht__tcache_fork_parent(void)
 {
+    ht__spin_unlock(&g_list_lock);
     ht__spin_unlock(&g_tc_pool.lock);
     ht__spin_unlock(&g_tls_pool.lock);
 }
 
 /* A thread that held a pool lock at fork does not exist in the child: the prepare handler
- * made sure none did, so the locks (held by the forking thread) are simply released. */
+ * made sure none did, so the locks (held by the forking thread) are simply released. The
+ * other threads are gone: only the forking one stays on the list of threads a rundown waits
+ * on (the others' in_call words are in stacks the child reuses). */
 void ht__tcache_fork_child(void)
 {
+    ht_tls *self = ht__tls;
+    for (ht_tls *t = g_list, *next; t != NULL; t = next) {
+        next = t->next;
+        if (t != self) {
+            t->next = t->prev = NULL;
+            t->serial = 0;
+            t->in_call = NULL;
+        }
+    }
+    g_list = NULL;
+    if (self != NULL && self->serial != 0) {
+        self->next = self->prev = NULL;
+        g_list = self;
+    }
     ht__tcache_fork_parent();
 }
 
@@ -135,6 +156,48 @@ static void tag_release(void)
     ht__spin_unlock(&g_tls_pool.lock);
 }
 
+/* ---- the list of threads a rundown waits on ----
+ * Every thread with an ht_tls is linked from its creation to its thread-exit destructor, with
+ * the address of its ht__t_in_call, which only stays valid while it is linked. Under g_list_lock
+ * (a leaf: nothing is taken under it, and nobody waits while holding it). */
+static uint64_t g_list_serial;
+
+static void tls_link(ht_tls *tls)
+{
+    ht__spin_lock(&g_list_lock);
+    tls->in_call = &ht__t_in_call;
+    tls->serial = ++g_list_serial;
+    tls->prev = NULL;
+    tls->next = g_list;
+    if (g_list != NULL)
+        g_list->prev = tls;
+    g_list = tls;
+    ht__spin_unlock(&g_list_lock);
+}
+
+static void tls_unlink(ht_tls *tls)
+{
+    ht__spin_lock(&g_list_lock);
+    if (tls->prev != NULL)
+        tls->prev->next = tls->next;
+    else
+        g_list = tls->next;
+    if (tls->next != NULL)
+        tls->next->prev = tls->prev;
+    tls->next = tls->prev = NULL;
+    tls->serial = 0;
+    tls->in_call = NULL;
+    ht__spin_unlock(&g_list_lock);
+}
+
+void ht__tls_each(void (*fn)(ht_tls *tls, void *ctx), void *ctx)
+{
+    ht__spin_lock(&g_list_lock);
+    for (ht_tls *t = g_list; t != NULL; t = t->next)
+        fn(t, ctx);
+    ht__spin_unlock(&g_list_lock);
+}
+
 /* ---- thread exit ---- */
 
 static ht_tls g_dead_tls; /* all slots NULL: threads past their exit get no tcache */
@@ -149,15 +212,16 @@ static void tls_destroy(void *arg)
     ht_tls *tls = arg;
     ht__tls = &g_dead_tls;
     ht__tc_process = &ht__tc_none;
-    tag_release(); /* before the flush: no block it touches is handed out again with it */
+    tls_unlink(tls); /* its calls from now on count themselves (ht__op_unlisted_begin) */
+    tag_release();   /* before the flush: no block it touches is handed out again with it */
     for (unsigned i = 0; i < HT_TLS_SLOTS; i++) {
         ht_tcache *tc = tls->slot[i];
         if (tc == NULL)
             continue;
         tls->slot[i] = NULL;
-        pthread_mutex_lock(&ht__registry_lock);
+        ht__rlock_lock(&ht__registry_lock);
         tcache_retire_locked(tc);
-        pthread_mutex_unlock(&ht__registry_lock);
+        ht__rlock_unlock(&ht__registry_lock);
     }
     pool_put(&g_tls_pool, tls);
 }
@@ -186,7 +250,7 @@ static void acc_fold(ht_stat_acc *dst, ht_stat_acc *src)
 void ht__tcache_flush(ht_tcache *tc, ht_heap *heap)
 {
     ht_op op;
-    op.trace = atomic_load_explicit(&heap->trace_on, memory_order_relaxed);
+    op.trace = atomic_load_explicit(&heap->trace_on, memory_order_relaxed) == HT_TSW_ON;
     op.slow = false;
     op.n_pending = 0;
     for (unsigned c = 0; c < HT_N_CLASSES; c++) {
@@ -264,10 +328,11 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
         tag_take();
         ht__tls = tls;
         pthread_setspecific(g_key, tls);
+        tls_link(tls);
     }
     unsigned slot = heap->index % HT_TLS_SLOTS;
     ht_tcache *old = tls->slot[slot];
-    pthread_mutex_lock(&ht__registry_lock);
+    ht__rlock_lock(&ht__registry_lock);
     if (old != NULL) {
         tls->slot[slot] = NULL;
         tcache_retire_locked(old); /* stale, or another heap sharing the slot */
@@ -287,7 +352,7 @@ ht_tcache *ht__tcache_get_slow(ht_heap *heap)
         if (heap->index == 0)
             ht__tc_process = tc;
     }
-    pthread_mutex_unlock(&ht__registry_lock);
+    ht__rlock_unlock(&ht__registry_lock);
     return tc;
 }
 

@@ -59,6 +59,11 @@
 #define HT_RUN_MAGIC    0x4854524eu /* "HTRN" */
 #define HT_HEAP_MAGIC   0x48544850u /* "HTHP" */
 
+/* A heap's trace switch (ht_heap.trace_on). A call traces iff it reads HT_TSW_ON; PENDING and
+ * WALKING: a session runs and its rundown has not walked the heap yet (WALKING: is about to,
+ * or is walking it), calls wait for the walk at their entry (docs/heap.md, "Rundown"). */
+enum { HT_TSW_OFF = 0, HT_TSW_ON = 1, HT_TSW_PENDING = 2, HT_TSW_WALKING = 3 };
+
 enum { HT_REGION_SEGMENT = 1, HT_REGION_LARGE = 2 };
 
 typedef struct ht_heap ht_heap;
@@ -194,16 +199,25 @@ typedef struct ht_tcache {
 typedef struct ht_tls {
     ht_tcache *slot[HT_TLS_SLOTS]; /* by heap index % HT_TLS_SLOTS */
     unsigned affinity;             /* this thread's LFH bin index < HT_LFH_AFFINITY */
+    /* the list of live threads a rundown waits on (registry lock) */
+    struct ht_tls *next, *prev;
+    _Atomic uint32_t *in_call;   /* the owner's ht__t_in_call (TLS: read only while linked) */
+    uint64_t serial;             /* unique per linking, 0 when unlinked */
+    _Atomic uint64_t exempt_gen; /* calls that went on untraced past a pending rundown (owner) */
+    uint64_t exempt_seen;        /* exempt_gen as the last rundown saw it (the rundown's) */
+    bool waiting;                /* the rundown waits to see the owner out of a call (its) */
 } ht_tls;
 
 struct ht_heap {
-    atomic_uint magic;    /* HT_HEAP_MAGIC while alive, 0 after destroy */
-    uint32_t index;       /* slot in the heap table */
-    uint64_t gen;         /* unique per incarnation of the slot */
-    unsigned flags;       /* creation flags */
-    atomic_bool trace_on; /* session active && trace_enabled */
-    bool trace_enabled;   /* per-heap switch (registry lock) */
-    bool serialize;       /* !(flags & NO_SERIALIZE) */
+    atomic_uint magic;        /* HT_HEAP_MAGIC while alive, 0 after destroy */
+    uint32_t index;           /* slot in the heap table */
+    uint64_t gen;             /* unique per incarnation of the slot */
+    unsigned flags;           /* creation flags */
+    _Atomic uint8_t trace_on; /* HT_TSW_*: OFF unless session active && trace_enabled */
+    bool trace_enabled;       /* per-heap switch (registry lock) */
+    uint32_t n_rundown;       /* rundowns that listed the heap and have not walked it yet (registry
+                                 lock); destroy waits for 0 before it gives anything back */
+    bool serialize;           /* !(flags & NO_SERIALIZE) */
     /* options */
     uint32_t lfh_threshold;
     size_t large_threshold;
@@ -211,7 +225,7 @@ struct ht_heap {
     size_t la_depth_opt;
     uint16_t la_depth[HT_N_CLASSES];
     /* heap lock: backend, segments, large blocks, commit counters */
-    pthread_mutex_t lock;  /* recursive */
+    ht_rlock lock;         /* recursive */
     atomic_int api_owner;  /* tid holding ht_heap_lock, 0 if none */
     int api_depth;         /* ht_heap_lock nesting of api_owner */
     size_t max_commit;     /* 0: growable; else cap on committed_area */

@@ -450,7 +450,7 @@ size_t ht_heap_compact(ht_heap *h, unsigned flags)
             ht__tcache_flush(tc, heap);
     }
     ht_op op;
-    op.trace = atomic_load(&heap->trace_on);
+    op.trace = atomic_load(&heap->trace_on) == HT_TSW_ON;
     op.slow = false;
     op.n_pending = 0;
     ht__heap_lock_all(heap);
