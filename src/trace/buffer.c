@@ -312,10 +312,10 @@ int ht__buf_init_once(void)
     return g_key_rc;
 }
 
-/* Registers a buffer for this thread in session gen; NULL when none can be had (the
- * session's thread limit, or no memory): the caller drops the event. */
-uint32_t ht__rec_buf_limit = HT_REC_MAX_THREADS;
+uint32_t ht__rec_buf_limit = HT_REC_MAX_THREADS; /* internal.h */
 
+/* Registers a buffer for this thread in session gen; NULL when none can be had (the
+ * session's thread limit, or no memory): the caller counts the event lost (unbuf_drop). */
 static ht_tbuf *buf_register(uint64_t gen, const ht_event *ev)
 {
     uint64_t idx = atomic_fetch_add(&ht__rec.n_bufs, 1);
