@@ -98,20 +98,16 @@ static ht_wstream *stream_for(ht_tbuf *b)
 {
     if (b->stream != 0)
         return &ht__rec.streams[b->stream - 1];
-    uint32_t mask = 2 * HT_REC_MAX_THREADS - 1;
-    uint32_t h = (b->tid * 0x9E3779B1u) & mask;
-    while (ht__rec.stream_ix[h] != 0) {
+    uint32_t h = stream_slot(b->tid);
+    if (ht__rec.stream_ix[h] != 0) {
         ht_wstream *s = &ht__rec.streams[ht__rec.stream_ix[h] - 1];
-        if (s->enc.tid == b->tid) {
-            if (s->cur != b) {
-                if (s->cur != NULL)
-                    s->lost_base += atomic_load(&s->cur->n_lost);
-                s->cur = b;
-            }
-            b->stream = ht__rec.stream_ix[h];
-            return s;
+        if (s->cur != b) {
+            if (s->cur != NULL)
+                s->lost_base += atomic_load(&s->cur->n_lost);
+            s->cur = b;
         }
-        h = (h + 1) & mask;
+        b->stream = ht__rec.stream_ix[h];
+        return s;
     }
     /* At most HT_REC_MAX_THREADS buffers per session, so there is always room. */
     ht_wstream *s = &ht__rec.streams[ht__rec.n_streams++];
